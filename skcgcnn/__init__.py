@@ -1,0 +1,32 @@
+"""skcgcnn: Crystal Graph Convolutional Neural Networks inside scikit-learn.
+
+The public names are imported lazily so that ``import skcgcnn`` stays fast and the
+optional parts (matminer, optuna, mp-api) are only needed where they are used.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "StructureGraphTransformer": "skcgcnn.transformers",
+    "GraphCollection": "skcgcnn.graph",
+    "build_graph": "skcgcnn.graph",
+    "get_atom_features": "skcgcnn.atom_features",
+    "AtomFeatureTable": "skcgcnn.atom_features",
+    "CGCNN": "skcgcnn.model",
+    "CGCNNRegressor": "skcgcnn.estimators",
+    "CGCNNClassifier": "skcgcnn.estimators",
+    "load_cgcnn_checkpoint": "skcgcnn.estimators",
+    "save_model": "skcgcnn.estimators",
+    "load_model": "skcgcnn.estimators",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'skcgcnn' has no attribute {name!r}")
