@@ -1230,10 +1230,16 @@ def load_materials_project(
     Raises
     ------
     ValueError
-        No query, no API key (or not 32 characters) when a download is needed.
+        No query; no API key (or not 32 characters) when a download is needed; a request
+        that mp-api or the server rejects (unknown field or criterion, HTTP 4xx).
+    PermissionError
+        The server rejected the API key (HTTP 401 / 403).
     ConnectionError
-        The server stayed unreachable or kept failing after ``retries`` attempts, or it
-        rejected the request (bad key, unknown field or criterion).
+        The server stayed unreachable or kept failing (HTTP 429 / 5xx) after ``retries``
+        extra attempts.
+    DatasetError
+        Bad entries with ``on_error="raise"``: duplicate ids, ids the server did not
+        return, a missing field value, an unreadable structure.
 
     Examples
     --------
@@ -1301,7 +1307,7 @@ def load_materials_project(
             if docs is None:
                 if rester is None:
                     rester = _connect_mp(_mp_key(api_key), base, retries, retry_delay)
-                docs = _mp_search(rester, chunk, criteria, requested, retries, retry_delay)
+                docs = _mp_search(rester, chunk, criteria, requested, int(chunk_size), retries, retry_delay)
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
@@ -1377,12 +1383,12 @@ def _retrying(action: Any, what: str, retries: int, retry_delay: float) -> Any:
         except (mp_error, requests.RequestException, OSError) as exc:
             verdict = _is_transient(exc)
             if verdict in (401, 403):
-                raise ConnectionError(
+                raise PermissionError(
                     f"the Materials Project at {what} rejected the API key (HTTP {verdict}); "
                     "check api_key / MP_API_KEY"
                 ) from exc
             if verdict is not True:
-                raise ConnectionError(f"the Materials Project request to {what} failed: {exc}") from exc
+                raise ValueError(f"the Materials Project request to {what} was rejected: {exc}") from exc
             if attempt >= retries:
                 raise ConnectionError(
                     f"the Materials Project at {what} failed {attempt + 1} times; last error: {exc}. "
@@ -1398,10 +1404,13 @@ def _connect_mp(key: str, base: str, retries: int, retry_delay: float) -> Any:
     client = _import_mp_client()
 
     def connect() -> Any:
-        with warnings.catch_warnings():
-            # mp-api warns about a missing key (we pass one) and about server versions.
-            warnings.simplefilter("ignore")
-            return client.MPRester(key, endpoint=base, use_document_model=False, mute_progress_bars=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rester = client.MPRester(key, endpoint=base, use_document_model=False, mute_progress_bars=True)
+        for warning in caught:  # e.g. the server's emmet version is older than the client's
+            logger.info("mp-api: %s", warning.message)
+        logger.info("connected to the Materials Project at %s (database %s)", base, rester.db_version)
+        return rester
 
     return _retrying(connect, base, retries, retry_delay)
 
@@ -1413,13 +1422,20 @@ def _import_mp_client() -> Any:
 
 
 def _mp_search(
-    rester: Any, chunk: list[str] | None, criteria: dict, requested: list[str], retries: int, retry_delay: float
+    rester: Any,
+    chunk: list[str] | None,
+    criteria: dict,
+    requested: list[str],
+    chunk_size: int,
+    retries: int,
+    retry_delay: float,
 ) -> list[dict]:
     def search() -> list[dict]:
         kwargs = dict(criteria)
         if chunk is not None:
             kwargs["material_ids"] = chunk
-        page = min(len(chunk), 1000) if chunk else 1000
+        # one page per chunk of ids; criteria-only queries are paged by the client
+        page = min(len(chunk) if chunk else chunk_size, 1000)
         docs = rester.materials.summary.search(fields=requested, chunk_size=page, **kwargs)
         return [_plain(doc) for doc in docs]
 

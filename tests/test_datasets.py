@@ -452,6 +452,7 @@ def test_mp_criteria_query_pages(mp_server, mp_docs, tmp_path: Path) -> None:
     assert df["band_gap"].tolist() == [d["band_gap"] for d in expected]
     searches = mp_server.summary_requests()
     assert searches[0]["formation_energy_per_atom_min"] == "-2.0"
+    assert len(searches) == -(-len(expected) // 4)
     assert [p.get("_skip", "0") for p in searches] == [str(4 * i) for i in range(len(searches))]
 
 
