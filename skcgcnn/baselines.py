@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BASELINES",
+    "ElementPropertyPreset",
     "MatminerFeaturizer",
     "SineCoulombEigenvalues",
     "make_baseline",
@@ -353,7 +355,10 @@ class MatminerFeaturizer(TransformerMixin, BaseEstimator):
         self : MatminerFeaturizer
         """
         self._validate_params()
-        featurizers = [clone(f) for f in self._featurizer_list()]
+        with warnings.catch_warnings():
+            # matminer warns whenever an ElementProperty is cloned (see ElementPropertyPreset)
+            warnings.filterwarnings("ignore", message="The data_source has been specified")
+            featurizers = [clone(f) for f in self._featurizer_list()]
         items, _ = _items_and_ids(X)
         if len(items) == 0:
             raise ValueError("X is empty; fit needs at least one structure")
@@ -507,8 +512,7 @@ class MatminerFeaturizer(TransformerMixin, BaseEstimator):
 
 
 def _featurizer_name(f: Any) -> str:
-    inner = getattr(f, "featurizer", None) if isinstance(f, _CompositionOf) else None
-    return type(inner if inner is not None else f).__name__
+    return type(f).__name__
 
 
 def _is_number(v: Any) -> bool:
@@ -544,11 +548,11 @@ def make_baseline(
     name : {"magpie-rf", "structure-gb", "dummy"}
         Which baseline (see :data:`BASELINES`):
 
-        - ``"magpie-rf"``: ``MatminerFeaturizer([ElementProperty.from_preset("magpie")],
-          input="composition")`` -> ``SimpleImputer(strategy="median")`` ->
+        - ``"magpie-rf"``: ``MatminerFeaturizer([ElementPropertyPreset("magpie")])`` ->
+          ``SimpleImputer(strategy="median")`` ->
           ``RandomForestRegressor(n_estimators=300, max_features=1/3, min_samples_leaf=1)``.
-        - ``"structure-gb"``: ``MatminerFeaturizer([ElementProperty magpie on the
-          composition, DensityFeatures, GlobalSymmetryFeatures (numeric ones),
+        - ``"structure-gb"``: ``MatminerFeaturizer([ElementPropertyPreset("magpie"),
+          DensityFeatures, GlobalSymmetryFeatures (numeric ones),
           StructuralComplexity, SineCoulombEigenvalues(n_eigs=32)])`` ->
           ``HistGradientBoostingRegressor(max_iter=500, learning_rate=0.05)``, which handles
           the NaN features of failed structures itself.
@@ -590,7 +594,6 @@ def make_baseline(
         model.set_params(**params)
         return Pipeline([("model", model)])
 
-    composition = require("matminer.featurizers.composition")
     if name == "magpie-rf":
         model = RandomForestRegressor(
             n_estimators=300,
@@ -601,8 +604,7 @@ def make_baseline(
         _check_params(model, params, name)
         model.set_params(**params)
         featurize = MatminerFeaturizer(
-            [composition.ElementProperty.from_preset("magpie")],
-            input="composition",
+            [ElementPropertyPreset("magpie")],
             n_jobs=n_jobs,
             verbose=verbose,
         )
@@ -623,7 +625,7 @@ def make_baseline(
     model.set_params(**params)
     featurize = MatminerFeaturizer(
         [
-            _CompositionOf(composition.ElementProperty.from_preset("magpie")),
+            ElementPropertyPreset("magpie"),
             structure.DensityFeatures(),
             structure.GlobalSymmetryFeatures(
                 desired_features=[
@@ -643,28 +645,50 @@ def make_baseline(
     return Pipeline([("featurize", featurize), ("model", model)])
 
 
-class _CompositionOf(BaseFeaturizer):
-    """Apply a composition featurizer to a structure's composition.
+class ElementPropertyPreset(BaseFeaturizer):
+    """matminer's ``ElementProperty.from_preset(preset)`` on a structure's composition.
 
-    Lets composition and structure featurizers share one :class:`MatminerFeaturizer`
-    (and so one pass, one progress bar and one error list).
+    Takes Structures (their ``composition`` is used) or Compositions, so that composition
+    and structure features can share one :class:`MatminerFeaturizer` (one pass, one
+    progress bar, one error list). Its only parameters are the preset's name and
+    ``impute_nan``, so scikit-learn's ``clone`` rebuilds it quietly (cloning an
+    ``ElementProperty`` itself passes its data-source object back to ``__init__``,
+    which makes matminer warn on every clone).
 
     Parameters
     ----------
-    featurizer : matminer composition featurizer
+    preset : str, default="magpie"
+        A preset of ``ElementProperty.from_preset``: "magpie", "deml", "matminer",
+        "matscholar_el" or "megnet_el".
+    impute_nan : bool, default=True
+        Replace missing element data by the mean over elements (matminer's option).
     """
 
-    def __init__(self, featurizer: Any) -> None:
-        self.featurizer = featurizer
+    def __init__(self, preset: str = "magpie", impute_nan: bool = True) -> None:
+        self.preset = preset
+        self.impute_nan = impute_nan
 
-    def featurize(self, structure: Any) -> list[Any]:
-        return self.featurizer.featurize(structure.composition)
+    def _element_property(self) -> Any:
+        key = (self.preset, self.impute_nan)
+        if getattr(self, "_built_for", None) != key:
+            composition = require("matminer.featurizers.composition")
+            self._built = composition.ElementProperty.from_preset(
+                self.preset, impute_nan=self.impute_nan
+            )
+            self._built_for = key
+        return self._built
+
+    def featurize(self, x: Any) -> list[Any]:
+        from pymatgen.core import Composition
+
+        comp = x if isinstance(x, Composition) else x.composition
+        return self._element_property().featurize(comp)
 
     def feature_labels(self) -> list[str]:
-        return self.featurizer.feature_labels()
+        return self._element_property().feature_labels()
 
     def citations(self) -> list[str]:
-        return self.featurizer.citations()
+        return self._element_property().citations()
 
     def implementors(self) -> list[str]:
-        return self.featurizer.implementors()
+        return self._element_property().implementors()

@@ -17,6 +17,7 @@ from sklearn.model_selection import KFold, cross_val_score  # noqa: E402
 
 from skcgcnn.baselines import (  # noqa: E402
     BASELINES,
+    ElementPropertyPreset,
     MatminerFeaturizer,
     SineCoulombEigenvalues,
     make_baseline,
@@ -100,7 +101,7 @@ def test_sine_coulomb_matrix_matches_matminer(sample40):
 
 def test_failing_structures_do_not_lose_the_rest(nacl, duplicate_site):
     feat = MatminerFeaturizer(
-        [SineCoulombEigenvalues(n_eigs=3), _composition_of_magpie()], on_error="nan"
+        [SineCoulombEigenvalues(n_eigs=3), ElementPropertyPreset("magpie")], on_error="nan"
     )
     X = feat.fit_transform([nacl, duplicate_site, "/no/such/file.cif", nacl])
     assert X.shape == (4, 3 + 132)
@@ -221,7 +222,13 @@ def test_dummy_predicts_the_training_mean(sample40):
     np.testing.assert_allclose(model.predict(X[30:]), np.full(10, y[:30].mean()))
 
 
-def _composition_of_magpie():
-    from skcgcnn.baselines import _CompositionOf
-
-    return _CompositionOf(magpie())
+def test_element_property_preset_matches_matminer_and_clones_quietly(nacl):
+    preset = ElementPropertyPreset("magpie")
+    np.testing.assert_array_equal(
+        preset.featurize(nacl), magpie().featurize(nacl.composition)
+    )
+    assert preset.featurize(nacl.composition) == preset.featurize(nacl)
+    assert preset.feature_labels() == magpie().feature_labels()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clone(make_baseline("magpie-rf")).fit([nacl, nacl], [0.0, 1.0])

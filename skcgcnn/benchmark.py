@@ -1,0 +1,867 @@
+"""Side-by-side benchmarks of regression models on the same folds.
+
+:func:`run_benchmark` fits every model on identical cross-validation folds (or one fixed
+train/test split), times fit and predict, and scores the predictions with
+:mod:`sklearn.metrics`. With an ``output_dir`` it writes:
+
+======================  =================================================================
+``results.md``          the summary table (mean ± std over folds) in markdown
+``results.csv``         the same numbers, one row per model
+``folds.csv``           one row per model and fold (written after every fold)
+``predictions.csv``     every test prediction: model, fold, position, id, y_true, y_pred
+``parity_<model>.png``  predicted against true values, one plot per model
+``parity_overlay.png``  all models in one parity plot
+``mae_bar.png``         MAE per model with its standard deviation over folds
+``run.json``            the settings, sizes, wall time and package versions
+======================  =================================================================
+
+:func:`add_benchmark_parser` and :func:`run_benchmark_command` make the
+``skcgcnn benchmark`` command.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+from sklearn.model_selection import KFold
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BenchmarkResult",
+    "DEFAULT_MODELS",
+    "add_benchmark_parser",
+    "make_models",
+    "run_benchmark",
+    "run_benchmark_command",
+]
+
+#: Models of ``skcgcnn benchmark`` when ``--models`` is not given.
+DEFAULT_MODELS = ("cgcnn", "magpie-rf", "dummy")
+#: Training epochs of the CGCNN model in ``skcgcnn benchmark`` (see docs/benchmark.md).
+DEFAULT_EPOCHS = 60
+
+_METRICS = ("mae", "rmse", "r2", "fit_s", "predict_s")
+_METRIC_TITLES = {
+    "mae": "MAE",
+    "rmse": "RMSE",
+    "r2": "R²",
+    "fit_s": "fit (s)",
+    "predict_s": "predict (s)",
+}
+
+
+@dataclass
+class BenchmarkResult:
+    """What :func:`run_benchmark` measured.
+
+    Attributes
+    ----------
+    summary : DataFrame
+        One row per model (index: model name, in the order given) with ``n_folds`` and
+        ``<metric>_mean`` / ``<metric>_std`` for ``mae``, ``rmse``, ``r2``, ``fit_s`` and
+        ``predict_s``. The standard deviation is over folds (``ddof=0``).
+    folds : DataFrame
+        One row per model and fold: ``model, fold, n_train, n_test, mae, rmse, r2, fit_s,
+        predict_s`` (metrics NaN where a fit failed and ``error_score`` allowed it).
+    predictions : DataFrame
+        Every test prediction: ``model, fold, index`` (position in X), ``id``, ``y_true``,
+        ``y_pred``.
+    n_samples : int
+        Number of structures.
+    wall_s : float
+        Wall time of the whole run in seconds.
+    output_dir : Path or None
+        Where the files were written.
+    target_name : str
+        Name of the target used in the table and plots.
+    """
+
+    summary: pd.DataFrame
+    folds: pd.DataFrame
+    predictions: pd.DataFrame
+    n_samples: int
+    wall_s: float
+    output_dir: Path | None = None
+    target_name: str = "target"
+    files: list[Path] = field(default_factory=list)
+
+    def to_markdown(self) -> str:
+        """The summary as a markdown table (mean ± std over folds)."""
+        return _markdown_table(self.summary)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+
+# -- folds --------------------------------------------------------------------------
+def _is_index_array(a: Any) -> bool:
+    if isinstance(a, (str, bytes, tuple)):
+        return False
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError):
+        return False
+    return arr.ndim == 1 and (arr.dtype.kind in "iub" or arr.size == 0)
+
+
+def _as_indices(a: Any, n: int, what: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.dtype.kind == "b":
+        if arr.size != n:
+            raise ValueError(f"{what} is a boolean mask of length {arr.size}, X has {n} rows")
+        arr = np.flatnonzero(arr)
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < -n or arr.max() >= n):
+        raise ValueError(f"{what} has indices outside 0..{n - 1} (X has {n} rows)")
+    return np.where(arr < 0, arr + n, arr)
+
+
+def _resolve_folds(
+    cv: Any, X: Any, y: np.ndarray, random_state: int | None
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+    """Turn ``cv`` into a list of (train, test) index arrays and a description."""
+    n = len(y)
+    if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
+        if cv < 2:
+            raise ValueError(
+                f"cv={cv}: cross-validation needs at least 2 folds; for one split pass "
+                "cv=(train_indices, test_indices)"
+            )
+        if cv > n:
+            raise ValueError(f"cv={cv} folds but only {n} structures; use fewer folds")
+        splitter = KFold(n_splits=int(cv), shuffle=True, random_state=random_state)
+        folds = list(splitter.split(np.zeros((n, 1))))
+        desc = f"{cv}-fold KFold(shuffle=True, random_state={random_state})"
+    elif hasattr(cv, "split"):
+        folds = list(cv.split(np.zeros((n, 1)), y))
+        desc = repr(cv)
+    elif (
+        isinstance(cv, (tuple, list))
+        and len(cv) == 2
+        and _is_index_array(cv[0])
+        and _is_index_array(cv[1])
+    ):
+        folds = [(cv[0], cv[1])]
+        desc = "one fixed train/test split"
+    elif hasattr(cv, "__iter__") and not isinstance(cv, (str, bytes)):
+        folds = list(cv)
+        desc = f"{len(folds)} given train/test splits"
+    else:
+        raise TypeError(
+            "cv must be an int (number of KFold folds), a scikit-learn splitter, a "
+            f"(train_indices, test_indices) pair or a list of such pairs; got {cv!r}"
+        )
+    if not folds:
+        raise ValueError("cv gave no train/test splits")
+    out = []
+    for k, fold in enumerate(folds):
+        try:
+            train, test = fold
+        except (TypeError, ValueError):
+            raise TypeError(f"split {k} of cv is not a (train_indices, test_indices) pair") from None
+        train = _as_indices(train, n, f"split {k}: train indices")
+        test = _as_indices(test, n, f"split {k}: test indices")
+        if train.size == 0 or test.size == 0:
+            raise ValueError(f"split {k} has an empty train or test set")
+        out.append((train, test))
+    return out, desc
+
+
+# -- data helpers ---------------------------------------------------------------------
+def _take(X: Any, idx: np.ndarray) -> Any:
+    """Rows ``idx`` of X, keeping its type (list, array, Series, GraphCollection)."""
+    if isinstance(X, (pd.Series, pd.DataFrame)):
+        return X.iloc[idx]
+    if isinstance(X, np.ndarray):
+        return X[idx]
+    if isinstance(X, (list, tuple)):
+        return [X[i] for i in idx]
+    try:
+        return X[idx]
+    except (TypeError, IndexError, KeyError):
+        return [X[int(i)] for i in idx]
+
+
+def _default_ids(X: Any, n: int) -> np.ndarray:
+    if isinstance(X, (pd.Series, pd.DataFrame)):
+        return np.asarray(X.index)
+    graph_ids = getattr(X, "ids", None)
+    if graph_ids is not None and len(graph_ids) == n:
+        return np.asarray(graph_ids, dtype=object)
+    ids = []
+    for x in X if isinstance(X, (list, tuple, np.ndarray)) else []:
+        props = getattr(x, "properties", None)
+        ids.append(props.get("id") if isinstance(props, dict) else None)
+    if len(ids) == n and any(i is not None for i in ids):
+        return np.asarray(ids, dtype=object)
+    return np.arange(n)
+
+
+def _check_target(y: Any, ids: np.ndarray, n: int) -> np.ndarray:
+    y_arr = np.asarray(y, dtype=float)
+    if y_arr.ndim == 2 and y_arr.shape[1] == 1:
+        y_arr = y_arr[:, 0]
+    if y_arr.ndim != 1:
+        raise ValueError(
+            f"y has shape {y_arr.shape}; run_benchmark compares single-target regressors: "
+            "pass one target column"
+        )
+    if len(y_arr) != n:
+        raise ValueError(f"X has {n} structures but y has {len(y_arr)} values")
+    bad = np.flatnonzero(~np.isfinite(y_arr))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"y has {bad.size} non-finite values, the first for structure {i} ({ids[i]}); "
+            "drop those rows first"
+        )
+    return y_arr
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
+
+
+def _check_models(models: Any) -> dict[str, Any]:
+    if not isinstance(models, dict) or not models:
+        raise TypeError(
+            "models must be a non-empty dict of name -> scikit-learn estimator, "
+            "e.g. {'dummy': make_baseline('dummy')}"
+        )
+    seen: dict[str, str] = {}
+    for name, model in models.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"model names must be non-empty strings, got {name!r}")
+        if not (hasattr(model, "fit") and hasattr(model, "predict")):
+            raise TypeError(
+                f"model {name!r} is a {type(model).__name__}, not an estimator with fit and "
+                "predict; build it with make_models([...]) or skcgcnn.baselines.make_baseline"
+            )
+        safe = _safe_name(name)
+        if safe in seen:
+            raise ValueError(
+                f"model names {seen[safe]!r} and {name!r} give the same file name {safe!r}; "
+                "rename one"
+            )
+        seen[safe] = name
+    return dict(models)
+
+
+# -- the run --------------------------------------------------------------------------
+def run_benchmark(
+    models: dict[str, Any],
+    X: Any,
+    y: Any,
+    *,
+    cv: Any = 5,
+    output_dir: str | Path | None = None,
+    random_state: int | None = 0,
+    ids: Any = None,
+    target_name: str = "target",
+    error_score: str | float = "raise",
+    plots: bool = True,
+    verbose: int = 1,
+) -> BenchmarkResult:
+    """Fit and score every model on the same folds.
+
+    Each model is cloned for every fold (:func:`sklearn.base.clone`), fitted on the
+    training rows and asked to predict the test rows. Fit time includes everything the
+    pipeline does in ``fit`` (featurization, graph building, training); predict time
+    likewise.
+
+    Parameters
+    ----------
+    models : dict of str -> estimator
+        Name -> scikit-learn regressor or Pipeline that takes ``X``, e.g. the CGCNN
+        pipeline of :func:`skcgcnn.estimators.make_cgcnn_pipeline` and the baselines of
+        :func:`skcgcnn.baselines.make_baseline` (see also :func:`make_models`).
+    X : list, array or Series of structures (or anything the models take)
+        The inputs. A Series' index gives the ids in ``predictions.csv``.
+    y : array-like of shape (n_samples,)
+        One target.
+    cv : int, splitter, (train, test) pair or list of pairs, default=5
+        An int k means ``KFold(k, shuffle=True, random_state=random_state)``. A scikit-learn
+        splitter (``split(X, y)``) is asked for its splits once, so every model sees the same
+        ones. A pair of index arrays is one fixed split.
+    output_dir : str or Path, default=None
+        Where to write the tables and plots (created if missing). None writes nothing.
+    random_state : int or None, default=0
+        Seed of the folds when ``cv`` is an int. The models' own seeds are theirs.
+    ids : array-like, default=None
+        Ids of the structures for ``predictions.csv``. By default the Series index,
+        ``structure.properties["id"]`` or the positions.
+    target_name : str, default="target"
+        Name of the target (with unit) for the plots, e.g. ``"E_form (eV/atom)"``.
+    error_score : "raise" or float, default="raise"
+        What a model that fails on a fold gives: the error is raised, or (for a number such
+        as ``np.nan``) a warning is logged and its metrics for the fold are that number.
+    plots : bool, default=True
+        Write the PNG plots (when ``output_dir`` is given).
+    verbose : int, default=1
+        0: silent; 1: a progress bar over models x folds and one log line per fold.
+
+    Returns
+    -------
+    result : BenchmarkResult
+        ``result.summary`` (the table), ``result.folds``, ``result.predictions``.
+
+    Notes
+    -----
+    Every fold rebuilds the model's features: the CGCNN pipeline builds the crystal graphs
+    of the training and test rows again. To reuse graphs between runs on the same folds,
+    give the pipeline a cache, ``make_cgcnn_pipeline(...).set_params(memory="cache_dir")``
+    (scikit-learn caches the fitted transformer with joblib), or transform ``X`` once with
+    ``StructureGraphTransformer`` and benchmark the bare ``CGCNNRegressor`` on the
+    resulting ``GraphCollection``: graph building is per structure and learns nothing from
+    the data, so this does not leak the test set.
+
+    Examples
+    --------
+    >>> from skcgcnn.baselines import make_baseline
+    >>> result = run_benchmark(  # doctest: +SKIP
+    ...     {"magpie-rf": make_baseline("magpie-rf"), "dummy": make_baseline("dummy")},
+    ...     structures, energies, cv=5, output_dir="results/bench")
+    >>> print(result.to_markdown())  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    models = _check_models(models)
+    if error_score != "raise" and not isinstance(error_score, (int, float)):
+        raise ValueError(f"error_score={error_score!r}: use 'raise' or a number such as np.nan")
+    n = len(X)
+    ids_arr = _default_ids(X, n) if ids is None else np.asarray(ids, dtype=object)
+    if len(ids_arr) != n:
+        raise ValueError(f"ids has {len(ids_arr)} entries, X has {n}")
+    y_arr = _check_target(y, ids_arr, n)
+    folds, cv_desc = _resolve_folds(cv, X, y_arr, random_state)
+
+    out_dir = Path(output_dir) if output_dir is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    logger.info(
+        "benchmark of %d models on %d structures, %s", len(models), n, cv_desc
+    )
+
+    fold_rows: list[dict[str, Any]] = []
+    pred_frames: list[pd.DataFrame] = []
+    with tqdm(
+        total=len(models) * len(folds), desc="benchmark", unit="fit", disable=verbose < 1
+    ) as bar:
+        for k, (train, test) in enumerate(folds):
+            X_train, X_test = _take(X, train), _take(X, test)
+            y_train, y_test = y_arr[train], y_arr[test]
+            for name, model in models.items():
+                bar.set_postfix_str(f"{name}, fold {k + 1}/{len(folds)}")
+                row, pred = _run_one(
+                    name, model, k, X_train, y_train, X_test, y_test, error_score
+                )
+                row.update(n_train=len(train), n_test=len(test))
+                fold_rows.append(row)
+                if pred is not None:
+                    pred_frames.append(
+                        pd.DataFrame(
+                            {
+                                "model": name,
+                                "fold": k,
+                                "index": test,
+                                "id": ids_arr[test],
+                                "y_true": y_test,
+                                "y_pred": pred,
+                            }
+                        )
+                    )
+                if verbose:
+                    logger.info(
+                        "%s fold %d/%d: MAE %.4f, RMSE %.4f, R2 %.4f (fit %.1f s, predict %.1f s)",
+                        name, k + 1, len(folds), row["mae"], row["rmse"], row["r2"],
+                        row["fit_s"], row["predict_s"],
+                    )
+                if out_dir is not None:
+                    _folds_frame(fold_rows).to_csv(out_dir / "folds.csv", index=False)
+                bar.update(1)
+
+    folds_df = _folds_frame(fold_rows)
+    summary = _summarize(folds_df, list(models))
+    predictions = (
+        pd.concat(pred_frames, ignore_index=True)
+        if pred_frames
+        else pd.DataFrame(columns=["model", "fold", "index", "id", "y_true", "y_pred"])
+    )
+    result = BenchmarkResult(
+        summary=summary,
+        folds=folds_df,
+        predictions=predictions,
+        n_samples=n,
+        wall_s=time.perf_counter() - start,
+        output_dir=out_dir,
+        target_name=target_name,
+    )
+    if out_dir is not None:
+        result.files = _write_outputs(result, cv_desc, random_state, models, plots)
+        result.wall_s = time.perf_counter() - start
+        _write_run_info(result, cv_desc, random_state, models, len(folds))
+    return result
+
+
+def _run_one(
+    name: str,
+    model: Any,
+    k: int,
+    X_train: Any,
+    y_train: np.ndarray,
+    X_test: Any,
+    y_test: np.ndarray,
+    error_score: str | float,
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    row: dict[str, Any] = {"model": name, "fold": k}
+    estimator = clone(model)
+    try:
+        t0 = time.perf_counter()
+        estimator.fit(X_train, y_train)
+        row["fit_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pred = estimator.predict(X_test)
+        row["predict_s"] = time.perf_counter() - t0
+        pred = np.asarray(pred, dtype=float)
+        if pred.ndim == 2 and pred.shape[1] == 1:
+            pred = pred[:, 0]
+        if pred.shape != y_test.shape:
+            raise ValueError(
+                f"model {name!r} returned predictions of shape {pred.shape} for "
+                f"{len(y_test)} test structures in fold {k}; a step may have dropped "
+                "structures (e.g. StructureGraphTransformer(on_error='skip')): use "
+                "on_error='raise' or remove the bad structures before benchmarking"
+            )
+    except Exception:
+        if error_score == "raise":
+            raise
+        logger.warning(
+            "model %r failed on fold %d; its metrics are %s:\n%s",
+            name, k, error_score, traceback.format_exc(),
+        )
+        row.update({m: float(error_score) for m in ("mae", "rmse", "r2")})
+        row.setdefault("fit_s", float("nan"))
+        row.setdefault("predict_s", float("nan"))
+        return row, None
+    row["mae"] = mean_absolute_error(y_test, pred)
+    row["rmse"] = root_mean_squared_error(y_test, pred)
+    row["r2"] = r2_score(y_test, pred) if len(y_test) > 1 else float("nan")
+    return row, pred
+
+
+def _folds_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    cols = ["model", "fold", "n_train", "n_test", *_METRICS]
+    return pd.DataFrame(rows).reindex(columns=cols)
+
+
+def _summarize(folds: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    records = []
+    for name in order:
+        part = folds[folds["model"] == name]
+        rec: dict[str, Any] = {"model": name, "n_folds": len(part)}
+        for m in _METRICS:
+            values = part[m].to_numpy(dtype=float)
+            rec[f"{m}_mean"] = float(np.mean(values)) if len(values) else float("nan")
+            rec[f"{m}_std"] = float(np.std(values)) if len(values) else float("nan")
+        records.append(rec)
+    return pd.DataFrame(records).set_index("model")
+
+
+def _markdown_table(summary: pd.DataFrame) -> str:
+    def fmt(mean: float, std: float, digits: int) -> str:
+        if not np.isfinite(mean):
+            return "n/a"
+        return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+    header = "| model | " + " | ".join(_METRIC_TITLES[m] for m in _METRICS) + " |"
+    lines = [header, "|" + "---|" * (len(_METRICS) + 1)]
+    for name, rec in summary.iterrows():
+        cells = [
+            fmt(rec[f"{m}_mean"], rec[f"{m}_std"], 3 if m in ("mae", "rmse", "r2") else 2)
+            for m in _METRICS
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# -- files ----------------------------------------------------------------------------
+def _write_outputs(
+    result: BenchmarkResult,
+    cv_desc: str,
+    random_state: int | None,
+    models: dict[str, Any],
+    plots: bool,
+) -> list[Path]:
+    out = Path(result.output_dir)
+    files = []
+    summary_csv = out / "results.csv"
+    result.summary.reset_index().to_csv(summary_csv, index=False)
+    md = out / "results.md"
+    md.write_text(
+        f"# Benchmark: {result.target_name}\n\n"
+        f"{result.n_samples} structures, {cv_desc}. Mean ± standard deviation over folds; "
+        "fit and predict times include featurization / graph building.\n\n"
+        f"{result.to_markdown()}\n\n"
+        f"Wall time of the run: {result.wall_s:.0f} s.\n",
+        encoding="utf-8",
+    )
+    folds_csv = out / "folds.csv"
+    result.folds.to_csv(folds_csv, index=False)
+    preds_csv = out / "predictions.csv"
+    result.predictions.to_csv(preds_csv, index=False)
+    files += [md, summary_csv, folds_csv, preds_csv]
+    if plots:
+        files += _plot_all(result)
+    return files
+
+
+def _write_run_info(
+    result: BenchmarkResult,
+    cv_desc: str,
+    random_state: int | None,
+    models: dict[str, Any],
+    n_folds: int,
+) -> None:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("skcgcnn", "scikit-learn", "matminer", "torch", "skorch", "pymatgen"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    info = {
+        "n_samples": result.n_samples,
+        "n_folds": n_folds,
+        "cv": cv_desc,
+        "random_state": random_state,
+        "target": result.target_name,
+        "wall_s": round(result.wall_s, 2),
+        "models": {name: repr(model) for name, model in models.items()},
+        "versions": versions,
+    }
+    path = result.output_dir / "run.json"
+    path.write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
+    result.files.append(path)
+
+
+def _plot_all(result: BenchmarkResult) -> list[Path]:
+    # Figure objects directly (no pyplot): no global state, no display needed (Agg).
+    from matplotlib.figure import Figure
+
+    out = result.output_dir
+    preds = result.predictions
+    summary = result.summary
+    files = []
+    if preds.empty:
+        return files
+    lo = float(min(preds["y_true"].min(), preds["y_pred"].min()))
+    hi = float(max(preds["y_true"].max(), preds["y_pred"].max()))
+    pad = 0.03 * (hi - lo or 1.0)
+    lims = (lo - pad, hi + pad)
+    colors = [f"C{i}" for i in range(10)]
+
+    def parity_axes(fig: Any, title: str) -> Any:
+        ax = fig.add_subplot()
+        ax.plot(lims, lims, color="0.4", lw=1, ls="--", zorder=0)
+        ax.set_xlim(lims)
+        ax.set_ylim(lims)
+        ax.set_aspect("equal")
+        ax.set_xlabel(f"true {result.target_name}")
+        ax.set_ylabel(f"predicted {result.target_name}")
+        ax.set_title(title)
+        return ax
+
+    names = [m for m in summary.index if (preds["model"] == m).any()]
+    for i, name in enumerate(names):
+        part = preds[preds["model"] == name]
+        rec = summary.loc[name]
+        fig = Figure(figsize=(5, 5), layout="constrained")
+        ax = parity_axes(fig, f"{name}: MAE {rec['mae_mean']:.3f}, R² {rec['r2_mean']:.3f}")
+        ax.scatter(part["y_true"], part["y_pred"], s=6, alpha=0.5, color=colors[i % 10],
+                   linewidths=0)
+        path = out / f"parity_{_safe_name(name)}.png"
+        fig.savefig(path, dpi=120)
+        files.append(path)
+
+    fig = Figure(figsize=(6, 6), layout="constrained")
+    ax = parity_axes(fig, "all models")
+    for i, name in enumerate(names):
+        part = preds[preds["model"] == name]
+        ax.scatter(part["y_true"], part["y_pred"], s=5, alpha=0.4, color=colors[i % 10],
+                   linewidths=0, label=f"{name} (MAE {summary.loc[name, 'mae_mean']:.3f})")
+    ax.legend(loc="upper left", markerscale=3, frameon=False)
+    path = out / "parity_overlay.png"
+    fig.savefig(path, dpi=120)
+    files.append(path)
+
+    fig = Figure(figsize=(1.2 + 1.1 * len(summary), 4), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(summary))
+    ax.bar(x, summary["mae_mean"], yerr=summary["mae_std"], capsize=4,
+           color=[colors[i % 10] for i in range(len(summary))])
+    ax.set_xticks(x, list(summary.index), rotation=20, ha="right")
+    ax.set_ylabel(f"MAE of {result.target_name}")
+    ax.set_title("MAE, mean ± std over folds")
+    for xi, v, sd in zip(x, summary["mae_mean"], summary["mae_std"]):
+        if np.isfinite(v):
+            top = v + (sd if np.isfinite(sd) else 0.0)
+            ax.annotate(f"{v:.3f}", (xi, top), textcoords="offset points", xytext=(0, 3),
+                        ha="center", va="bottom", fontsize=8)
+    path = out / "mae_bar.png"
+    fig.savefig(path, dpi=120)
+    files.append(path)
+    return files
+
+
+# -- models by name -------------------------------------------------------------------
+def make_models(
+    names: list[str] | tuple[str, ...] = DEFAULT_MODELS,
+    *,
+    epochs: int = DEFAULT_EPOCHS,
+    n_jobs: int | None = None,
+    random_state: int | None = 0,
+    device: str = "cpu",
+    verbose: int = 0,
+) -> dict[str, Any]:
+    """Build the named models with the benchmark's settings.
+
+    Parameters
+    ----------
+    names : list of str, default=("cgcnn", "magpie-rf", "dummy")
+        ``"cgcnn"`` (``make_cgcnn_pipeline(max_epochs=epochs)``) or a name of
+        :data:`skcgcnn.baselines.BASELINES`.
+    epochs : int, default=60
+        Training epochs of CGCNN.
+    n_jobs : int, default=None
+        Processes for featurization and graph building, trees of the random forest.
+    random_state : int or None, default=0
+        Seed of every model.
+    device : str, default="cpu"
+        Torch device of CGCNN ("cpu", "cuda" or "auto").
+    verbose : int, default=0
+        Verbosity of the models (progress bars of featurization, CGCNN epoch table).
+
+    Returns
+    -------
+    models : dict of str -> Pipeline
+    """
+    names = list(names)
+    known = ["cgcnn", "magpie-rf", "structure-gb", "dummy"]
+    unknown = [nm for nm in names if nm not in known]
+    if unknown:
+        raise ValueError(f"unknown model name(s) {unknown}; choose from {known}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names repeat in {names}")
+    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs={epochs!r}: use a positive integer")
+    models: dict[str, Any] = {}
+    for name in names:
+        if name == "cgcnn":
+            from skcgcnn.estimators import make_cgcnn_pipeline
+
+            # Graph building is ~1 ms per crystal: worker processes would cost more.
+            models[name] = make_cgcnn_pipeline(
+                max_epochs=int(epochs),
+                random_state=random_state,
+                device=device,
+                verbose=verbose,
+            )
+        else:
+            from skcgcnn.baselines import make_baseline
+
+            models[name] = make_baseline(
+                name, n_jobs=n_jobs, random_state=random_state, verbose=verbose
+            )
+    return models
+
+
+# -- command line ---------------------------------------------------------------------
+def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``benchmark`` subcommand to an ``argparse`` subparsers object.
+
+    The parser's default ``func`` is :func:`run_benchmark_command`.
+    """
+    p = subparsers.add_parser(
+        "benchmark",
+        help="compare CGCNN with descriptor baselines on the same cross-validation folds",
+        description=(
+            "Cross-validate CGCNN and matminer descriptor baselines on the same folds and "
+            "write a table (markdown, CSV), per-fold numbers, out-of-fold predictions, parity "
+            "plots and an MAE bar chart."
+        ),
+    )
+    p.add_argument(
+        "data_dir", nargs="?", metavar="DATA_DIR",
+        help="a CGCNN data folder: <id>.cif files and a header-less id_prop.csv "
+             "(id,target); not needed with --dataset",
+    )
+    p.add_argument(
+        "--dataset", metavar="NAME",
+        help="load a matbench dataset instead of DATA_DIR, e.g. matbench_mp_e_form "
+             "(downloads it: needs network)",
+    )
+    p.add_argument(
+        "--models", default=",".join(DEFAULT_MODELS),
+        help="comma-separated models among cgcnn, magpie-rf, structure-gb, dummy "
+             f"(default: {','.join(DEFAULT_MODELS)})",
+    )
+    p.add_argument("--cv", type=int, default=5, help="number of KFold folds (default: 5)")
+    p.add_argument(
+        "--limit", type=int, metavar="N",
+        help="use a random subset of N structures (seeded by --random-state)",
+    )
+    p.add_argument(
+        "--epochs", type=int, default=DEFAULT_EPOCHS,
+        help=f"CGCNN training epochs (default: {DEFAULT_EPOCHS})",
+    )
+    p.add_argument(
+        "--output-dir", metavar="DIR",
+        help="write tables and plots here (default: only print the table)",
+    )
+    p.add_argument(
+        "--n-jobs", type=int, default=-1,
+        help="processes for featurization and graph building, trees of the random forest "
+             "(default: -1, all cores)",
+    )
+    p.add_argument("--random-state", type=int, default=0,
+                   help="seed of the subset, the folds and the models (default: 0)")
+    p.add_argument("--device", default="cpu", help="torch device of CGCNN: cpu, cuda or auto")
+    p.add_argument("--target", help="target column, when the data has several")
+    p.add_argument("--target-label", metavar="TEXT",
+                   help="name of the target in tables and plots, e.g. 'E_form (eV/atom)'")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log lines")
+    p.set_defaults(func=run_benchmark_command)
+    return p
+
+
+def _id_prop_ids(data_dir: Path) -> list[str] | None:
+    """Ids (first column) of ``data_dir/id_prop.csv``, or None if it cannot be read."""
+    import csv
+
+    path = data_dir / "id_prop.csv"
+    if not path.is_file():
+        return None
+    ids: list[str] = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for k, row in enumerate(csv.reader(handle)):
+            if not row or not row[0].strip():
+                continue
+            if k == 0 and len(row) > 1:
+                try:
+                    float(row[1])
+                except ValueError:
+                    continue  # a header row
+            ids.append(row[0].strip())
+    return ids
+
+
+def _subset(n: int, limit: int | None, seed: int | None) -> np.ndarray | None:
+    if limit is None or limit >= n:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def _load_data(args: argparse.Namespace, verbose: int) -> tuple[pd.Series, np.ndarray, str]:
+    """Structures (Series indexed by id), targets and the target's name.
+
+    ``--limit N`` picks ``sorted(default_rng(seed).choice(n_rows, N, replace=False))`` of
+    the rows, so only those CIFs are parsed.
+    """
+    from skcgcnn import datasets
+
+    kwargs = {"n_jobs": args.n_jobs, "on_error": "skip", "verbose": verbose}
+    if args.dataset:
+        df = datasets.load_matbench(args.dataset, **kwargs)
+        keep = _subset(len(df), args.limit, args.random_state)
+        if keep is not None:
+            df = df.iloc[keep]
+    else:
+        data_dir = Path(args.data_dir)
+        all_ids = _id_prop_ids(data_dir)
+        if all_ids is not None and args.limit is not None:
+            keep = _subset(len(all_ids), args.limit, args.random_state)
+            ids = None if keep is None else [all_ids[i] for i in keep]
+            df = datasets.load_cgcnn_folder(data_dir, ids=ids, **kwargs)
+        else:
+            df = datasets.load_cgcnn_folder(data_dir, **kwargs)
+            keep = _subset(len(df), args.limit, args.random_state)
+            if keep is not None:
+                df = df.iloc[keep]
+    if "structure" not in df.columns:
+        raise ValueError("the loaded data has no 'structure' column")
+    targets = [c for c in df.columns if c != "structure"]
+    if args.target:
+        if args.target not in targets:
+            raise ValueError(f"--target {args.target!r} is not among the columns {targets}")
+        target = args.target
+    elif targets:
+        target = targets[0]
+    else:
+        raise ValueError("the loaded data has no target column")
+    y = pd.to_numeric(df[target], errors="coerce")
+    keep_rows = y.notna().to_numpy()
+    if not keep_rows.all():
+        logger.warning("dropping %d rows whose %r is missing", int((~keep_rows).sum()), target)
+    return df["structure"][keep_rows], y[keep_rows].to_numpy(dtype=float), str(target)
+
+
+def run_benchmark_command(args: argparse.Namespace) -> int:
+    """Run ``skcgcnn benchmark`` with parsed arguments; return the exit status."""
+    def fail(message: str) -> int:
+        sys.stderr.write(f"skcgcnn benchmark: error: {message}\n")
+        return 2
+
+    if not args.data_dir and not args.dataset:
+        return fail("give a DATA_DIR (a CGCNN folder) or --dataset NAME")
+    if args.data_dir and args.dataset:
+        return fail("give either DATA_DIR or --dataset, not both")
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        return fail(f"DATA_DIR {args.data_dir!r} is not a directory")
+    if args.limit is not None and args.limit < 2:
+        return fail(f"--limit {args.limit}: use at least 2 structures")
+    names = [nm.strip() for nm in args.models.split(",") if nm.strip()]
+    verbose = 0 if args.quiet else 1
+    try:
+        models = make_models(
+            names,
+            epochs=args.epochs,
+            n_jobs=args.n_jobs,
+            random_state=args.random_state,
+            device=args.device,
+        )
+    except ValueError as exc:
+        return fail(str(exc))
+    try:
+        X, y, target = _load_data(args, verbose)
+    except (ValueError, FileNotFoundError, ConnectionError) as exc:
+        return fail(str(exc))
+    logger.info("%d structures from %s, target %r", len(y), args.dataset or args.data_dir,
+                target)
+    try:
+        result = run_benchmark(
+            models, X, y, cv=args.cv, output_dir=args.output_dir,
+            random_state=args.random_state, target_name=args.target_label or target,
+            verbose=verbose,
+        )
+    except ValueError as exc:
+        return fail(str(exc))
+    print(result.to_markdown())
+    print(f"\n{result.n_samples} structures, {len(result.folds) // len(models)} folds, "
+          f"wall time {result.wall_s:.0f} s"
+          + (f"; files in {result.output_dir}" if result.output_dir else ""))
+    return 0
