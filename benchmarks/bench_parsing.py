@@ -15,6 +15,7 @@ Usage::
     python benchmarks/bench_parsing.py --limit 2000         # first 2000 rows
     python benchmarks/bench_parsing.py --jobs 1 2 4 --verify 200 --json out.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,9 @@ import time
 import warnings
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mp-formation-energy-36737"
+DEFAULT_DATA = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mp-formation-energy-36737"
+)
 
 logger = logging.getLogger("bench_parsing")
 
@@ -58,19 +61,35 @@ def verify(df, archive: Path, k: int, seed: int = 0) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for ident in ids:
-            if df.loc[ident, "structure"].as_dict() != Structure.from_str(texts[ident], fmt="cif").as_dict():
+            if (
+                df.loc[ident, "structure"].as_dict()
+                != Structure.from_str(texts[ident], fmt="cif").as_dict()
+            ):
                 bad += 1
                 logger.error("structure %s differs from a fresh parse", ident)
     return bad
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with cifs.tar.gz and id_prop.csv")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="folder with cifs.tar.gz and id_prop.csv"
+    )
     parser.add_argument("--limit", type=int, default=None, help="load only the first N rows")
-    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="n_jobs values for first loads")
-    parser.add_argument("--verify", type=int, default=0, help="check K random cached structures against a fresh parse")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--jobs", type=int, nargs="+", default=[1, 2], help="n_jobs values for first loads"
+    )
+    parser.add_argument(
+        "--verify",
+        type=int,
+        default=0,
+        help="check K random cached structures against a fresh parse",
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write the figures to this JSON file"
+    )
     parser.add_argument("--verbose", type=int, default=0, help="progress bars when >= 1")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -105,8 +124,14 @@ def main(argv: list[str] | None = None) -> int:
                 "atoms_per_s": round(n_atoms / seconds),
             }
             results["first_load"].append(row)
-            logger.info("first load, n_jobs=%d: %d structures, %d atoms in %.1f s = %.0f atoms/s",
-                        n_jobs, n_structures, n_atoms, seconds, n_atoms / seconds)
+            logger.info(
+                "first load, n_jobs=%d: %d structures, %d atoms in %.1f s = %.0f atoms/s",
+                n_jobs,
+                n_structures,
+                n_atoms,
+                seconds,
+                n_atoms / seconds,
+            )
             last_cache = cache
             del df
         cache_bytes = sum(p.stat().st_size for p in (last_cache / "structures").glob("*.npz"))
@@ -117,8 +142,12 @@ def main(argv: list[str] | None = None) -> int:
             "atoms_per_s": round(n_atoms / seconds),
             "cache_mb": round(cache_bytes / 1e6, 1),
         }
-        logger.info("second (cached) load: %d structures in %.2f s; cache file %.1f MB",
-                    len(df), seconds, cache_bytes / 1e6)
+        logger.info(
+            "second (cached) load: %d structures in %.2f s; cache file %.1f MB",
+            len(df),
+            seconds,
+            cache_bytes / 1e6,
+        )
         if args.verify:
             bad = verify(df, args.data / "cifs.tar.gz", args.verify)
             results["verified"] = {"checked": min(args.verify, len(df)), "different": bad}

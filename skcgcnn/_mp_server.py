@@ -24,6 +24,7 @@ requests fail with HTTP 503, to test retries.
 This module is test infrastructure: it has no dependency beyond the standard library
 and pymatgen, and it never touches the network beyond the loopback interface.
 """
+
 from __future__ import annotations
 
 import csv
@@ -268,8 +269,10 @@ class MPTestServer:
                     docs = [d for d in docs if d.get(field) is not None and d[field] <= bound]
             elif key in ("elements", "exclude_elements"):
                 symbols = set(value.split(","))
-                keep = (lambda d: symbols <= set(d["elements"])) if key == "elements" else (
-                    lambda d: not symbols & set(d["elements"])
+                keep = (
+                    (lambda d: symbols <= set(d["elements"]))
+                    if key == "elements"
+                    else (lambda d: not symbols & set(d["elements"]))
                 )
                 docs = [d for d in docs if keep(d)]
             elif key == "chemsys":
@@ -282,7 +285,9 @@ class MPTestServer:
                 flag = value.lower() == "true"
                 docs = [d for d in docs if d["deprecated"] == flag]
             else:
-                return 400, {"detail": f"query parameter {key!r} is not supported by this test server"}
+                return 400, {
+                    "detail": f"query parameter {key!r} is not supported by this test server"
+                }
         total = len(docs)
         skip = int(params.get("_skip", 0))
         limit = min(int(params.get("_limit", 100)), self.max_limit)
@@ -292,6 +297,9 @@ class MPTestServer:
             page = [{f: d[f] for f in fields if f in d} for d in page]
         return 200, {
             "data": page,
-            "meta": {"api_version": self.emmet_version, "total_doc": total, "max_limit": self.max_limit},
+            "meta": {
+                "api_version": self.emmet_version,
+                "total_doc": total,
+                "max_limit": self.max_limit,
+            },
         }
-

@@ -23,6 +23,7 @@ same parser), and the cache restores the same lattice matrix, species, fractiona
 coordinates and labels bit for bit; structures that the compact form cannot hold
 (disordered sites, site properties, ...) are cached as pymatgen JSON instead.
 """
+
 from __future__ import annotations
 
 import csv
@@ -278,7 +279,12 @@ def _parse_payload(kind: str, payload: Any) -> Any:
     raise ValueError(f"unknown payload kind {kind!r}")
 
 
-_KIND_NAMES = {"file": "CIF file", "cif": "CIF text", "json": "structure JSON", "dict": "structure dict"}
+_KIND_NAMES = {
+    "file": "CIF file",
+    "cif": "CIF text",
+    "json": "structure JSON",
+    "dict": "structure dict",
+}
 
 
 def _parse_batch(batch: list[tuple[str, Any]]) -> list[tuple]:
@@ -299,7 +305,9 @@ def _parse_batch(batch: list[tuple[str, Any]]) -> list[tuple]:
     return out
 
 
-def _parse_all(items: list[tuple[str, Any]], n_jobs: int | None, verbose: int, desc: str) -> list[tuple]:
+def _parse_all(
+    items: list[tuple[str, Any]], n_jobs: int | None, verbose: int, desc: str
+) -> list[tuple]:
     """Parse items in ``n_jobs`` processes (joblib), in order, with a progress bar."""
     if not items:
         return []
@@ -341,7 +349,9 @@ class _StructureCache:
     entries carry their own file stamps).
     """
 
-    def __init__(self, folder: Path | None, source: str, source_stamp: tuple[int, int] | None) -> None:
+    def __init__(
+        self, folder: Path | None, source: str, source_stamp: tuple[int, int] | None
+    ) -> None:
         self.source = source
         self.source_stamp = list(source_stamp) if source_stamp else None
         self.path = None
@@ -369,7 +379,9 @@ class _StructureCache:
             with np.load(self.path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 if meta != self._meta():
-                    logger.info("ignoring the structure cache %s (made for other inputs)", self.path)
+                    logger.info(
+                        "ignoring the structure cache %s (made for other inputs)", self.path
+                    )
                     return
                 ids = data["ids"].tolist()
                 stamps = data["stamps"].tolist()
@@ -503,7 +515,9 @@ def _structures_for(
         logger.info("parsed %d structures in %.1f s", len(todo), time.perf_counter() - start)
         cache.save()
     errors = []
-    bar = tqdm(total=len(encoded), desc="building structures", unit="structure", disable=verbose < 1)
+    bar = tqdm(
+        total=len(encoded), desc="building structures", unit="structure", disable=verbose < 1
+    )
     for entry in entries:
         result = encoded.get(entry.ident)
         if result is None:
@@ -573,7 +587,9 @@ def _default_names(n: int) -> list[str]:
     return ["target"] if n == 1 else [f"target_{j}" for j in range(n)]
 
 
-def _select(records: list[Any], key: Any, ids: Iterable[Any] | None, limit: int | None, what: str) -> list[Any]:
+def _select(
+    records: list[Any], key: Any, ids: Iterable[Any] | None, limit: int | None, what: str
+) -> list[Any]:
     if ids is not None:
         wanted = [str(i) for i in ids]
         by_id: dict[str, list[Any]] = {}
@@ -581,7 +597,9 @@ def _select(records: list[Any], key: Any, ids: Iterable[Any] | None, limit: int 
             by_id.setdefault(key(record), []).append(record)
         unknown = [i for i in wanted if i not in by_id]
         if unknown:
-            shown = ", ".join(unknown[:_MAX_LISTED]) + (" ..." if len(unknown) > _MAX_LISTED else "")
+            shown = ", ".join(unknown[:_MAX_LISTED]) + (
+                " ..." if len(unknown) > _MAX_LISTED else ""
+            )
             raise ValueError(f"{len(unknown)} requested ids are not in {what}: {shown}")
         records = [r for i in dict.fromkeys(wanted) for r in by_id[i]]
     if limit is not None:
@@ -604,9 +622,15 @@ def _read_id_prop(
     """
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = [(n, row) for n, row in enumerate(csv.reader(handle), start=1) if any(f.strip() for f in row)]
+            rows = [
+                (n, row)
+                for n, row in enumerate(csv.reader(handle), start=1)
+                if any(f.strip() for f in row)
+            ]
     except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path} is not UTF-8 text ({exc}); it should be a CSV of id,target rows") from None
+        raise DatasetError(
+            f"{path} is not UTF-8 text ({exc}); it should be a CSV of id,target rows"
+        ) from None
     if not rows:
         raise DatasetError(f"{path} is empty; it should hold one 'id,target' row per crystal")
     header = None
@@ -642,16 +666,23 @@ def _read_id_prop(
             continue
         if ident in first_line:
             table.errors.append(
-                (ident, f"duplicate id (lines {first_line[ident]} and {line} of {path.name}); the first is kept")
+                (
+                    ident,
+                    f"duplicate id (lines {first_line[ident]} and {line} of {path.name}); the first is kept",
+                )
             )
             continue
         first_line[ident] = line
         values = row[1:]
         if len(values) > n_targets:
-            table.errors.append((ident, f"{len(values)} targets on line {line}, expected {n_targets}"))
+            table.errors.append(
+                (ident, f"{len(values)} targets on line {line}, expected {n_targets}")
+            )
             continue
         values = values + [""] * (n_targets - len(values))
-        parsed, reason = _parse_targets(ident, values, names, missing_target, f" (line {line} of {path.name})")
+        parsed, reason = _parse_targets(
+            ident, values, names, missing_target, f" (line {line} of {path.name})"
+        )
         if reason:
             table.errors.append((ident, reason))
             continue
@@ -686,7 +717,9 @@ def _has_cif(folder: Path) -> bool:
 def _locate(root: Path, id_prop: PathLike) -> tuple[Path, str, Path]:
     """Return (id_prop path, source kind 'folder'|'archive', CIF folder or archive)."""
     if not root.exists():
-        raise FileNotFoundError(f"{root} does not exist; pass a CGCNN root_dir or a .tar.gz of CIFs")
+        raise FileNotFoundError(
+            f"{root} does not exist; pass a CGCNN root_dir or a .tar.gz of CIFs"
+        )
     if root.is_file():
         if not _is_archive(root):
             raise ValueError(
@@ -723,7 +756,9 @@ def _locate(root: Path, id_prop: PathLike) -> tuple[Path, str, Path]:
     raise FileNotFoundError(f"{root} holds no .cif files and no .tar.gz archive of CIFs")
 
 
-def _read_archive(archive: Path, wanted: set[str], verbose: int) -> tuple[dict[str, str], dict[str, str]]:
+def _read_archive(
+    archive: Path, wanted: set[str], verbose: int
+) -> tuple[dict[str, str], dict[str, str]]:
     """CIF texts of the wanted ids (by member file stem), read without extracting to disk."""
     texts: dict[str, str] = {}
     problems: dict[str, str] = {}
@@ -741,7 +776,9 @@ def _read_archive(archive: Path, wanted: set[str], verbose: int) -> tuple[dict[s
                 if stem not in wanted:
                     continue
                 if stem in seen:
-                    problems[stem] = f"two CIFs for this id in {archive.name}: {seen[stem]} and {member.name}"
+                    problems[stem] = (
+                        f"two CIFs for this id in {archive.name}: {seen[stem]} and {member.name}"
+                    )
                     continue
                 seen[stem] = member.name
                 handle = tar.extractfile(member)
@@ -879,11 +916,15 @@ def load_cgcnn_folder(
     _report(missing, on_error, what, table.total)
     errors += missing
 
-    structures, parse_errors = _structures_for(entries, store, n_jobs, verbose, f"parsing CIFs ({root.name})")
+    structures, parse_errors = _structures_for(
+        entries, store, n_jobs, verbose, f"parsing CIFs ({root.name})"
+    )
     _report(parse_errors, on_error, what, table.total)
     errors += parse_errors
     keep = [e.ident for e in entries if e.ident in structures]
-    return _frame(keep, [structures[i] for i in keep], _targets_array(table, keep), table.names, errors)
+    return _frame(
+        keep, [structures[i] for i in keep], _targets_array(table, keep), table.names, errors
+    )
 
 
 # ----------------------------------------------------------------------------------
@@ -900,7 +941,9 @@ def _read_json_table(path: Path) -> pd.DataFrame:
         data = json.load(handle)
     if isinstance(data, list):
         if not all(isinstance(row, Mapping) for row in data):
-            raise ValueError(f"{path} is a JSON list but not a list of objects (one object per row)")
+            raise ValueError(
+                f"{path} is a JSON list but not a list of objects (one object per row)"
+            )
         return pd.DataFrame.from_records(data)
     if isinstance(data, Mapping):
         if {"columns", "data"} <= set(data):  # pandas / matminer orient="split"
@@ -908,13 +951,19 @@ def _read_json_table(path: Path) -> pd.DataFrame:
         columns = {}
         for key, value in data.items():
             if isinstance(value, Mapping):  # orient="columns": {column: {index: value}}
-                columns[key] = pd.Series(_object_array(list(value.values())), index=list(value.keys()))
+                columns[key] = pd.Series(
+                    _object_array(list(value.values())), index=list(value.keys())
+                )
             elif isinstance(value, list):  # {column: [values]}
                 columns[key] = pd.Series(_object_array(value))
             else:
-                raise ValueError(f"{path}: column {key!r} is neither a list nor an object of values")
+                raise ValueError(
+                    f"{path}: column {key!r} is neither a list nor an object of values"
+                )
         return pd.DataFrame(columns)
-    raise ValueError(f"{path} holds a JSON {type(data).__name__}; expected a table (list of rows or columns)")
+    raise ValueError(
+        f"{path} holds a JSON {type(data).__name__}; expected a table (list of rows or columns)"
+    )
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -980,7 +1029,9 @@ def _frame_from_table(
                 break
     if id_column is not None:
         if id_column not in raw.columns:
-            raise ValueError(f"{what} has no id column {id_column!r} (columns: {list(map(str, raw.columns))})")
+            raise ValueError(
+                f"{what} has no id column {id_column!r} (columns: {list(map(str, raw.columns))})"
+            )
         id_values = [str(v) for v in raw[id_column].tolist()]
     elif not isinstance(raw.index, pd.RangeIndex):
         id_values = [str(v) for v in raw.index.tolist()]
@@ -996,7 +1047,9 @@ def _frame_from_table(
         names = list(target_columns) if not isinstance(target_columns, str) else [target_columns]
         absent = [c for c in names if c not in raw.columns]
         if absent:
-            raise ValueError(f"{what} has no target column(s) {absent} (columns: {list(map(str, raw.columns))})")
+            raise ValueError(
+                f"{what} has no target column(s) {absent} (columns: {list(map(str, raw.columns))})"
+            )
         if structure_column in names or (id_column is not None and id_column in names):
             raise ValueError("target_columns must not include the structure or id column")
     if "structure" in names and structure_column != "structure":
@@ -1013,10 +1066,17 @@ def _frame_from_table(
     for r in rows:
         ident = id_values[r]
         if ident in first_row:
-            table.errors.append((ident, f"duplicate id (rows {first_row[ident]} and {r} of {what}); the first is kept"))
+            table.errors.append(
+                (
+                    ident,
+                    f"duplicate id (rows {first_row[ident]} and {r} of {what}); the first is kept",
+                )
+            )
             continue
         first_row[ident] = r
-        parsed, reason = _parse_targets(ident, [col[r] for col in target_values], table.names, missing_target, f" (row {r})")
+        parsed, reason = _parse_targets(
+            ident, [col[r] for col in target_values], table.names, missing_target, f" (row {r})"
+        )
         if reason:
             table.errors.append((ident, reason))
             continue
@@ -1033,11 +1093,17 @@ def _frame_from_table(
     store = _StructureCache(
         _cache_folder(cache, "structures") if source_key else None, source_key or "", source_stamp
     )
-    structures, parse_errors = _structures_for(entries, store, n_jobs, verbose, "parsing structures")
+    structures, parse_errors = _structures_for(
+        entries, store, n_jobs, verbose, "parsing structures"
+    )
     _report(parse_errors, on_error, what, table.total)
     keep = [e.ident for e in entries if e.ident in structures]
     return _frame(
-        keep, [structures[i] for i in keep], _targets_array(table, keep), table.names, table.errors + parse_errors
+        keep,
+        [structures[i] for i in keep],
+        _targets_array(table, keep),
+        table.names,
+        table.errors + parse_errors,
     )
 
 
@@ -1263,7 +1329,9 @@ def load_materials_project(
         raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer")
     base = endpoint or os.environ.get("MP_API_ENDPOINT") or _DEFAULT_MP_ENDPOINT
     base = base if base.endswith("/") else base + "/"
-    requested = list(dict.fromkeys(["material_id", "structure", *[f.split(".")[0] for f in fields]]))
+    requested = list(
+        dict.fromkeys(["material_id", "structure", *[f.split(".")[0] for f in fields]])
+    )
 
     errors: list[tuple[str, str]] = []
     if id_list is not None:
@@ -1276,7 +1344,9 @@ def load_materials_project(
                 seen.add(mid)
                 unique.append(mid)
         _report(errors, on_error, "material_ids", len(id_list))
-        chunks: list[list[str] | None] = [unique[i : i + int(chunk_size)] for i in range(0, len(unique), int(chunk_size))]
+        chunks: list[list[str] | None] = [
+            unique[i : i + int(chunk_size)] for i in range(0, len(unique), int(chunk_size))
+        ]
     else:
         chunks = [None]
 
@@ -1307,7 +1377,9 @@ def load_materials_project(
             if docs is None:
                 if rester is None:
                     rester = _connect_mp(_mp_key(api_key), base, retries, retry_delay)
-                docs = _mp_search(rester, chunk, criteria, requested, int(chunk_size), retries, retry_delay)
+                docs = _mp_search(
+                    rester, chunk, criteria, requested, int(chunk_size), retries, retry_delay
+                )
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
@@ -1330,9 +1402,13 @@ def load_materials_project(
     for mid in order:
         doc = by_id.get(mid)
         if doc is None:
-            table.errors.append((mid, f"not returned by the Materials Project ({base}) for this query"))
+            table.errors.append(
+                (mid, f"not returned by the Materials Project ({base}) for this query")
+            )
             continue
-        parsed, reason = _parse_targets(mid, [_lookup(doc, f) for f in fields], fields, missing_target, "")
+        parsed, reason = _parse_targets(
+            mid, [_lookup(doc, f) for f in fields], fields, missing_target, ""
+        )
         if reason:
             table.errors.append((mid, reason))
             continue
@@ -1351,7 +1427,11 @@ def load_materials_project(
     _report(parse_errors, on_error, what, table.total)
     keep = [e.ident for e in entries if e.ident in structures]
     return _frame(
-        keep, [structures[i] for i in keep], _targets_array(table, keep), fields, errors + table.errors + parse_errors
+        keep,
+        [structures[i] for i in keep],
+        _targets_array(table, keep),
+        fields,
+        errors + table.errors + parse_errors,
     )
 
 
@@ -1388,7 +1468,9 @@ def _retrying(action: Any, what: str, retries: int, retry_delay: float) -> Any:
                     "check api_key / MP_API_KEY"
                 ) from exc
             if verdict is not True:
-                raise ValueError(f"the Materials Project request to {what} was rejected: {exc}") from exc
+                raise ValueError(
+                    f"the Materials Project request to {what} was rejected: {exc}"
+                ) from exc
             if attempt >= retries:
                 raise ConnectionError(
                     f"the Materials Project at {what} failed {attempt + 1} times; last error: {exc}. "
@@ -1406,10 +1488,14 @@ def _connect_mp(key: str, base: str, retries: int, retry_delay: float) -> Any:
     def connect() -> Any:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            rester = client.MPRester(key, endpoint=base, use_document_model=False, mute_progress_bars=True)
+            rester = client.MPRester(
+                key, endpoint=base, use_document_model=False, mute_progress_bars=True
+            )
         for warning in caught:  # e.g. the server's emmet version is older than the client's
             logger.info("mp-api: %s", warning.message)
-        logger.info("connected to the Materials Project at %s (database %s)", base, rester.db_version)
+        logger.info(
+            "connected to the Materials Project at %s (database %s)", base, rester.db_version
+        )
         return rester
 
     return _retrying(connect, base, retries, retry_delay)
@@ -1522,7 +1608,9 @@ def load_matbench(
     meta = info[name]
     if "structure" not in meta.get("columns", {}):
         raise ValueError(f"{name} has compositions, not structures; CGCNN needs crystal structures")
-    home = Path(data_home or os.environ.get("MATMINER_DATA") or default_cache_dir() / "matbench").expanduser()
+    home = Path(
+        data_home or os.environ.get("MATMINER_DATA") or default_cache_dir() / "matbench"
+    ).expanduser()
     file = home / f"{name}.{meta['file_type']}"
     url = meta["url"]
     how_to = (
@@ -1550,15 +1638,23 @@ def _check_reachable(url: str, timeout: float, name: str, how_to: str) -> None:
     try:
         requests.head(url, timeout=(timeout, timeout), allow_redirects=False)
     except requests.RequestException as exc:
-        raise ConnectionError(f"cannot download {name}: {url} is unreachable ({type(exc).__name__}). {how_to}") from exc
+        raise ConnectionError(
+            f"cannot download {name}: {url} is unreachable ({type(exc).__name__}). {how_to}"
+        ) from exc
 
 
-def _matbench_frame(raw: pd.DataFrame, name: str, what: str, n_jobs: int | None, on_error: str, verbose: int) -> pd.DataFrame:
+def _matbench_frame(
+    raw: pd.DataFrame, name: str, what: str, n_jobs: int | None, on_error: str, verbose: int
+) -> pd.DataFrame:
     if "structure" not in raw.columns:
         raise ValueError(f"{what} has no 'structure' column; CGCNN needs crystal structures")
     targets = [c for c in raw.columns if c != "structure"]
     raw = raw.copy()
-    raw.index = [str(i) for i in range(len(raw))] if isinstance(raw.index, pd.RangeIndex) else [str(i) for i in raw.index]
+    raw.index = (
+        [str(i) for i in range(len(raw))]
+        if isinstance(raw.index, pd.RangeIndex)
+        else [str(i) for i in raw.index]
+    )
     raw.insert(0, "__id__", list(raw.index))
     return _frame_from_table(
         raw.reset_index(drop=True),

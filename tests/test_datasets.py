@@ -1,5 +1,6 @@
 """Tests of skcgcnn.datasets on the shared data, a loopback Materials Project server and
 small broken datasets built in tmp_path."""
+
 from __future__ import annotations
 
 import csv
@@ -36,7 +37,9 @@ REG = DATA / "cgcnn-reference" / "sample-regression"
 CLS = DATA / "cgcnn-reference" / "sample-classification"
 
 pytestmark = [
-    pytest.mark.skipif(not MP_DIR.is_dir() or not REG.is_dir(), reason="../shared/data is not available"),
+    pytest.mark.skipif(
+        not MP_DIR.is_dir() or not REG.is_dir(), reason="../shared/data is not available"
+    ),
     pytest.mark.filterwarnings("ignore::UserWarning"),
 ]
 
@@ -84,7 +87,11 @@ def test_reference_folder_matches_structure_from_file(tmp_path: Path) -> None:
     assert list(df.index) == [r[0] for r in rows]
     assert df.index.name == "id"
     assert list(df.columns) == ["structure", "target"]
-    assert df["target"].tolist() == [float(r[1]) for r in rows] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+    assert (
+        df["target"].tolist()
+        == [float(r[1]) for r in rows]
+        == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+    )
     assert df.attrs["errors"] == []
     for ident, structure in df["structure"].items():
         assert isinstance(structure, Structure)
@@ -103,7 +110,9 @@ def test_second_load_comes_from_cache_and_is_identical(tmp_path: Path, caplog) -
     ids = [r[0] for r in read_rows(SAMPLE500 / "id_prop.csv")][:40]
     caplog.set_level(logging.INFO, logger="skcgcnn.datasets")
     first = load_cgcnn_folder(SAMPLE500, ids=ids, cache=tmp_path)
-    assert parse_messages(caplog) == ["parsed 40 structures in " + parse_messages(caplog)[0].split(" in ")[1]]
+    assert parse_messages(caplog) == [
+        "parsed 40 structures in " + parse_messages(caplog)[0].split(" in ")[1]
+    ]
     files = list((tmp_path / "structures").glob("*.npz"))
     assert len(files) == 1
     caplog.clear()
@@ -175,7 +184,14 @@ def test_archive_folder_multi_target(tmp_path: Path) -> None:
     df = load_cgcnn_folder(MP_DIR, id_prop="id_prop_multi.csv", limit=12, cache=tmp_path)
     rows = read_rows(MP_DIR / "id_prop_multi.csv")[:12]
     assert list(df.index) == [str(i) for i in range(12)] == [r[0] for r in rows]
-    assert list(df.columns) == ["structure", "target_0", "target_1", "target_2", "target_3", "target_4"]
+    assert list(df.columns) == [
+        "structure",
+        "target_0",
+        "target_1",
+        "target_2",
+        "target_3",
+        "target_4",
+    ]
     expected = np.array([[float(v) for v in r[1:]] for r in rows])
     np.testing.assert_array_equal(df.iloc[:, 1:].to_numpy(), expected)
     texts = tar_texts(list(df.index))
@@ -190,7 +206,9 @@ def test_archive_folder_multi_target(tmp_path: Path) -> None:
 
 def test_archive_path_with_id_prop_and_ids(tmp_path: Path) -> None:
     target_names = ["e_form"]
-    df = load_cgcnn_folder(TAR, id_prop=MP_DIR / "id_prop.csv", ids=[5, "3"], target_names=target_names, cache=False)
+    df = load_cgcnn_folder(
+        TAR, id_prop=MP_DIR / "id_prop.csv", ids=[5, "3"], target_names=target_names, cache=False
+    )
     rows = {r[0]: float(r[1]) for r in read_rows(MP_DIR / "id_prop.csv")[:6]}
     assert list(df.index) == ["5", "3"]
     assert df["e_form"].tolist() == [rows["5"], rows["3"]]
@@ -215,13 +233,17 @@ def test_missing_target_in_multi_file(tmp_path: Path) -> None:
         load_cgcnn_folder(MP_DIR, id_prop="id_prop_multi.csv", ids=["0", "1462"], cache=False)
     assert [e[0] for e in info.value.errors] == ["1462"]
     assert "missing target 'target_2'" in str(info.value).splitlines()[0]
-    skipped = load_cgcnn_folder(MP_DIR, id_prop="id_prop_multi.csv", ids=["0", "1462"], on_error="skip", cache=False)
+    skipped = load_cgcnn_folder(
+        MP_DIR, id_prop="id_prop_multi.csv", ids=["0", "1462"], on_error="skip", cache=False
+    )
     assert list(skipped.index) == ["0"]
     assert skipped.attrs["errors"][0][0] == "1462"
     kept = load_cgcnn_folder(
         MP_DIR, id_prop="id_prop_multi.csv", ids=["1462"], missing_target="nan", cache=False
     )
-    assert np.isnan(kept.loc["1462", "target_2"]) and kept.loc["1462", "target_1"] == pytest.approx(0.2912)
+    assert np.isnan(kept.loc["1462", "target_2"]) and kept.loc["1462", "target_1"] == pytest.approx(
+        0.2912
+    )
 
 
 def make_tar(path: Path, members: dict[str, str]) -> None:
@@ -353,15 +375,35 @@ def test_csv_gz_and_json_of_structure_dicts(tmp_path: Path) -> None:
         {"id": NAMES, "s": [json.dumps(s.as_dict()) for s in structures], "y": targets}
     ).to_csv(csv_path, index=False)
     records = tmp_path / "records.json"
-    records.write_text(json.dumps([{"mid": n, "s": s.as_dict(), "y": y} for n, s, y in zip(NAMES, structures, targets)]))
+    records.write_text(
+        json.dumps(
+            [{"mid": n, "s": s.as_dict(), "y": y} for n, s, y in zip(NAMES, structures, targets)]
+        )
+    )
     split = tmp_path / "split.json.gz"
     with gzip.open(split, "wt") as handle:
-        json.dump({"index": NAMES, "columns": ["s", "y"], "data": [[s.as_dict(), y] for s, y in zip(structures, targets)]}, handle)
+        json.dump(
+            {
+                "index": NAMES,
+                "columns": ["s", "y"],
+                "data": [[s.as_dict(), y] for s, y in zip(structures, targets)],
+            },
+            handle,
+        )
     columns = tmp_path / "columns.json"
-    columns.write_text(json.dumps({"s": {n: s.as_dict() for n, s in zip(NAMES, structures)}, "y": dict(zip(NAMES, targets))}))
+    columns.write_text(
+        json.dumps(
+            {
+                "s": {n: s.as_dict() for n, s in zip(NAMES, structures)},
+                "y": dict(zip(NAMES, targets)),
+            }
+        )
+    )
     frames = [
         load_cif_table(csv_path, structure_column="s", cache=False),
-        load_cif_table(records, structure_column="s", id_column="mid", target_columns=["y"], cache=False),
+        load_cif_table(
+            records, structure_column="s", id_column="mid", target_columns=["y"], cache=False
+        ),
         load_cif_table(split, structure_column="s", cache=False),
         load_cif_table(columns, structure_column="s", cache=False),
     ]
@@ -376,7 +418,13 @@ def test_table_errors(tmp_path: Path) -> None:
     pd.DataFrame(
         {
             "id": ["a", "b", "a", "c", "d"],
-            "cif": [(REG / "1000041.cif").read_text(), "", (REG / "9011998.cif").read_text(), "garbage", (REG / "9011998.cif").read_text()],
+            "cif": [
+                (REG / "1000041.cif").read_text(),
+                "",
+                (REG / "9011998.cif").read_text(),
+                "garbage",
+                (REG / "9011998.cif").read_text(),
+            ],
             "y": ["1", "2", "3", "4", ""],
         }
     ).to_csv(path, index=False)
@@ -418,7 +466,9 @@ def test_mp_ids_chunked_cached_and_offline_second_call(mp_server, mp_docs, tmp_p
     endpoint = mp_server.endpoint
     df = load_materials_project(ids, api_key=KEY, endpoint=endpoint, cache=tmp_path, chunk_size=10)
     assert list(df.index) == ids and list(df.columns) == ["structure", "formation_energy_per_atom"]
-    assert df["formation_energy_per_atom"].tolist() == [d["formation_energy_per_atom"] for d in mp_docs[:25]]
+    assert df["formation_energy_per_atom"].tolist() == [
+        d["formation_energy_per_atom"] for d in mp_docs[:25]
+    ]
     for doc, structure in zip(mp_docs, df["structure"]):
         assert structure.as_dict() == Structure.from_dict(doc["structure"]).as_dict()
     searches = mp_server.summary_requests()
@@ -433,7 +483,9 @@ def test_mp_ids_chunked_cached_and_offline_second_call(mp_server, mp_docs, tmp_p
     # second call: same rows, no request, even with the server gone and no key at all
     mp_server.stop()
     again = load_materials_project(ids, endpoint=endpoint, cache=tmp_path, chunk_size=10)
-    pd.testing.assert_series_equal(df["formation_energy_per_atom"], again["formation_energy_per_atom"])
+    pd.testing.assert_series_equal(
+        df["formation_energy_per_atom"], again["formation_energy_per_atom"]
+    )
     assert all(a.as_dict() == b.as_dict() for a, b in zip(df["structure"], again["structure"]))
 
 
@@ -459,19 +511,25 @@ def test_mp_criteria_query_pages(mp_server, mp_docs, tmp_path: Path) -> None:
 def test_mp_retries_then_gives_up(mp_server, mp_docs, tmp_path: Path) -> None:
     ids = [d["material_id"] for d in mp_docs[:3]]
     mp_server.fail_next = 2
-    df = load_materials_project(ids, api_key=KEY, endpoint=mp_server.endpoint, cache=False, retries=2, retry_delay=0)
+    df = load_materials_project(
+        ids, api_key=KEY, endpoint=mp_server.endpoint, cache=False, retries=2, retry_delay=0
+    )
     assert list(df.index) == ids
     assert len(mp_server.summary_requests()) == 3
     mp_server.fail_next = 5
     with pytest.raises(ConnectionError, match="failed 2 times"):
-        load_materials_project(ids, api_key=KEY, endpoint=mp_server.endpoint, cache=False, retries=1, retry_delay=0)
+        load_materials_project(
+            ids, api_key=KEY, endpoint=mp_server.endpoint, cache=False, retries=1, retry_delay=0
+        )
 
 
 def test_mp_key_handling(mp_server, mp_docs, tmp_path: Path, monkeypatch) -> None:
     ids = [mp_docs[0]["material_id"]]
     wrong = "f" * 32
     with pytest.raises(PermissionError, match="rejected the API key") as info:
-        load_materials_project(ids, api_key=wrong, endpoint=mp_server.endpoint, cache=False, retry_delay=0)
+        load_materials_project(
+            ids, api_key=wrong, endpoint=mp_server.endpoint, cache=False, retry_delay=0
+        )
     assert wrong not in str(info.value)
     n_requests = len(mp_server.requests)
     with pytest.raises(ValueError, match="has 5 characters; MP keys have 32"):
@@ -495,7 +553,9 @@ def test_mp_missing_ids_and_values(mp_docs, tmp_path: Path) -> None:
     ids = [d["material_id"] for d in docs] + ["mp-999999"]
     with MPTestServer(docs, api_key=KEY) as server:
         with pytest.raises(DatasetError) as info:
-            load_materials_project(ids, fields=["efermi"], api_key=KEY, endpoint=server.endpoint, cache=tmp_path)
+            load_materials_project(
+                ids, fields=["efermi"], api_key=KEY, endpoint=server.endpoint, cache=tmp_path
+            )
         reasons = dict(info.value.errors)
         assert sorted(reasons) == sorted([docs[1]["material_id"], "mp-999999"])
         assert reasons["mp-999999"].startswith("not returned by the Materials Project")
@@ -518,7 +578,9 @@ def test_mp_missing_ids_and_values(mp_docs, tmp_path: Path) -> None:
         )
         assert list(skipped.index) == [ids[0], ids[2], ids[3]]
         with pytest.raises(ValueError, match="was rejected"):
-            load_materials_project(ids, fields=["no_such_field"], api_key=KEY, endpoint=server.endpoint, cache=False)
+            load_materials_project(
+                ids, fields=["no_such_field"], api_key=KEY, endpoint=server.endpoint, cache=False
+            )
 
 
 def test_mp_server_documents_validate_in_the_client_document_model(mp_server, mp_docs) -> None:
@@ -528,7 +590,8 @@ def test_mp_server_documents_validate_in_the_client_document_model(mp_server, mp
         warnings.simplefilter("ignore")
         rester = MPRester(KEY, endpoint=mp_server.endpoint, mute_progress_bars=True)
         docs = rester.materials.summary.search(
-            material_ids=[mp_docs[0]["material_id"]], fields=["material_id", "structure", "band_gap"]
+            material_ids=[mp_docs[0]["material_id"]],
+            fields=["material_id", "structure", "band_gap"],
         )
     assert rester.db_version == "2025.09.25"
     assert str(docs[0].material_id) == mp_docs[0]["material_id"]
