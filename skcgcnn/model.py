@@ -1,0 +1,418 @@
+"""The CGCNN network in plain torch (Xie & Grossman, Phys. Rev. Lett. 120, 145301, 2018).
+
+Parameter names and shapes are those of the original ``cgcnn/model.py``, so its
+``state_dict`` (and the published checkpoints) load one to one.
+
+Shapes follow the original's notation::
+
+    N : atoms in the batch          M : neighbours per atom (max_num_nbr)
+    F : atom_fea_len                G : Gaussian filters (nbr_fea_len)
+    B : crystals in the batch
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as fn
+
+
+def n_gaussians(dmin: float, dmax: float, step: float) -> int:
+    """Number of Gaussian centres, ``len(numpy.arange(dmin, dmax + step, step))``."""
+    return len(np.arange(dmin, dmax + step, step))
+
+
+class GaussianExpansion(nn.Module):
+    """Expand distances on Gaussians: ``exp(-(d - mu_k)^2 / var^2)``.
+
+    The centres are ``arange(dmin, dmax + step, step)`` and ``var`` defaults to
+    ``step``, as in the original ``GaussianDistance``.  Terms below exp(-60) are set
+    to 0 (see :data:`EXP_CUTOFF`).  The centres are a
+    non-persistent buffer, so the module adds nothing to the ``state_dict``.
+
+    Input ``(...)`` -> output ``(..., G)``.
+    """
+
+    def __init__(self, dmin: float = 0.0, dmax: float = 8.0, step: float = 0.2,
+                 var: float | None = None):
+        super().__init__()
+        centers = torch.tensor(np.arange(dmin, dmax + step, step), dtype=torch.float32)
+        self.register_buffer("centers", centers, persistent=False)
+        self.var = float(step if var is None else var)
+
+    def forward(self, distances: Tensor) -> Tensor:
+        return gaussian(distances, self.centers, self.var)
+
+
+class Edges:
+    """The directed edges of a batch, flattened: edge e joins atom ``src[e]`` (the
+    centre) to its neighbour ``dst[e]`` at distance ``dist[e]``.  ``src`` is sorted.
+
+    Built from the (N, M) neighbour arrays, leaving out the slots marked -1.
+    """
+
+    __slots__ = ("src", "dst", "dist", "n_atoms", "_expanded")
+
+    def __init__(self, nbr_idx: Tensor, nbr_dist: Tensor):
+        n, m = nbr_idx.shape
+        mask = nbr_idx >= 0
+        if bool(mask.all()):
+            self.src = torch.arange(n, device=nbr_idx.device).repeat_interleave(m)
+            self.dst = nbr_idx.reshape(-1)
+            self.dist = nbr_dist.reshape(-1)
+        else:
+            self.src = torch.nonzero(mask, as_tuple=True)[0]
+            self.dst = nbr_idx[mask]
+            self.dist = nbr_dist[mask]
+        self.n_atoms = n
+        self._expanded = None
+
+    def expanded(self, expansion: "GaussianExpansion") -> Tensor:
+        """Gaussian-expanded distances, shape (E, G), computed once per batch."""
+        if self._expanded is None:
+            self._expanded = expansion(self.dist)
+        return self._expanded
+
+
+EDGE_CHUNK = 4096
+
+
+#: Gaussian terms with exponent above this are set to 0: exp(-60) is about 1e-26, far
+#: below float32 resolution next to O(1) terms, and leaving them in would make
+#: subnormal numbers, which are tens of times slower on x86 CPUs.
+EXP_CUTOFF = 60.0
+
+
+def gaussian(dist: Tensor, centers: Tensor, var: float) -> Tensor:
+    """``exp(-(d - mu_k)^2 / var^2)`` for distances (...,) -> (..., G), tiny terms zeroed."""
+    arg = (dist.unsqueeze(-1) - centers) ** 2 / var ** 2
+    # clamping first also keeps exp off its (much slower) underflow path
+    return torch.exp(-arg.clamp(max=EXP_CUTOFF + 1.0)).masked_fill_(arg > EXP_CUTOFF, 0.0)
+
+
+def _edge_pre(a: Tensor, b: Tensor, w_edge: Tensor, expanded: Tensor, src: Tensor,
+              dst: Tensor, lo: int, hi: int) -> Tensor:
+    """``z`` of edges lo:hi: a[src] + b[dst] + expanded @ w_edge.T, shape (hi-lo, C)."""
+    z = torch.addmm(a.index_select(0, src[lo:hi]), expanded[lo:hi], w_edge.t())
+    return z.add_(b.index_select(0, dst[lo:hi]))
+
+
+class _FusedGatedEdges(torch.autograd.Function):
+    """The edge part of the gated convolution, computed in chunks of edges.
+
+    Forward: for every edge e = (i -> j) with distance d,
+    ``z_e = a_i + b_j + W_e g(d)``, ``y = BN(z)`` (batch statistics over all edges in
+    training, running statistics in evaluation), ``m_e = sigmoid(y_f) * softplus(y_c)``
+    and ``out_i = sum_e m_e``.  Nothing of size (n_edges, 2F) is stored: each chunk is
+    recomputed in the backward pass, which keeps the work inside the CPU caches
+    (a plain autograd version is memory-bound and several times slower on CPU).
+    """
+
+    @staticmethod
+    def forward(ctx, a, b, w_edge, gamma, beta, expanded, src, dst, n_atoms,
+                running_mean, running_var, momentum, eps, training, chunk):
+        n_edges = src.numel()
+        c = a.shape[1]
+        f = c // 2
+        if training:
+            total = torch.zeros(c, dtype=torch.float64, device=a.device)
+            total_sq = torch.zeros(c, dtype=torch.float64, device=a.device)
+            for lo in range(0, n_edges, chunk):
+                z = _edge_pre(a, b, w_edge, expanded, src, dst, lo,
+                              min(lo + chunk, n_edges))
+                total += z.sum(0)
+                total_sq += (z * z).sum(0)
+            mean64 = total / n_edges
+            var64 = (total_sq / n_edges - mean64 ** 2).clamp(min=0)
+            mean, batch_var = mean64.to(a.dtype), var64.to(a.dtype)
+            if running_mean is not None:
+                unbiased = batch_var * (n_edges / max(n_edges - 1, 1))
+                running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+                running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
+        else:
+            mean, batch_var = running_mean, running_var
+        invstd = torch.rsqrt(batch_var + eps)
+        scale = gamma * invstd                        # y = z * scale + shift
+        shift = beta - mean * scale
+        out = a.new_zeros(n_atoms, f)
+        for lo in range(0, n_edges, chunk):
+            hi = min(lo + chunk, n_edges)
+            y = _edge_pre(a, b, w_edge, expanded, src, dst, lo, hi)
+            y.mul_(scale).add_(shift)
+            message = torch.sigmoid(y[:, :f]) * fn.softplus(y[:, f:])
+            out.index_add_(0, src[lo:hi], message)
+        ctx.save_for_backward(a, b, w_edge, gamma, beta, expanded, src, dst, mean, invstd)
+        ctx.training, ctx.chunk = training, chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        a, b, w_edge, gamma, beta, expanded, src, dst, mean, invstd = ctx.saved_tensors
+        chunk = ctx.chunk
+        n_edges = src.numel()
+        c = a.shape[1]
+        f = c // 2
+        scale = gamma * invstd
+        grad_out = grad_out.contiguous()
+
+        def chunk_grads(lo: int, hi: int) -> tuple[Tensor, Tensor]:
+            """zhat and dL/dy of edges lo:hi (y = gamma * zhat + beta)."""
+            zhat = _edge_pre(a, b, w_edge, expanded, src, dst, lo, hi)
+            zhat.sub_(mean).mul_(invstd)
+            y = zhat * gamma + beta
+            y_f, y_c = y[:, :f], y[:, f:]
+            sig_f = torch.sigmoid(y_f)
+            g_sig_f = grad_out.index_select(0, src[lo:hi]).mul_(sig_f)
+            # d/dy_f: g * softplus(y_c) * s(1 - s);  d/dy_c: g * s * sigmoid(y_c)
+            dy = torch.cat([g_sig_f * fn.softplus(y_c) * (1 - sig_f),
+                            g_sig_f * torch.sigmoid(y_c)], dim=1)
+            return zhat, dy
+
+        sum_dy = torch.zeros(c, dtype=torch.float64, device=a.device)
+        sum_dy_zhat = torch.zeros(c, dtype=torch.float64, device=a.device)
+        if ctx.training:  # batch statistics: dz needs the means of dy and dy * zhat
+            for lo in range(0, n_edges, chunk):
+                zhat, dy = chunk_grads(lo, min(lo + chunk, n_edges))
+                sum_dy += dy.sum(0)
+                sum_dy_zhat += (dy * zhat).sum(0)
+            mean_dy = (sum_dy / n_edges).to(a.dtype)
+            mean_dy_zhat = (sum_dy_zhat / n_edges).to(a.dtype)
+        grad_a = torch.zeros_like(a)
+        grad_b = torch.zeros_like(b)
+        grad_w = torch.zeros_like(w_edge)
+        for lo in range(0, n_edges, chunk):
+            hi = min(lo + chunk, n_edges)
+            zhat, dy = chunk_grads(lo, hi)
+            if ctx.training:
+                dz = (dy - mean_dy - zhat * mean_dy_zhat).mul_(scale)
+            else:
+                sum_dy += dy.sum(0)
+                sum_dy_zhat += (dy * zhat).sum(0)
+                dz = dy * scale
+            grad_a.index_add_(0, src[lo:hi], dz)
+            grad_b.index_add_(0, dst[lo:hi], dz)
+            grad_w.addmm_(dz.t(), expanded[lo:hi])
+        grad_gamma = sum_dy_zhat.to(a.dtype)
+        grad_beta = sum_dy.to(a.dtype)
+        return (grad_a, grad_b, grad_w, grad_gamma, grad_beta) + (None,) * 10
+
+
+class ConvLayer(nn.Module):
+    """The gated crystal-graph convolution (paper eq. 5, tutorial eq. 2).
+
+    .. math::
+
+        z_{ij} = v_i \\oplus v_j \\oplus u_{ij}, \\qquad
+        v_i' = g\\Big(v_i + \\mathrm{BN}\\Big(\\sum_j \\sigma(z_{ij} W_f + b_f)
+               \\odot g(z_{ij} W_s + b_s)\\Big)\\Big)
+
+    with ``g`` = softplus and a BatchNorm over the edges on ``z W + b`` (the
+    original's ``bn1``).  ``fc_full`` is one Linear(2F + G -> 2F), applied as three
+    products (the ``v_i``, ``v_j`` and ``u_ij`` blocks of its weight): the atom blocks
+    are computed once per atom rather than once per edge.  On CPU the edge part runs
+    in cache-sized chunks with a hand-written backward (:class:`_FusedGatedEdges`);
+    elsewhere, or with ``fused=False``, as plain autograd.  Both give the same result.
+
+    forward(atom_fea (N, F), edges: Edges, expansion: GaussianExpansion) -> (N, F).
+    Masked neighbours are absent from ``edges``: they count neither in the sum nor in
+    ``bn1``'s batch statistics.
+    """
+
+    def __init__(self, atom_fea_len: int, nbr_fea_len: int, fused: bool | None = None):
+        super().__init__()
+        self.atom_fea_len = atom_fea_len
+        self.nbr_fea_len = nbr_fea_len
+        self.fused = fused
+        self.fc_full = nn.Linear(2 * atom_fea_len + nbr_fea_len, 2 * atom_fea_len)
+        self.sigmoid = nn.Sigmoid()
+        self.softplus1 = nn.Softplus()
+        self.bn1 = nn.BatchNorm1d(2 * atom_fea_len)
+        self.bn2 = nn.BatchNorm1d(atom_fea_len)
+        self.softplus2 = nn.Softplus()
+
+    def _use_fused(self, atom_fea: Tensor) -> bool:
+        if self.fused is not None:
+            return self.fused
+        return atom_fea.device.type == "cpu"
+
+    def forward(self, atom_fea: Tensor, edges: Edges, expansion: GaussianExpansion) -> Tensor:
+        f = self.atom_fea_len
+        w, b = self.fc_full.weight, self.fc_full.bias
+        self_part = fn.linear(atom_fea, w[:, :f], b)               # (N, 2F)
+        nbr_part = fn.linear(atom_fea, w[:, f:2 * f])                # (N, 2F)
+        if self._use_fused(atom_fea):
+            summed = self._fused_edges(self_part, nbr_part, w[:, 2 * f:], edges, expansion)
+        else:
+            gated = (self_part.index_select(0, edges.src) + nbr_part.index_select(0, edges.dst)
+                     + fn.linear(edges.expanded(expansion), w[:, 2 * f:]))   # (E, 2F)
+            gated = self.bn1(gated)
+            nbr_filter, nbr_core = gated.chunk(2, dim=1)
+            message = self.sigmoid(nbr_filter) * self.softplus1(nbr_core)
+            summed = atom_fea.new_zeros(edges.n_atoms, f).index_add_(0, edges.src, message)
+        summed = self.bn2(summed)
+        return self.softplus2(atom_fea + summed)
+
+    def _fused_edges(self, self_part, nbr_part, w_edge, edges, expansion):
+        bn = self.bn1
+        training = bn.training or bn.running_mean is None
+        momentum = bn.momentum
+        if bn.training and bn.track_running_stats:
+            bn.num_batches_tracked.add_(1)
+            if momentum is None:
+                momentum = 1.0 / float(bn.num_batches_tracked)
+        return _FusedGatedEdges.apply(
+            self_part, nbr_part, w_edge, bn.weight, bn.bias, edges.expanded(expansion),
+            edges.src, edges.dst, edges.n_atoms, bn.running_mean, bn.running_var,
+            momentum or 0.0, bn.eps, training, EDGE_CHUNK)
+
+
+class SimpleConvLayer(nn.Module):
+    """The plain crystal-graph convolution (paper eq. 4, tutorial eq. 1).
+
+    .. math::
+
+        v_i' = g\\Big(v_i W_s + \\mathrm{BN}\\Big(\\sum_j (v_j \\oplus u_{ij}) W_c\\Big) + b\\Big)
+
+    One weight matrix ``W_c`` is shared by all neighbours, so every neighbour counts
+    the same; the gated layer instead learns a weight per neighbour.  A BatchNorm on
+    the neighbour sum keeps training stable with the same optimiser settings.
+    """
+
+    def __init__(self, atom_fea_len: int, nbr_fea_len: int, fused: bool | None = None):
+        super().__init__()
+        self.atom_fea_len = atom_fea_len
+        self.fc_self = nn.Linear(atom_fea_len, atom_fea_len)
+        self.fc_nbr = nn.Linear(atom_fea_len + nbr_fea_len, atom_fea_len, bias=False)
+        self.bn = nn.BatchNorm1d(atom_fea_len)
+        self.softplus = nn.Softplus()
+
+    def forward(self, atom_fea: Tensor, edges: Edges, expansion: GaussianExpansion) -> Tensor:
+        f = self.atom_fea_len
+        w = self.fc_nbr.weight
+        # sum_j (v_j W_v + u_ij W_u) = (sum_j v_j) W_v + (sum_j u_ij) W_u: sum first
+        nbr_sum = atom_fea.new_zeros(edges.n_atoms, f).index_add_(
+            0, edges.src, atom_fea.index_select(0, edges.dst))
+        expanded = edges.expanded(expansion)
+        edge_sum = expanded.new_zeros(edges.n_atoms, expanded.shape[1]).index_add_(
+            0, edges.src, expanded)
+        summed = self.bn(fn.linear(nbr_sum, w[:, :f]) + fn.linear(edge_sum, w[:, f:]))
+        return self.softplus(self.fc_self(atom_fea) + summed)
+
+
+CONV_LAYERS = {"gated": ConvLayer, "simple": SimpleConvLayer}
+
+
+def mean_pool(atom_fea: Tensor, crystal_idx: Tensor, n_crystals: int | None = None) -> Tensor:
+    """Mean of the atom features of each crystal: (N, F), (N,) -> (B, F)."""
+    counts = torch.bincount(crystal_idx, minlength=n_crystals or 0)
+    summed = atom_fea.new_zeros(len(counts), atom_fea.shape[1]).index_add_(0, crystal_idx,
+                                                                           atom_fea)
+    return summed / counts.clamp(min=1).unsqueeze(1).to(atom_fea.dtype)
+
+
+class CGCNN(nn.Module):
+    """Crystal Graph Convolutional Neural Network.
+
+    embedding Linear -> ``n_conv`` convolutions -> mean pooling per crystal ->
+    softplus -> ``conv_to_fc`` -> softplus -> (dropout, classification) ->
+    ``n_h - 1`` hidden Linear + softplus -> ``fc_out`` (-> log-softmax).
+
+    Parameters
+    ----------
+    orig_atom_fea_len : int, default=92
+        Length of the input atom features.
+    atom_fea_len : int, default=64
+        Hidden atom feature length F.
+    n_conv : int, default=3
+        Number of convolution layers.
+    h_fea_len : int, default=128
+        Hidden length after pooling.
+    n_h : int, default=1
+        Number of hidden layers after pooling (``conv_to_fc`` counts as one).
+    n_out : int, default=1
+        Outputs: targets for regression, classes for classification.
+    classification : bool, default=False
+        Log-softmax output with dropout before it, as in the original.
+    conv : {"gated", "simple"}, default="gated"
+        Convolution kind.
+    dmin, radius, step : float, default=0.0, 8.0, 0.2
+        The Gaussian distance expansion (centres ``arange(dmin, radius + step, step)``).
+    dropout : float, default=0.5
+        Dropout probability (classification only), as ``nn.Dropout()`` in the original.
+    fused : bool or None, default=None
+        Run the gated convolution's edge part in cache-sized chunks with a
+        hand-written backward (None: on CPU only).  Same results, less memory traffic.
+
+    forward(atom_fea (N, orig_atom_fea_len), nbr_idx (N, M), nbr_dist (N, M),
+    crystal_idx (N,)) -> (B, n_out).
+
+    Examples
+    --------
+    >>> net = CGCNN()
+    >>> sum(p.numel() for p in net.parameters())
+    82177
+    """
+
+    def __init__(self, orig_atom_fea_len: int = 92, atom_fea_len: int = 64, n_conv: int = 3,
+                 h_fea_len: int = 128, n_h: int = 1, n_out: int = 1,
+                 classification: bool = False, conv: str = "gated", dmin: float = 0.0,
+                 radius: float = 8.0, step: float = 0.2, dropout: float = 0.5,
+                 fused: bool | None = None):
+        super().__init__()
+        if conv not in CONV_LAYERS:
+            raise ValueError(f"conv must be one of {list(CONV_LAYERS)}, got {conv!r}")
+        for name, value in (("atom_fea_len", atom_fea_len), ("n_conv", n_conv),
+                            ("h_fea_len", h_fea_len), ("n_h", n_h), ("n_out", n_out)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        self.classification = classification
+        self.expansion = GaussianExpansion(dmin, radius, step)
+        nbr_fea_len = len(self.expansion.centers)
+        layer = CONV_LAYERS[conv]
+        self.embedding = nn.Linear(orig_atom_fea_len, atom_fea_len)
+        self.convs = nn.ModuleList([layer(atom_fea_len, nbr_fea_len, fused)
+                                    for _ in range(n_conv)])
+        self.conv_to_fc = nn.Linear(atom_fea_len, h_fea_len)
+        self.conv_to_fc_softplus = nn.Softplus()
+        if n_h > 1:
+            self.fcs = nn.ModuleList([nn.Linear(h_fea_len, h_fea_len) for _ in range(n_h - 1)])
+            self.softpluses = nn.ModuleList([nn.Softplus() for _ in range(n_h - 1)])
+        self.fc_out = nn.Linear(h_fea_len, n_out)
+        if classification:
+            self.logsoftmax = nn.LogSoftmax(dim=1)
+            self.dropout = nn.Dropout(p=dropout)
+
+    def atom_embeddings(self, atom_fea: Tensor, nbr_idx: Tensor, nbr_dist: Tensor) -> Tensor:
+        """Atom features after the last convolution, shape (N, F)."""
+        edges = Edges(nbr_idx, nbr_dist)
+        atom_fea = self.embedding(atom_fea)
+        for conv in self.convs:
+            atom_fea = conv(atom_fea, edges, self.expansion)
+        return atom_fea
+
+    def head(self, crys_fea: Tensor) -> Tensor:
+        """Crystal features (B, F) -> outputs (B, n_out)."""
+        crys_fea = self.conv_to_fc(self.conv_to_fc_softplus(crys_fea))
+        crys_fea = self.conv_to_fc_softplus(crys_fea)
+        if self.classification:
+            crys_fea = self.dropout(crys_fea)
+        if hasattr(self, "fcs"):
+            for fc, softplus in zip(self.fcs, self.softpluses):
+                crys_fea = softplus(fc(crys_fea))
+        out = self.fc_out(crys_fea)
+        if self.classification:
+            out = self.logsoftmax(out)
+        return out
+
+    def forward(self, atom_fea: Tensor, nbr_idx: Tensor, nbr_dist: Tensor,
+                crystal_idx: Tensor) -> Tensor:
+        atom_fea = self.atom_embeddings(atom_fea, nbr_idx, nbr_dist)
+        return self.head(mean_pool(atom_fea, crystal_idx))
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = ["CGCNN", "ConvLayer", "Edges", "SimpleConvLayer", "GaussianExpansion", "mean_pool",
+           "n_gaussians", "count_parameters"]
