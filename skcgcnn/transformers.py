@@ -26,6 +26,14 @@ def _describe(index: int, ident: Any) -> str:
     return f"structure {index} ({ident})"
 
 
+def _is_ase_atoms(obj: Any) -> bool:
+    try:
+        from ase import Atoms
+    except ImportError:
+        return False
+    return isinstance(obj, Atoms)
+
+
 def to_structure(obj: Any, name: str = "structure"):
     """A pymatgen Structure from a Structure, an ASE Atoms or a CIF file path."""
     from pymatgen.core import Structure
@@ -44,7 +52,7 @@ def to_structure(obj: Any, name: str = "structure"):
         except Exception as exc:  # pymatgen raises many kinds
             raise StructureError(f"{name}: cannot read {path!r} as a structure ({exc}); "
                                  "fix the file or pass on_error='skip'") from exc
-    if type(obj).__name__ == "Atoms" and hasattr(obj, "get_cell"):
+    if _is_ase_atoms(obj):
         from pymatgen.io.ase import AseAtomsAdaptor
 
         if not all(obj.pbc):

@@ -1,0 +1,38 @@
+"""Paths of the shared reference data (read in place, never copied) and small helpers."""
+from __future__ import annotations
+
+import csv
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REFERENCE = DATA / "cgcnn-reference"
+MP = DATA / "mp-formation-energy-36737"
+SAMPLE500 = MP / "sample-500"
+SAMPLE_REGRESSION = REFERENCE / "sample-regression"
+SAMPLE_CLASSIFICATION = REFERENCE / "sample-classification"
+PRETRAINED = REFERENCE / "pre-trained"
+EXPECTED = REFERENCE / "expected-predictions"
+
+needs_shared = pytest.mark.skipif(not SAMPLE500.is_dir() or not REFERENCE.is_dir(),
+                                  reason="../shared/data is not available")
+
+
+def read_id_prop(path: Path) -> list[tuple[str, float]]:
+    with open(path, newline="") as fh:
+        return [(row[0].strip(), float(row[1])) for row in csv.reader(fh) if row]
+
+
+@lru_cache(maxsize=None)
+def load_structures(folder: str, limit: int | None = None):
+    """Structures and targets of a CGCNN folder, in id_prop.csv order (cached per session)."""
+    from pymatgen.core import Structure
+
+    rows = read_id_prop(Path(folder) / "id_prop.csv")[:limit]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        structures = [Structure.from_file(str(Path(folder) / f"{i}.cif")) for i, _ in rows]
+    return [i for i, _ in rows], structures, [t for _, t in rows]

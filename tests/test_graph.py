@@ -1,0 +1,214 @@
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from skcgcnn.graph import (FewNeighborsWarning, GraphCollection, StructureError, build_graph,
+                           concatenate, gaussian_centers)
+
+from ._shared import SAMPLE500, SAMPLE_REGRESSION, load_structures, needs_shared
+
+
+def rock_salt(a: float = 5.64) -> Structure:
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Na", "Cl"],
+                                     [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def bcc_iron(a: float = 2.87) -> Structure:
+    return Structure(Lattice.cubic(a), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def perovskite(a: float = 3.905) -> Structure:
+    return Structure(Lattice.cubic(a), ["Sr", "Ti", "O", "O", "O"],
+                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+def test_rock_salt_exact_shells():
+    s = rock_salt()
+    numbers, nbr_idx, nbr_dist = build_graph(s)
+    assert numbers.tolist() == [11] * 4 + [17] * 4
+    assert nbr_idx.shape == nbr_dist.shape == (8, 12)
+    # 6 unlike ions at a/2, then 6 of the 12 like ions at a/sqrt(2)
+    np.testing.assert_allclose(nbr_dist[:, :6], 2.82, atol=1e-6)
+    np.testing.assert_allclose(nbr_dist[:, 6:], 5.64 / np.sqrt(2), atol=1e-6)
+    species = numbers[nbr_idx]
+    assert (species[:, :6] != numbers[:, None]).all()
+    assert (species[:, 6:] == numbers[:, None]).all()
+
+
+def test_bcc_exact_shells():
+    numbers, nbr_idx, nbr_dist = build_graph(bcc_iron())
+    np.testing.assert_allclose(nbr_dist[:, :8], 2.87 * np.sqrt(3) / 2, atol=1e-6)
+    np.testing.assert_allclose(nbr_dist[:, 8:], 2.87, atol=1e-6)
+    # first shell: the other atom of the cell (8 periodic images), second: its own images
+    assert (nbr_idx[0, :8] == 1).all() and (nbr_idx[0, 8:] == 0).all()
+
+
+def test_perovskite_exact_shells():
+    a = 3.905
+    numbers, nbr_idx, nbr_dist = build_graph(perovskite(a))
+    sr, ti, o = 0, 1, 2
+    np.testing.assert_allclose(nbr_dist[sr], a / np.sqrt(2), atol=1e-6)      # 12 O
+    assert (numbers[nbr_idx[sr]] == 8).all()
+    np.testing.assert_allclose(nbr_dist[ti, :6], a / 2, atol=1e-6)           # 6 O
+    np.testing.assert_allclose(nbr_dist[ti, 6:], a * np.sqrt(3) / 2, atol=1e-6)  # 6 of 8 Sr
+    assert (numbers[nbr_idx[ti, :6]] == 8).all() and (numbers[nbr_idx[ti, 6:]] == 38).all()
+    np.testing.assert_allclose(nbr_dist[o, :2], a / 2, atol=1e-6)            # 2 Ti
+    np.testing.assert_allclose(nbr_dist[o, 2:], a / np.sqrt(2), atol=1e-6)   # 4 Sr + 8 O tie
+    assert (numbers[nbr_idx[o, :2]] == 22).all()
+
+
+def original_neighbors(structure: Structure, radius: float = 8.0, max_num_nbr: int = 12):
+    """What the original CGCNN's CIFData computes (get_all_neighbors, sorted by distance)."""
+    all_nbrs = structure.get_all_neighbors(radius, include_index=True)
+    all_nbrs = [sorted(nbrs, key=lambda x: x[1]) for nbrs in all_nbrs]
+    idx = np.array([[n[2] for n in nbrs[:max_num_nbr]] for nbrs in all_nbrs])
+    dist = np.array([[n[1] for n in nbrs[:max_num_nbr]] for nbrs in all_nbrs])
+    return idx, dist
+
+
+@needs_shared
+@pytest.mark.parametrize("folder,limit", [(SAMPLE_REGRESSION, None), (SAMPLE500, 60)])
+def test_same_neighbours_as_the_original(folder, limit):
+    ids, structures, _ = load_structures(str(folder), limit)
+    for ident, s in zip(ids, structures):
+        _, nbr_idx, nbr_dist = build_graph(s)
+        idx, dist = original_neighbors(s)
+        np.testing.assert_array_equal(nbr_idx, idx, err_msg=ident)
+        np.testing.assert_allclose(nbr_dist, dist, rtol=0, atol=1e-5, err_msg=ident)
+
+
+def neighbour_multiset(structure: Structure) -> list:
+    numbers, nbr_idx, nbr_dist = build_graph(structure)
+    return sorted((int(z), tuple(np.round(d, 4)), tuple(sorted(numbers[i].tolist())))
+                  for z, i, d in zip(numbers, nbr_idx, nbr_dist))
+
+
+@needs_shared
+def test_graph_invariant_under_rotation_translation_permutation_supercell():
+    _, structures, _ = load_structures(str(SAMPLE_REGRESSION))
+    s = structures[0]
+    reference = neighbour_multiset(s)
+    # rotation: rotate the lattice, keep fractional coordinates
+    theta = 0.7
+    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0],
+                    [0, 0, 1]])
+    rotated = Structure(Lattice(s.lattice.matrix @ rot.T), s.species, s.frac_coords)
+    assert neighbour_multiset(rotated) == reference
+    translated = s.copy()
+    translated.translate_sites(list(range(len(s))), [0.31, -0.12, 0.77])
+    assert neighbour_multiset(translated) == reference
+    order = np.random.default_rng(0).permutation(len(s))
+    permuted = Structure(s.lattice, [s.species[i] for i in order], s.frac_coords[order])
+    assert neighbour_multiset(permuted) == reference
+    supercell = s * (2, 2, 2)
+    assert neighbour_multiset(supercell) == sorted(reference * 8)
+
+
+def test_fewer_neighbours_are_masked_not_padded():
+    with pytest.warns(FewNeighborsWarning, match="increase radius"):
+        numbers, nbr_idx, nbr_dist = build_graph(rock_salt(), radius=3.0)
+    assert (nbr_idx[:, :6] >= 0).all() and (nbr_idx[:, 6:] == -1).all()
+    assert (nbr_dist[:, 6:] == 0).all()
+
+
+def test_no_neighbour_is_an_error():
+    with pytest.raises(StructureError, match="no neighbour within radius=2.0"):
+        build_graph(rock_salt(), radius=2.0)
+
+
+def test_bad_structures():
+    from pymatgen.core import Molecule
+
+    with pytest.raises(StructureError, match="Molecule"):
+        build_graph(Molecule(["H", "H"], [[0, 0, 0], [0, 0, 0.74]]))
+    disordered = Structure(Lattice.cubic(4), [{"Fe": 0.5, "Co": 0.5}], [[0, 0, 0]])
+    with pytest.raises(StructureError, match="partially occupied"):
+        build_graph(disordered)
+    with pytest.raises(StructureError, match="no sites"):
+        build_graph(Structure(Lattice.cubic(4), [], []))
+    with pytest.raises(StructureError, match="not a pymatgen Structure"):
+        build_graph({"lattice": 1})
+
+
+def test_gaussian_centers_match_the_original():
+    centers = gaussian_centers(0.0, 8.0, 0.2)
+    assert len(centers) == 41 and centers[0] == 0 and abs(centers[-1] - 8.0) < 1e-9
+
+
+def make_collection() -> GraphCollection:
+    from skcgcnn.atom_features import get_atom_features
+
+    graphs = [build_graph(s) for s in (rock_salt(), bcc_iron(), perovskite())]
+    return GraphCollection.from_graphs(graphs, ids=["nacl", "fe", "srtio3"],
+                                       atom_features=get_atom_features("cgcnn"))
+
+
+def test_collection_storage_is_compact():
+    graphs = make_collection()
+    assert len(graphs) == 3 and graphs.n_atoms.tolist() == [8, 2, 5]
+    assert graphs.nbytes / graphs.n_atoms.sum() <= 100 + 8 * 4 / 15  # 98 B/atom + pointers
+
+
+def test_collection_indexing():
+    graphs = make_collection()
+    sub = graphs[np.array([2, 0])]
+    assert sub.ids.tolist() == ["srtio3", "nacl"]
+    assert sub.n_atoms.tolist() == [5, 8]
+    np.testing.assert_array_equal(sub.graph(1)[1], graphs.graph(0)[1])
+    assert graphs[1:].ids.tolist() == ["fe", "srtio3"]
+    assert graphs[np.array([False, True, False])].ids.tolist() == ["fe"]
+    assert graphs[-1].ids.tolist() == ["srtio3"]
+    assert len(graphs[np.array([], dtype=int)]) == 0
+    with pytest.raises(IndexError):
+        graphs[np.array([3])]
+    with pytest.raises(IndexError):
+        graphs[np.array([0.5])]
+
+
+def test_collection_pickles():
+    graphs = make_collection()
+    again = pickle.loads(pickle.dumps(graphs))
+    assert again.ids.tolist() == graphs.ids.tolist()
+    np.testing.assert_array_equal(again.nbr_idx, graphs.nbr_idx)
+    assert again.atom_features.n_features == 92
+
+
+def test_collate_offsets_neighbours_per_crystal():
+    graphs = make_collection()
+    batch = graphs.collate(np.array([1, 2]))
+    assert batch["atom_fea"].shape == (7, 92)
+    assert batch["crystal_idx"].tolist() == [0, 0, 1, 1, 1, 1, 1]
+    # fe's neighbours stay in 0..1, srtio3's move to 2..6
+    assert set(np.unique(batch["nbr_idx"][:2])) <= {0, 1}
+    assert set(np.unique(batch["nbr_idx"][2:])) <= set(range(2, 7))
+    np.testing.assert_array_equal(batch["atom_fea"][0],
+                                  graphs.atom_features.table[26])
+
+
+def test_collate_keeps_masked_slots():
+    from skcgcnn.atom_features import get_atom_features
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FewNeighborsWarning)
+        g = build_graph(rock_salt(), radius=3.0)
+    graphs = GraphCollection.from_graphs([build_graph(bcc_iron()), g],
+                                         atom_features=get_atom_features("cgcnn"), radius=3.0)
+    batch = graphs.collate()
+    assert (batch["nbr_idx"][2:, 6:] == -1).all()
+    assert (batch["nbr_idx"][2:, :6] >= 2).all()
+
+
+def test_with_atom_features_and_concatenate():
+    graphs = make_collection()
+    onehot = graphs.with_atom_features("onehot")
+    assert onehot.atom_features.n_features == 100
+    assert onehot.nbr_idx is graphs.nbr_idx  # no new neighbour search
+    with pytest.raises(ValueError, match="has no entry for atomic number"):
+        graphs.with_atom_features({"Na": [1.0]})
+    both = concatenate([graphs, graphs[np.array([1])]])
+    assert both.ids.tolist() == ["nacl", "fe", "srtio3", "fe"]
