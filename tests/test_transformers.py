@@ -55,9 +55,12 @@ def test_cif_paths_and_ase_atoms_match_structures():
     structure = Structure.from_file(str(path))
     atoms = AseAtomsAdaptor.get_atoms(structure)
     graphs = StructureGraphTransformer().fit_transform([structure, str(path), path, atoms])
-    for i in (1, 2, 3):
+    for i in (1, 2):
         np.testing.assert_array_equal(graphs.graph(i)[1], graphs.graph(0)[1])
-        np.testing.assert_allclose(graphs.graph(i)[2], graphs.graph(0)[2], atol=1e-5)
+        np.testing.assert_array_equal(graphs.graph(i)[2], graphs.graph(0)[2])
+    # the ASE round trip moves coordinates in the last bits: exact ties may reorder
+    np.testing.assert_array_equal(graphs.graph(3)[0], graphs.graph(0)[0])
+    np.testing.assert_allclose(graphs.graph(3)[2], graphs.graph(0)[2], atol=1e-5)
 
 
 @needs_shared
