@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import pickle
+import re
 import sys
 import tempfile
 import time
@@ -1010,8 +1011,14 @@ def _run_train(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------
 # predict
 # ----------------------------------------------------------------------------------
+# torch.save's legacy format (the original checkpoints) opens with a pickle of the
+# magic number 0x1950a86a20f9469cfc6c: PROTO n, [FRAME 8 bytes,] LONG1 10 bytes
+_LEGACY_TORCH = re.compile(rb"\x80[\x02-\x05](\x95.{8})?\x8a\x0a"
+                           rb"\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", re.DOTALL)
+
+
 def _check_model_file(path: str) -> Path:
-    """A path that at least looks like a torch file (zip archive or legacy pickle)."""
+    """A path that looks like a torch file: a zip archive or torch's legacy format."""
     import zipfile
 
     file = Path(path).expanduser()
@@ -1021,8 +1028,8 @@ def _check_model_file(path: str) -> Path:
     if not file.is_file():
         raise CLIError(f"MODEL {path!r} is not a file")
     with open(file, "rb") as handle:
-        head = handle.read(2)
-    if not (zipfile.is_zipfile(file) or head[:1] == b"\x80"):
+        head = handle.read(32)
+    if not (zipfile.is_zipfile(file) or _LEGACY_TORCH.match(head)):
         raise CLIError(f"MODEL {path!r} is not a model file: give a model.pt from "
                        "'skcgcnn train' or an original CGCNN .pth.tar")
     return file
@@ -1039,7 +1046,7 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
     try:
         model = load_model(file, trusted=args.trusted, device=args.device)
     except CheckpointError as exc:
-        message = _one_line(exc)
+        message = _one_line(exc).replace("; for skcgcnn models use load_model", "")
         if "trusted=True" in message:
             message = (f"MODEL {args.model!r} holds pickled Python objects besides tensors "
                        "(the original CGCNN classification checkpoints do), which can run "

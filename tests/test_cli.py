@@ -1,0 +1,473 @@
+"""Tests of the ``skcgcnn`` command line (skcgcnn.cli), run in-process through main()."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skcgcnn import cli
+from skcgcnn.cli import main, split_sizes
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+SAMPLE500 = DATA / "mp-formation-energy-36737" / "sample-500"
+REF = DATA / "cgcnn-reference"
+EXPECTED = REF / "expected-predictions"
+
+needs_data = pytest.mark.skipif(
+    not (SAMPLE500 / "id_prop.csv").is_file() or not (REF / "pre-trained").is_dir(),
+    reason="../shared/data is not available")
+
+# a tiny network and three epochs: the point is the plumbing, not the accuracy
+TINY = ["--epochs", "3", "--atom-fea-len", "8", "--n-conv", "1", "--h-fea-len", "16",
+        "--batch-size", "16", "--train-ratio", "0.6", "--val-ratio", "0.2",
+        "--test-ratio", "0.2", "--seed", "0", "--device", "cpu", "-q"]
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    """main(argv) with stdout and stderr captured."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main([str(a) for a in argv])
+    return status, out.getvalue(), err.getvalue()
+
+
+def read_rows(path: Path) -> list[list[str]]:
+    with open(path, newline="") as handle:
+        return [row for row in csv.reader(handle) if row]
+
+
+def id_prop(path: Path) -> dict[str, float]:
+    return {row[0]: float(row[1]) for row in read_rows(path)}
+
+
+def assert_one_line_error(status: int, err: str, command: str, *needles: str) -> str:
+    assert status != 0
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if ": error:" in line]
+    assert len(errors) == 1, err
+    assert errors[0].startswith(f"skcgcnn {command}: error: "), err
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+# -- fixtures ---------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def structure_cache(tmp_path_factory):
+    """Keep the parsed-structure cache out of the home folder."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SKCGCNN_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def folder60(tmp_path_factory) -> Path:
+    """A CGCNN folder with the first 60 crystals of sample-500 (links to its CIFs)."""
+    if not (SAMPLE500 / "id_prop.csv").is_file():
+        pytest.skip("../shared/data is not available")
+    root = tmp_path_factory.mktemp("sample60")
+    lines = (SAMPLE500 / "id_prop.csv").read_text().splitlines()[:60]
+    (root / "id_prop.csv").write_text("\n".join(lines) + "\n")
+    for line in lines:
+        ident = line.split(",")[0]
+        os.symlink(SAMPLE500 / f"{ident}.cif", root / f"{ident}.cif")
+    os.symlink(SAMPLE500 / "atom_init.json", root / "atom_init.json")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(folder60, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("train-out")
+    status, stdout, stderr = run(["train", folder60, "--output-dir", out] + TINY)
+    assert status == 0, stderr
+    return {"out": out, "stdout": stdout, "stderr": stderr}
+
+
+@pytest.fixture(scope="module")
+def labelled60(folder60, tmp_path_factory) -> Path:
+    """The same 60 crystals labelled 1 when E_form < -1 eV/atom, else 0."""
+    root = tmp_path_factory.mktemp("labels60")
+    rows = [f"{i},{int(v < -1.0)}" for i, v in id_prop(folder60 / "id_prop.csv").items()]
+    (root / "id_prop.csv").write_text("\n".join(rows) + "\n")
+    for cif in folder60.glob("*.cif"):
+        os.symlink(os.readlink(cif), root / cif.name)
+    return root
+
+
+# -- help and command registry ------------------------------------------------------
+@pytest.mark.parametrize("command", ["train", "predict", "featurize", "benchmark"])
+def test_each_subcommand_has_help(command):
+    status, out, _ = run([command, "--help"])
+    assert status == 0
+    assert out.startswith(f"usage: skcgcnn {command}")
+
+
+def test_top_level_help_lists_commands_and_version():
+    status, out, _ = run(["--help"])
+    assert status == 0
+    for command in ("train", "predict", "featurize", "benchmark"):
+        assert f"    {command}" in out
+    status, out, _ = run(["--version"])
+    assert status == 0 and out.strip().startswith("skcgcnn 0.")
+
+
+def test_python_m_skcgcnn_help_runs_without_heavy_imports():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "skcgcnn", "--help"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: skcgcnn" in proc.stdout and "featurize" in proc.stdout
+    code = ("import sys, contextlib, io\nfrom skcgcnn.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    main(['--help'])\n"
+            "print(sorted(m for m in ('torch', 'pymatgen.core', 'sklearn', "
+            "'skcgcnn.benchmark') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_external_commands_are_imported_only_when_run(tmp_path, monkeypatch):
+    (tmp_path / "fake_skcgcnn_ext.py").write_text(textwrap.dedent("""
+        def add_hello_parser(subparsers):
+            p = subparsers.add_parser("hello", help="say hello")
+            p.add_argument("--name", default="world")
+            return p
+
+        def run_hello_command(args):
+            print(f"hello {args.name}")
+            return 3
+    """))
+    (tmp_path / "fake_skcgcnn_broken.py").write_text("import no_such_module_for_skcgcnn\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fake_skcgcnn_ext", raising=False)
+    monkeypatch.setitem(cli.EXTERNAL_COMMANDS, "hello", (
+        "fake_skcgcnn_ext", "add_hello_parser", "run_hello_command", "say hello"))
+    monkeypatch.setitem(cli.EXTERNAL_COMMANDS, "absent", (
+        "fake_skcgcnn_absent", "add_parser", "run", "not installed"))
+    monkeypatch.setitem(cli.EXTERNAL_COMMANDS, "broken", (
+        "fake_skcgcnn_broken", "add_parser", "run", "needs a missing package"))
+
+    status, out, _ = run(["--help"])
+    assert status == 0
+    assert "hello" in out and "absent" not in out
+    assert "fake_skcgcnn_ext" not in sys.modules  # listed without importing it
+
+    status, out, _ = run(["hello", "--name", "crystal"])
+    assert (status, out) == (3, "hello crystal\n")
+    status, out, _ = run(["hello", "--help"])
+    assert status == 0 and "--name" in out
+
+    status, _, err = run(["absent"])
+    assert status == 2 and "invalid choice" in err
+    status, _, err = run(["broken"])
+    assert_one_line_error(status, err, "broken", "no_such_module_for_skcgcnn")
+
+
+# -- split sizes --------------------------------------------------------------------
+def _split_args(**given) -> argparse.Namespace:
+    keys = [f"{p}_{k}" for p in ("train", "val", "test") for k in ("ratio", "size")]
+    return argparse.Namespace(**{k: given.get(k) for k in keys})
+
+
+def test_split_sizes_follow_main_py():
+    # main.py: int(ratio * n) crystals; without a train ratio, the rest
+    assert split_sizes(60, _split_args()) == (48, 6, 6)
+    assert split_sizes(60, _split_args(train_ratio=0.6, val_ratio=0.2, test_ratio=0.2)) == \
+        (36, 12, 12)
+    assert split_sizes(101, _split_args(train_ratio=0.5)) == (50, 10, 10)
+    assert split_sizes(60, _split_args(train_size=10, val_size=5, test_ratio=0.5)) == \
+        (10, 5, 30)
+    with pytest.raises(cli.CLIError, match="do not fit in the 60 crystals"):
+        split_sizes(60, _split_args(train_ratio=0.9))
+    with pytest.raises(cli.CLIError, match="the val set would hold 0 of 5"):
+        split_sizes(5, _split_args())
+
+
+# -- train ----------------------------------------------------------------------------
+@needs_data
+def test_train_writes_every_output(trained):
+    out = trained["out"]
+    for name in ("model.pt", "test_results.csv", "metrics.json", "split.csv", "history.json",
+                 "learning_curve.png", "parity.png"):
+        assert (out / name).stat().st_size > 0, name
+    for png in ("learning_curve.png", "parity.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "trained on 36 crystals (12 validation, 12 test), 3 epochs" in trained["stdout"]
+
+
+@needs_data
+def test_test_results_are_the_test_split(trained, folder60):
+    out = trained["out"]
+    split = read_rows(out / "split.csv")
+    assert split[0] == ["id", "split"]
+    parts = {name: [row[0] for row in split[1:] if row[1] == name]
+             for name in ("train", "val", "test")}
+    assert [len(parts[p]) for p in ("train", "val", "test")] == [36, 12, 12]
+    truth = id_prop(folder60 / "id_prop.csv")
+    assert sorted(sum(parts.values(), [])) == sorted(truth)
+    rows = read_rows(out / "test_results.csv")
+    assert [row[0] for row in rows] == parts["test"]  # header-less, in split order
+    assert all(len(row) == 3 for row in rows)
+    assert [float(row[1]) for row in rows] == [truth[row[0]] for row in rows]
+
+
+@needs_data
+def test_metrics_match_test_results_and_history(trained):
+    out = trained["out"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = read_rows(out / "test_results.csv")
+    y = np.array([float(r[1]) for r in rows])
+    pred = np.array([float(r[2]) for r in rows])
+    assert metrics["test"]["mae"] == pytest.approx(np.mean(np.abs(pred - y)), abs=1e-12)
+    assert metrics["test"]["rmse"] == pytest.approx(np.sqrt(np.mean((pred - y) ** 2)),
+                                                    abs=1e-12)
+    r2 = 1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2)
+    assert metrics["test"]["r2"] == pytest.approx(r2, abs=1e-12)
+    assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (36, 12, 12)
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    valid = [h["valid_mae"] for h in history]
+    assert metrics["best_epoch"] == int(np.argmin(valid)) + 1
+    assert metrics["valid"]["mae"] == min(valid)
+
+
+@needs_data
+def test_predict_with_the_trained_model_reproduces_its_test_results(trained, folder60,
+                                                                    tmp_path):
+    out = trained["out"]
+    status, stdout, stderr = run(["predict", out / "model.pt", folder60,
+                                  "--output", tmp_path / "p.csv", "-q"])
+    assert status == 0, stderr
+    rows = {r[0]: r for r in read_rows(tmp_path / "p.csv")}
+    assert len(rows) == 60
+    for ident, target, pred in read_rows(out / "test_results.csv"):
+        assert float(rows[ident][1]) == float(target)
+        assert float(rows[ident][2]) == pytest.approx(float(pred), abs=1e-5)
+    y = np.array([float(r[1]) for r in rows.values()])
+    p = np.array([float(r[2]) for r in rows.values()])
+    assert f"MAE {np.mean(np.abs(p - y)):.4g} on the 60 crystals" in stdout
+    # the saved weights are those of the best validation epoch, not the last one
+    metrics = json.loads((out / "metrics.json").read_text())
+    val = [r[0] for r in read_rows(out / "split.csv")[1:] if r[1] == "val"]
+    val_mae = np.mean([abs(float(rows[i][2]) - float(rows[i][1])) for i in val])
+    assert val_mae == pytest.approx(metrics["valid"]["mae"], abs=1e-5)
+
+
+@needs_data
+def test_featurize_then_train_from_graphs_matches_training_from_the_folder(
+        trained, folder60, tmp_path):
+    graphs_file = tmp_path / "graphs.pkl"
+    status, stdout, stderr = run(["featurize", folder60, "--output", graphs_file, "-q"])
+    assert status == 0, stderr
+    assert stdout.startswith("60 crystal graphs")
+    with open(graphs_file, "rb") as handle:
+        bundle = pickle.load(handle)
+    assert bundle["format"] == cli.GRAPHS_FORMAT
+    truth = id_prop(folder60 / "id_prop.csv")
+    assert list(bundle["ids"]) == list(truth)
+    assert bundle["targets"][:, 0].tolist() == list(truth.values())
+    assert len(bundle["graphs"]) == 60 and bundle["graphs"].max_num_nbr == 12
+
+    out = tmp_path / "from-graphs"
+    status, _, stderr = run(["train", "--graphs", graphs_file, "--output-dir", out] + TINY)
+    assert status == 0, stderr
+    # same graphs, same seed: the same split and the same network
+    assert (out / "test_results.csv").read_text() == \
+        (trained["out"] / "test_results.csv").read_text()
+
+
+@needs_data
+def test_train_and_predict_classification(labelled60, tmp_path):
+    out = tmp_path / "cls"
+    status, stdout, stderr = run(["train", labelled60, "--task", "classification",
+                                  "--output-dir", out] + TINY)
+    assert status == 0, stderr
+    assert (out / "roc_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (out / "parity.png").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
+    assert metrics["classes"] == [0.0, 1.0]
+    rows = read_rows(out / "test_results.csv")
+    labels = np.array([float(r[1]) for r in rows])
+    proba = np.array([float(r[2]) for r in rows])
+    assert set(labels) == {0.0, 1.0} and ((proba >= 0) & (proba <= 1)).all()
+    assert metrics["test"]["accuracy"] == pytest.approx(np.mean((proba > 0.5) == labels))
+
+    status, stdout, stderr = run(["predict", out / "model.pt", labelled60,
+                                  "-o", tmp_path / "p.csv", "-q"])
+    assert status == 0, stderr
+    again = {r[0]: float(r[2]) for r in read_rows(tmp_path / "p.csv")}
+    for row in rows:
+        assert again[row[0]] == pytest.approx(float(row[2]), abs=1e-5)
+    assert "accuracy" in stdout and "ROC-AUC" in stdout
+
+
+# -- predict with the original checkpoints ------------------------------------------
+def _compare(path: Path, expected: Path, tol: float = 1e-4) -> None:
+    got = {r[0]: r for r in read_rows(path)}
+    want = read_rows(expected)
+    assert sorted(got) == sorted(r[0] for r in want)
+    for ident, target, pred in want:
+        assert float(got[ident][1]) == float(target)
+        assert abs(float(got[ident][2]) - float(pred)) <= tol, (ident, got[ident], pred)
+
+
+@needs_data
+def test_predict_original_regression_checkpoint(tmp_path):
+    out = tmp_path / "test_results.csv"
+    status, stdout, stderr = run(["predict", REF / "pre-trained/formation-energy-per-atom.pth.tar",
+                                  REF / "sample-regression", "--output", out, "-q"])
+    assert status == 0, stderr
+    _compare(out, EXPECTED / "formation-energy-per-atom/sample_regression.csv")
+    assert "MAE" in stdout
+
+
+@needs_data
+def test_predict_original_classification_checkpoint_needs_trusted(tmp_path):
+    model = REF / "pre-trained/semi-metal-classification.pth.tar"
+    out = tmp_path / "test_results.csv"
+    status, stdout, stderr = run(["predict", model, REF / "sample-classification",
+                                  "--output", out, "-q"])
+    assert_one_line_error(status, stderr, "predict", "--trusted")
+    assert stderr.count("\n") == 1 and not out.exists() and stdout == ""
+
+    status, stdout, stderr = run(["predict", model, REF / "sample-classification",
+                                  "--output", out, "--trusted", "-q"])
+    assert status == 0, stderr
+    _compare(out, EXPECTED / "semi-metal-classification/sample_classification.csv")
+    assert "accuracy 0.2000, ROC-AUC 0.2400 on the 10 crystals" in stdout
+
+
+@needs_data
+def test_predict_cif_files_to_stdout():
+    cifs = [REF / "sample-regression" / f"{i}.cif" for i in ("9000046", "1101051")]
+    status, stdout, stderr = run(["predict", REF / "pre-trained/formation-energy-per-atom.pth.tar",
+                                  *cifs, "-q"])
+    assert status == 0, stderr
+    rows = list(csv.reader(io.StringIO(stdout)))
+    assert [r[0] for r in rows] == ["9000046", "1101051"]
+    assert [r[1] for r in rows] == ["", ""]  # no targets for bare CIF files
+    want = {r[0]: float(r[2]) for r in
+            read_rows(EXPECTED / "formation-energy-per-atom/sample_regression.csv")}
+    for ident, _, pred in rows:
+        assert abs(float(pred) - want[ident]) <= 1e-4
+    assert "predicted 2 crystals" in stderr  # the summary goes to stderr with CSV on stdout
+
+
+# -- bad input ------------------------------------------------------------------------
+def test_train_needs_root_dir_or_graphs():
+    status, _, err = run(["train", "-q"])
+    assert_one_line_error(status, err, "train", "ROOT_DIR")
+    assert status == 2
+
+
+def test_train_missing_folder(tmp_path):
+    status, _, err = run(["train", tmp_path / "nope", "-q"])
+    line = assert_one_line_error(status, err, "train", "does not exist")
+    assert str(tmp_path / "nope") in line and status == 1
+
+
+def test_train_graphs_file_that_is_not_one(tmp_path):
+    bad = tmp_path / "graphs.pkl"
+    bad.write_bytes(pickle.dumps({"something": "else"}))
+    status, _, err = run(["train", "--graphs", bad, "-q"])
+    assert_one_line_error(status, err, "train", "not a graph file written by")
+    bad.write_text("not a pickle")
+    status, _, err = run(["train", "--graphs", bad, "-q"])
+    assert_one_line_error(status, err, "train", "not a graph file written by")
+    status, _, err = run(["train", "--graphs", bad, "--radius", "6", "-q"])
+    assert_one_line_error(status, err, "train", "--radius cannot be used with --graphs")
+    assert status == 2
+
+
+@needs_data
+def test_train_split_that_does_not_fit(folder60, tmp_path):
+    status, _, err = run(["train", folder60, "--train-ratio", "0.9", "--val-ratio", "0.2",
+                          "--output-dir", tmp_path, "-q"])
+    assert_one_line_error(status, err, "train", "do not fit in the 60 crystals")
+    assert status == 2 and not (tmp_path / "model.pt").exists()
+
+
+def test_wrong_option_is_a_usage_error():
+    status, _, err = run(["train", "--epochs", "many"])
+    assert status == 2 and "invalid int value" in err
+
+
+@needs_data
+@pytest.mark.parametrize("content", [b"just some text\n", b"", b"\x80\x04not really",
+                                     (REF / "sample-regression" / "9000046.cif").read_bytes()
+                                     if REF.is_dir() else b""])
+def test_predict_bad_model_file(tmp_path, content):
+    model = tmp_path / "model.pt"
+    model.write_bytes(content)
+    status, _, err = run(["predict", model, REF / "sample-regression", "--trusted", "-q"])
+    assert_one_line_error(status, err, "predict", "model.pt", "is not a model file")
+    assert status == 1
+
+
+@needs_data
+def test_predict_torch_file_that_is_no_cgcnn(tmp_path):
+    import torch
+
+    model = tmp_path / "weights.pt"
+    torch.save({"weights": torch.zeros(3)}, model)
+    status, _, err = run(["predict", model, REF / "sample-regression", "-q"])
+    assert_one_line_error(status, err, "predict", "not an original CGCNN checkpoint")
+
+
+@needs_data
+def test_predict_missing_model_and_missing_input(tmp_path):
+    status, _, err = run(["predict", tmp_path / "none.pt", REF / "sample-regression", "-q"])
+    assert_one_line_error(status, err, "predict", "does not exist")
+    model = REF / "pre-trained/formation-energy-per-atom.pth.tar"
+    status, _, err = run(["predict", model, tmp_path / "no-such-dir", "-q"])
+    assert_one_line_error(status, err, "predict", "no-such-dir", "does not exist")
+
+
+@needs_data
+def test_predict_unreadable_cif(tmp_path):
+    bad = tmp_path / "broken.cif"
+    bad.write_text("data_broken\n_cell_length_a 3\n")
+    model = REF / "pre-trained/formation-energy-per-atom.pth.tar"
+    status, _, err = run(["predict", model, bad, "-q"])
+    assert_one_line_error(status, err, "predict", "broken.cif", "--skip-errors")
+    good = REF / "sample-regression" / "9000046.cif"
+    status, out, err = run(["predict", model, bad, good, "--skip-errors", "-q"])
+    assert status == 0, err
+    assert [r[0] for r in csv.reader(io.StringIO(out))] == ["9000046"]
+    assert "1 structures without a graph skipped (first: broken" in err
+
+
+@needs_data
+def test_debug_shows_the_traceback(tmp_path):
+    model = tmp_path / "model.pt"
+    model.write_text("not a model")
+    status, _, err = run(["--debug", "predict", model, REF / "sample-regression"])
+    assert status == 1
+    assert "Traceback (most recent call last)" in err
+    assert err.rstrip().splitlines()[-1].startswith("skcgcnn predict: error: ")
+
+
+def test_featurize_output_folder_missing(tmp_path):
+    status, _, err = run(["featurize", tmp_path, "--output", tmp_path / "a" / "g.pkl", "-q"])
+    assert_one_line_error(status, err, "featurize", "does not exist")
