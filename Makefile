@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DATA ?= ../shared/data/mp-formation-energy-36737/sample-500
+# OpenMP threads that sleep instead of spinning: with spinning, torch on 2 cores
+# slows down several times as soon as another process wants a core.
+export OMP_WAIT_POLICY ?= PASSIVE
 OUT ?= results/demo
 
 .PHONY: venv test demo bench clean

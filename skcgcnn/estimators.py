@@ -479,33 +479,41 @@ class CheckpointError(ValueError):
 
 
 def _legacy_globals() -> list:
-    import numpy.core.multiarray as multiarray  # noqa: F401 (numpy 1 and 2 alias)
-
-    allowed = [argparse.Namespace, np.dtype, np.core.multiarray.scalar]
+    """What the original checkpoints pickle besides tensors, for ``safe_globals``."""
+    try:
+        from numpy._core.multiarray import scalar  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1
+        from numpy.core.multiarray import scalar
+    allowed: list = [argparse.Namespace, np.dtype, (scalar, "numpy.core.multiarray.scalar")]
     for name in ("Float64DType", "Float32DType", "Int64DType"):
         if hasattr(np, "dtypes") and hasattr(np.dtypes, name):
             allowed.append(getattr(np.dtypes, name))
     return allowed
 
 
-def _torch_load(path: str, trusted: bool) -> dict:
+def _torch_load(path: str, trusted: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise CheckpointError(f"{path!r} is not a readable torch checkpoint: "
+                                  f"{str(exc).splitlines()[0]}") from exc
         if not trusted:
             raise CheckpointError(
                 f"{path!r} holds pickled Python objects beyond tensors (the original "
                 "CGCNN stores an argparse Namespace and numpy scalars); they can run code "
                 "when loaded. If you trust the file, pass trusted=True") from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path!r} is not a readable torch checkpoint: {exc}") from exc
+    except Exception as exc:  # torch raises many kinds for a file that is no checkpoint
+        raise CheckpointError(f"{path!r} is not a readable torch checkpoint: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    # trusted: allow exactly the legacy objects, still through the weights-only loader
     with torch.serialization.safe_globals(_legacy_globals()):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            pass
-    logger.warning("loading %s with weights_only=False (trusted=True)", path)
-    return torch.load(path, map_location="cpu", weights_only=False)
+        except pickle.UnpicklingError as exc:
+            raise CheckpointError(
+                f"{path!r} holds pickled objects other than those of the original CGCNN "
+                f"checkpoints: {str(exc).splitlines()[-3:]}") from exc
 
 
 def _graph_params_from_args(args: dict) -> dict:
@@ -542,7 +550,8 @@ def load_cgcnn_checkpoint(path: str | os.PathLike, trusted: bool = False,
     trusted : bool, default=False
         The file is read with ``torch.load(weights_only=True)``.  Checkpoints that
         also hold pickled Python objects (an argparse Namespace, numpy scalars) are
-        refused unless ``trusted=True``.
+        refused unless ``trusted=True``, which allows those types (and no others)
+        in the weights-only loader.
     task : {"regression", "classification"}, optional
         When given, a checkpoint of the other kind is refused.
     atom_features : default="cgcnn"
@@ -690,10 +699,14 @@ def load_model(path: str | os.PathLike, trusted: bool = False, device: str = "cp
         raise FileNotFoundError(f"no model file at {path!r}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        payload = None
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise CheckpointError(f"{path!r} is not a model file: "
+                                  f"{str(exc).splitlines()[0]}") from exc
+        payload = None  # an original checkpoint with pickled objects: see trusted=
     except Exception as exc:
-        raise CheckpointError(f"{path!r} is not a model file: {exc}") from exc
+        raise CheckpointError(f"{path!r} is not a model file: {type(exc).__name__}: "
+                              f"{exc}") from exc
     if not (isinstance(payload, dict) and payload.get("format") == _FORMAT):
         return load_cgcnn_checkpoint(path, trusted=trusted, device=device)
     kind = payload["kind"]

@@ -272,6 +272,11 @@ class GraphCollection:
         return {"radius": self.radius, "max_num_nbr": self.max_num_nbr,
                 "dmin": self.dmin, "step": self.step}
 
+    @property
+    def shape(self) -> tuple[int]:
+        """``(n_crystals,)``: lets scikit-learn index the collection like an array."""
+        return (len(self),)
+
     def __len__(self) -> int:
         return len(self.atom_ptr) - 1
 
@@ -294,6 +299,8 @@ class GraphCollection:
         return np.arange(total, dtype=np.int64) + offsets
 
     def __getitem__(self, key: Any) -> "GraphCollection":
+        if isinstance(key, tuple) and len(key) == 2 and key[1] is Ellipsis:
+            key = key[0]  # array-style X[key, ...], as scikit-learn's _safe_indexing does
         if isinstance(key, (int, np.integer)):
             n = len(self)
             if not -n <= key < n:

@@ -350,7 +350,7 @@ class CGCNN(nn.Module):
     --------
     >>> net = CGCNN()
     >>> sum(p.numel() for p in net.parameters())
-    82177
+    80833
     """
 
     def __init__(self, orig_atom_fea_len: int = 92, atom_fea_len: int = 64, n_conv: int = 3,

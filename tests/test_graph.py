@@ -212,3 +212,14 @@ def test_with_atom_features_and_concatenate():
         graphs.with_atom_features({"Na": [1.0]})
     both = concatenate([graphs, graphs[np.array([1])]])
     assert both.ids.tolist() == ["nacl", "fe", "srtio3", "fe"]
+
+
+def test_scikit_learn_indexing():
+    from sklearn.utils import _safe_indexing
+    from sklearn.model_selection import train_test_split
+
+    graphs = make_collection()
+    assert graphs.shape == (3,)
+    assert _safe_indexing(graphs, np.array([2, 1])).ids.tolist() == ["srtio3", "fe"]
+    train, test = train_test_split(graphs, test_size=1, random_state=0)
+    assert isinstance(train, GraphCollection) and len(train) == 2 and len(test) == 1
