@@ -234,3 +234,18 @@ def test_command_reports_bad_arguments(tmp_path, capsys):
     assert "is not a directory" in capsys.readouterr().err
     assert run_benchmark_command(_parse(["benchmark", str(tmp_path), "--models", "rf"])) == 2
     assert "unknown model name(s) ['rf']" in capsys.readouterr().err
+
+
+def test_cgcnn_pipeline_is_benchmarked_like_the_others(sample40):
+    pytest.importorskip("torch")
+    X, y = sample40
+    models = make_models(["cgcnn", "dummy"], epochs=2, batch_size=16, random_state=0)
+    cgcnn = models["cgcnn"]
+    assert [name for name, _ in cgcnn.steps] == ["graph", "cgcnn"]
+    assert cgcnn.get_params()["cgcnn__max_epochs"] == 2
+    assert cgcnn.get_params()["cgcnn__batch_size"] == 16
+    train, test = np.arange(30), np.arange(30, 40)
+    result = run_benchmark(models, X, y, cv=(train, test), verbose=0)
+    pred = clone(cgcnn).fit(X.iloc[train], y[train]).predict(X.iloc[test])
+    assert result.summary.loc["cgcnn", "mae_mean"] == pytest.approx(
+        mean_absolute_error(y[test], pred), rel=1e-6)
