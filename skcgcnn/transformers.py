@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import warnings
 from collections.abc import Iterable
@@ -63,16 +64,56 @@ def to_structure(obj: Any, name: str = "structure"):
     return obj  # structure_arrays names what is wrong with it
 
 
-def _build_chunk(items: list, radius: float, max_num_nbr: int) -> list:
-    """Worker: neighbour arrays for ``(position, name, cart, lattice)`` items."""
+def _graph_of(obj: Any, name: str, table: Any, radius: float, max_num_nbr: int) -> tuple:
+    """``(numbers, nbr_idx, nbr_dist, note)`` of one input; StructureError if it is bad."""
+    structure = to_structure(obj, name)
+    numbers, cart, lattice = structure_arrays(structure, name)
+    missing = table.missing(numbers)
+    if missing.size:
+        from pymatgen.core.periodic_table import Element
+
+        symbols = [Element.from_Z(int(z)).symbol if 1 <= z <= 118 else str(z)
+                   for z in missing]
+        raise StructureError(
+            f"{name} contains {', '.join(symbols)}, which atom-feature set "
+            f"{table.name!r} does not cover; choose another atom_features or pass "
+            "on_error='skip'")
+    nbr_idx, nbr_dist, note = graph_from_arrays(cart, lattice, radius, max_num_nbr, name)
+    return numbers, nbr_idx, nbr_dist, note
+
+
+def _run(positions: Iterable[int], items: list, names: list, table: Any, radius: float,
+         max_num_nbr: int) -> list:
     out = []
-    for pos, name, cart, lattice in items:
+    for pos in positions:
         try:
-            nbr_idx, nbr_dist, note = graph_from_arrays(cart, lattice, radius, max_num_nbr, name)
-            out.append((pos, nbr_idx, nbr_dist, note, None))
+            out.append((pos, _graph_of(items[pos], names[pos], table, radius, max_num_nbr),
+                        None))
         except StructureError as exc:
-            out.append((pos, None, None, None, str(exc)))
+            out.append((pos, None, str(exc)))
     return out
+
+
+# the inputs of a parallel transform, inherited by forked workers (never pickled)
+_FORK_JOB: tuple | None = None
+
+
+def _run_forked(bounds: tuple[int, int]) -> list:
+    items, names, table, radius, max_num_nbr = _FORK_JOB
+    return _run(range(*bounds), items, names, table, radius, max_num_nbr)
+
+
+def _chunks(sizes: np.ndarray, target: int) -> list[tuple[int, int]]:
+    """Split positions into contiguous ranges of about ``target`` atoms."""
+    bounds, lo, atoms = [], 0, 0
+    for pos, size in enumerate(sizes):
+        atoms += int(size)
+        if atoms >= target:
+            bounds.append((lo, pos + 1))
+            lo, atoms = pos + 1, 0
+    if lo < len(sizes):
+        bounds.append((lo, len(sizes)))
+    return bounds
 
 
 class StructureGraphTransformer(TransformerMixin, BaseEstimator):
@@ -99,7 +140,9 @@ class StructureGraphTransformer(TransformerMixin, BaseEstimator):
     atom_features : str, tuple of str, mapping or path, default="cgcnn"
         Atom-feature set, see :func:`skcgcnn.atom_features.get_atom_features`.
     n_jobs : int, default=None
-        Worker processes for the neighbour search (None or 1: this process; -1: all cores).
+        Worker processes (None or 1: this process; -1: all cores).  Workers are
+        forked, so the structures reach them without pickling; where the platform
+        cannot fork, the work stays in this process.
     on_error : {"raise", "skip"}, default="raise"
         What to do with a structure that cannot be turned into a graph.  With
         ``"skip"`` it is left out of the output and listed in ``errors_``; the
@@ -181,42 +224,17 @@ class StructureGraphTransformer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "atom_features_")
         items, ids = self._as_items(X)
-        table = self.atom_features_
+        names = [_describe(pos, ident) for pos, ident in enumerate(ids)]
         self.errors_: list[tuple[int, Any, str]] = []
-        arrays: dict[int, tuple] = {}
-        work = []
-        iterator = enumerate(items)
-        if self.verbose:
-            from tqdm.auto import tqdm
-            iterator = tqdm(iterator, total=len(items), desc="structures", unit="struct")
-        for pos, obj in iterator:
-            name = _describe(pos, ids[pos])
-            try:
-                structure = to_structure(obj, name)
-                numbers, cart, lattice = structure_arrays(structure, name)
-                missing = table.missing(numbers)
-                if missing.size:
-                    from pymatgen.core.periodic_table import Element
-                    symbols = [Element.from_Z(int(z)).symbol if 1 <= z <= 118 else str(z)
-                               for z in missing]
-                    raise StructureError(
-                        f"{name} contains {', '.join(symbols)}, which atom-feature set "
-                        f"{table.name!r} does not cover; choose another atom_features or "
-                        "pass on_error='skip'")
-            except StructureError as exc:
-                self._fail(pos, ids[pos], str(exc))
-                continue
-            arrays[pos] = numbers
-            work.append((pos, name, cart, lattice))
-        results = self._search(work)
         graphs, kept = [], []
-        for pos, nbr_idx, nbr_dist, note, error in results:
+        for pos, graph, error in self._build(items, names):
             if error is not None:
                 self._fail(pos, ids[pos], error)
                 continue
+            numbers, nbr_idx, nbr_dist, note = graph
             if note:
                 warnings.warn(note, FewNeighborsWarning, stacklevel=2)
-            graphs.append((arrays[pos], nbr_idx, nbr_dist))
+            graphs.append((numbers, nbr_idx, nbr_dist))
             kept.append(pos)
         self.kept_indices_ = np.asarray(kept, dtype=np.int64)
         if self.errors_:
@@ -225,7 +243,7 @@ class StructureGraphTransformer(TransformerMixin, BaseEstimator):
         return GraphCollection.from_graphs(
             graphs, ids=[ids[p] for p in kept], radius=float(self.radius),
             max_num_nbr=int(self.max_num_nbr), dmin=float(self.dmin),
-            step=float(self.step), atom_features=table)
+            step=float(self.step), atom_features=self.atom_features_)
 
     # -- helpers ----------------------------------------------------------------------
     def _fail(self, pos: int, ident: Any, message: str) -> None:
@@ -257,27 +275,44 @@ class StructureGraphTransformer(TransformerMixin, BaseEstimator):
         items = list(X.ravel()) if isinstance(X, np.ndarray) else list(X)
         return items, list(range(len(items)))
 
-    def _search(self, work: list) -> list:
-        radius, nbr = float(self.radius), int(self.max_num_nbr)
+    def _n_jobs(self) -> int:
         n_jobs = self.n_jobs if self.n_jobs is not None else 1
         if n_jobs < 0:
             n_jobs = max(1, (os.cpu_count() or 1) + 1 + n_jobs)
-        if n_jobs == 1 or len(work) < 2:
-            return _build_chunk(work, radius, nbr)
-        from joblib import Parallel, delayed
+        return n_jobs
 
-        # chunks of about 4,000 atoms keep the inter-process traffic small
-        chunks, current, atoms = [], [], 0
-        for item in work:
-            current.append(item)
-            atoms += len(item[2])
-            if atoms >= 4000:
-                chunks.append(current)
-                current, atoms = [], 0
-        if current:
-            chunks.append(current)
-        parts = Parallel(n_jobs=n_jobs)(delayed(_build_chunk)(c, radius, nbr) for c in chunks)
-        return [r for part in parts for r in part]
+    def _build(self, items: list, names: list):
+        """Yield ``(position, graph or None, error or None)`` in input order."""
+        radius, nbr, table = float(self.radius), int(self.max_num_nbr), self.atom_features_
+        n_jobs = min(self._n_jobs(), max(1, len(items) // 64))
+        progress = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+            progress = tqdm(total=len(items), desc="structures", unit="struct")
+        if n_jobs == 1 or "fork" not in multiprocessing.get_all_start_methods():
+            step = 256
+            for lo in range(0, len(items), step):
+                yield from _run(range(lo, min(lo + step, len(items))), items, names, table,
+                                radius, nbr)
+                if progress is not None:
+                    progress.update(min(step, len(items) - lo))
+        else:
+            # forked workers read the inputs from memory they share with this process:
+            # nothing is pickled on the way in, only the compact graphs come back
+            global _FORK_JOB
+            sizes = np.array([len(obj) if hasattr(obj, "sites") else 20 for obj in items])
+            bounds = _chunks(sizes, target=max(2000, int(sizes.sum()) // (n_jobs * 16)))
+            _FORK_JOB = (items, names, table, radius, nbr)
+            try:
+                with multiprocessing.get_context("fork").Pool(n_jobs) as pool:
+                    for part in pool.imap(_run_forked, bounds):
+                        yield from part
+                        if progress is not None:
+                            progress.update(len(part))
+            finally:
+                _FORK_JOB = None
+        if progress is not None:
+            progress.close()
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "atom_features_")

@@ -66,9 +66,15 @@ def test_cif_paths_and_ase_atoms_match_structures():
 @needs_shared
 def test_two_jobs_give_the_same_graphs():
     paths = sorted(SAMPLE_REGRESSION.glob("*.cif"))
-    structures = [Structure.from_file(str(p)) for p in paths] * 3
-    one = StructureGraphTransformer().fit_transform(structures)
-    two = StructureGraphTransformer(n_jobs=2).fit_transform(structures)
+    structures = [Structure.from_file(str(p)) for p in paths] * 13  # >= 128: two workers
+    structures[5] = Structure(Lattice.cubic(4), [], [])
+    one = StructureGraphTransformer(on_error="skip").fit(structures)
+    graphs_one = one.transform(structures)
+    two = StructureGraphTransformer(n_jobs=2, on_error="skip").fit(structures)
+    graphs_two = two.transform(structures)
+    assert one.errors_ == two.errors_ and [e[0] for e in two.errors_] == [5]
+    one, two = graphs_one, graphs_two
+    assert one.ids.tolist() == two.ids.tolist() and len(two) == 129
     np.testing.assert_array_equal(one.nbr_idx, two.nbr_idx)
     np.testing.assert_array_equal(one.nbr_dist, two.nbr_dist)
     np.testing.assert_array_equal(one.atom_ptr, two.atom_ptr)
