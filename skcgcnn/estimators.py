@@ -189,6 +189,15 @@ class _CGCNNMixin:
             logger.warning("X was built with radius/dmin/step %s but the model with %s",
                            (X.radius, X.dmin, X.step), (kw["radius"], kw["dmin"], kw["step"]))
 
+    def _check_predict_X(self, X: Any) -> Any:
+        """X for prediction: graphs (checked against the fit), or a torch Dataset as
+        skorch passes during training (e.g. to EpochScoring with cached predictions)."""
+        if isinstance(X, torch.utils.data.Dataset):
+            return X
+        X = self._check_X(X)
+        self._check_compatible(X)
+        return X
+
     def _require_fitted(self) -> None:
         if not hasattr(self, "module_kwargs_") or not getattr(self, "initialized_", False):
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; "
@@ -222,6 +231,10 @@ class _CGCNNMixin:
         return self
 
     def _fit_with_seed(self, X, y, **fit_params):
+        if _resolve_device(self.device) in ("cpu", None):
+            from ._malloc import keep_freed_memory
+
+            keep_freed_memory()
         seed = _seed_of(self.random_state)
         if seed is None:
             return super().fit(X, y, **fit_params)
@@ -367,8 +380,7 @@ class CGCNNRegressor(_CGCNNMixin, NeuralNetRegressor):
     def predict(self, X):
         """Predictions in the original units: shape (n,) for 1-D y, else (n, n_targets)."""
         self._require_fitted()
-        X = self._check_X(X)
-        self._check_compatible(X)
+        X = self._check_predict_X(X)
         scaled = super().predict_proba(X).reshape(len(X), -1)
         out = self.target_scaler_.inverse_transform(scaled.astype(np.float64))
         return out.ravel() if self.y_ndim_ == 1 else out
@@ -436,9 +448,7 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
 
     def predict_proba(self, X):
         self._require_fitted()
-        X = self._check_X(X)
-        self._check_compatible(X)
-        return super().predict_proba(X)
+        return super().predict_proba(self._check_predict_X(X))
 
     def predict(self, X):
         return self.label_encoder_.inverse_transform(self.predict_proba(X).argmax(axis=1))

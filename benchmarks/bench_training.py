@@ -1,0 +1,135 @@
+"""CGCNN training speed and a learning curve on Materials Project data (issue 3).
+
+1. forward + backward + SGD step of the original model size (atom_fea_len 64, n_conv 3,
+   h_fea_len 128, batch 256) with 2 torch threads, in seconds per 1,000 MP crystals
+   (batches collated beforehand, as a pure compute figure), for the fused CPU edge
+   kernel and for plain autograd;
+2. one skorch epoch of CGCNNRegressor on a set (default: all 36,737 crystals),
+   collation included;
+3. ``--curve N``: a run of ``--epochs`` epochs on a seeded N-crystal subset, 80/20
+   train/test, printing the test MAE after every epoch.
+
+Usage::
+
+    python benchmarks/bench_training.py [--data DIR] [--limit N] [--skip-epoch]
+                                        [--curve 5000 --epochs 100] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "mp-formation-energy-36737"
+
+
+def compute_speed(graphs, y, fused: bool, n_crystals: int = 2048, repeats: int = 2) -> float:
+    import torch
+
+    from skcgcnn.model import CGCNN
+
+    rng = np.random.default_rng(0)
+    rows = rng.choice(len(graphs), size=min(n_crystals, len(graphs)), replace=False)
+    batches = []
+    for lo in range(0, len(rows), 256):
+        part = rows[lo:lo + 256]
+        b = {k: torch.as_tensor(v) for k, v in graphs.collate(part).items()}
+        b["nbr_idx"] = b["nbr_idx"].long()
+        batches.append((b, torch.as_tensor(y[part], dtype=torch.float32).unsqueeze(1)))
+    torch.manual_seed(0)
+    net = CGCNN(fused=fused)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+
+    def epoch():
+        for b, target in batches:
+            loss = torch.nn.functional.mse_loss(net(**b), target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    epoch()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        epoch()
+    return (time.perf_counter() - start) / repeats / len(rows) * 1000
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-epoch", action="store_true")
+    parser.add_argument("--curve", type=int, default=0, help="subset size for the MAE curve")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    import torch
+    from skorch.callbacks import EpochScoring
+    from skorch.helper import predefined_split
+
+    from skcgcnn import CGCNNRegressor, StructureGraphTransformer
+    from skcgcnn.datasets import load_cgcnn_folder
+    from skcgcnn.estimators import GraphDataset
+
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()}", flush=True)
+    frame = load_cgcnn_folder(args.data, limit=args.limit, n_jobs=2)
+    y = frame.iloc[:, 1].to_numpy(dtype=np.float64) if frame.columns[0] == "structure" \
+        else frame["target"].to_numpy(dtype=np.float64)
+    start = time.perf_counter()
+    graphs = StructureGraphTransformer(n_jobs=2).fit_transform(frame["structure"])
+    print(f"{len(graphs)} crystals, {len(graphs.numbers)} atoms, graphs built in "
+          f"{time.perf_counter() - start:.1f} s", flush=True)
+    results: dict = {"n_crystals": len(graphs)}
+
+    for fused in (True, False):
+        per_1000 = compute_speed(graphs, y, fused)
+        results[f"fwd_bwd_step_s_per_1000_{'fused' if fused else 'autograd'}"] = per_1000
+        print(f"forward+backward+step, {'fused' if fused else 'autograd'} edges: "
+              f"{per_1000:.2f} s per 1,000 crystals", flush=True)
+
+    if not args.skip_epoch:
+        reg = CGCNNRegressor(max_epochs=1, random_state=0)
+        start = time.perf_counter()
+        reg.fit(graphs, y)
+        seconds = time.perf_counter() - start
+        results["skorch_epoch_s"] = seconds
+        print(f"one CGCNNRegressor epoch on {len(graphs)} crystals: {seconds:.1f} s "
+              f"({seconds / len(graphs) * 1000:.2f} s per 1,000)", flush=True)
+
+    if args.curve:
+        rng = np.random.default_rng(0)
+        rows = rng.choice(len(graphs), size=min(args.curve, len(graphs)), replace=False)
+        n_test = len(rows) // 5
+        test, train = rows[:n_test], rows[n_test:]
+        reg = CGCNNRegressor(
+            max_epochs=args.epochs, random_state=0, verbose=1,
+            train_split=predefined_split(GraphDataset(graphs[test], y[test].reshape(-1, 1)
+                                                      .astype(np.float32))),
+            callbacks=[("test_mae", EpochScoring("neg_mean_absolute_error", name="test_mae",
+                                                 lower_is_better=False))])
+        start = time.perf_counter()
+        reg.fit(graphs[train], y[train])
+        seconds = time.perf_counter() - start
+        curve = [-v for v in reg.history[:, "test_mae"]]
+        results["curve"] = {"n_train": len(train), "n_test": len(test), "seconds": seconds,
+                            "test_mae": curve}
+        print(f"{args.epochs} epochs on {len(train)} crystals: {seconds:.0f} s; test MAE "
+              f"by epoch (every 10th): {[round(v, 4) for v in curve[9::10]]}; "
+              f"final {curve[-1]:.4f} eV/atom", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
