@@ -69,7 +69,13 @@ def main(argv=None) -> int:
     parser.add_argument("--curve", type=int, default=0, help="subset size for the MAE curve")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--no-mallopt", action="store_true",
+                        help="leave glibc malloc alone (the estimators tune it on CPU)")
     args = parser.parse_args(argv)
+    if not args.no_mallopt:
+        from skcgcnn._malloc import keep_freed_memory
+
+        keep_freed_memory()
 
     import torch
     from skorch.callbacks import EpochScoring

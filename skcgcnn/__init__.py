@@ -6,6 +6,12 @@ optional parts (matminer, optuna, mp-api) are only needed where they are used.
 from __future__ import annotations
 
 import importlib
+import os
+
+# OpenMP worker threads that sleep rather than spin while waiting: spinning threads make
+# torch several times slower on a small machine as soon as another process wants a core.
+# Only a default (a value you set wins), and only effective before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
