@@ -757,11 +757,8 @@ def _make_estimator(args: argparse.Namespace, valid_ds: Any, score: tuple[str, A
     if not args.quiet:
         callbacks.append(("progress_bar", ProgressBar()))
     optimizer = args.optim.lower()
-    device = args.device
-    if device == "auto":  # resolved here: skorch's cached scoring reads net.device as is
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    # "auto" is resolved here: skorch's cached validation scoring reads net.device as is
+    device = _check_device(args.device)
     params: dict[str, Any] = dict(
         max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=optimizer,
         optimizer__weight_decay=args.weight_decay,
@@ -779,6 +776,18 @@ def _make_estimator(args: argparse.Namespace, valid_ds: Any, score: tuple[str, A
     return cls(**params), checkpoint
 
 
+def _check_device(device: str) -> str:
+    """``device`` with "auto" resolved; a CLIError for "cuda" without a CUDA device."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda: no CUDA device is available to torch; use --device "
+                       "cpu or auto")
+    return device
+
+
 def _plot_learning_curve(history: Any, score_name: str, best_epoch: int | None,
                          path: Path, title: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -789,22 +798,24 @@ def _plot_learning_curve(history: Any, score_name: str, best_epoch: int | None,
     fig = Figure(figsize=(8, 3.4), layout="constrained")
     FigureCanvasAgg(fig)
     ax_loss, ax_score = fig.subplots(1, 2)
-    ax_loss.plot(epochs, history[:, "train_loss"], marker=".", label="train")
-    ax_loss.plot(epochs, history[:, "valid_loss"], marker=".", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    losses = {"train": history[:, "train_loss"], "validation": history[:, "valid_loss"]}
+    for name, values in losses.items():
+        ax_loss.plot(epochs, values, marker=".", label=name)
+    kind = "NLL" if score_name != "valid_mae" else "MSE of standardised targets"
+    ax_loss.set(xlabel="epoch", ylabel=f"loss ({kind})", title="loss")
+    if all(v > 0 for values in losses.values() for v in values):
+        ax_loss.set_yscale("log")
     ax_loss.legend()
     scores = [row.get(score_name, float("nan")) for row in history]
-    label = {"valid_mae": "validation MAE", "valid_auc": "validation ROC-AUC",
-             "valid_acc": "validation accuracy"}[score_name]
+    label = f"validation {_LABELS[score_name]}"
     ax_score.plot(epochs, scores, marker=".", color="C2")
-    ax_score.set(xlabel="epoch", ylabel=label, title=label)
+    best = "" if best_epoch is None else \
+        f" (best {scores[best_epoch - 1]:.4g}, epoch {best_epoch})"
+    ax_score.set(xlabel="epoch", ylabel=label, title=label + best)
     for ax in (ax_loss, ax_score):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if best_epoch is not None:
-        for ax in (ax_loss, ax_score):
+        if best_epoch is not None:
             ax.axvline(best_epoch, color="0.6", linestyle="--", linewidth=1)
-        ax_score.annotate(f"best: epoch {best_epoch}", xy=(0.98, 0.95),
-                          xycoords="axes fraction", ha="right", va="top")
     fig.suptitle(title)
     fig.savefig(path, dpi=120)
 
@@ -858,6 +869,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from .transformers import StructureGraphTransformer
 
     _check_train_args(args)
+    _check_device(args.device)  # before the data are read
     started = time.perf_counter()
     classification = args.task == "classification"
     out_dir = Path(args.output_dir).expanduser()
@@ -1043,8 +1055,9 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
     from .transformers import StructureGraphTransformer
 
     file = _check_model_file(args.model)
+    device = _check_device(args.device)
     try:
-        model = load_model(file, trusted=args.trusted, device=args.device)
+        model = load_model(file, trusted=args.trusted, device=device)
     except CheckpointError as exc:
         message = _one_line(exc).replace("; for skcgcnn models use load_model", "")
         if "trusted=True" in message:

@@ -471,3 +471,12 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_featurize_output_folder_missing(tmp_path):
     status, _, err = run(["featurize", tmp_path, "--output", tmp_path / "a" / "g.pkl", "-q"])
     assert_one_line_error(status, err, "featurize", "does not exist")
+
+
+def test_cuda_requested_without_a_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is available here")
+    status, _, err = run(["train", tmp_path, "--device", "cuda", "-q"])
+    assert_one_line_error(status, err, "train", "--device cuda", "no CUDA device")
