@@ -898,6 +898,10 @@ def _run_train(args: argparse.Namespace) -> int:
         logger.warning("%d crystals without a %r value are left out", int((~known).sum()),
                        target)
         graphs, y = graphs[np.flatnonzero(known)], y[known]
+    if classification and not np.array_equal(y, np.round(y)):
+        odd = y[y != np.round(y)][0]
+        raise CLIError(f"--task classification needs class labels (0, 1, ...) but {target!r} "
+                       f"holds values such as {odd!r}; is --task right?")
     ids = np.asarray(graphs.ids, dtype=object)
     sizes = split_sizes(len(y), args)
     train, val, test = _split(y, sizes, args.seed, stratify=classification)
@@ -1106,8 +1110,6 @@ def _warn_other_atom_features(root: Path, transformer: Any) -> None:
 def _predict_inputs(args: argparse.Namespace, transformer: Any
                     ) -> tuple[list, list, Any, str | None]:
     """(ids, structures or CIF paths, targets or None, target name)."""
-    import numpy as np
-
     paths = [Path(p).expanduser() for p in args.inputs]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:

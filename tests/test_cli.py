@@ -6,7 +6,6 @@ import contextlib
 import csv
 import io
 import json
-import math
 import os
 import pickle
 import subprocess
@@ -406,6 +405,13 @@ def test_train_split_that_does_not_fit(folder60, tmp_path):
                           "--output-dir", tmp_path, "-q"])
     assert_one_line_error(status, err, "train", "do not fit in the 60 crystals")
     assert status == 2 and not (tmp_path / "model.pt").exists()
+
+
+@needs_data
+def test_classification_of_a_continuous_target(folder60, tmp_path):
+    status, _, err = run(["train", folder60, "--task", "classification",
+                          "--output-dir", tmp_path, "-q"])
+    assert_one_line_error(status, err, "train", "needs class labels", "is --task right?")
 
 
 def test_wrong_option_is_a_usage_error():
