@@ -90,6 +90,8 @@ class BenchmarkResult:
         Where the files were written.
     target_name : str
         Name of the target used in the table and plots.
+    files : list of Path
+        The files written under ``output_dir``.
     """
 
     summary: pd.DataFrame
