@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -113,7 +114,11 @@ def labelled60(folder60, tmp_path_factory) -> Path:
 
 
 # -- help and command registry ------------------------------------------------------
-@pytest.mark.parametrize("command", ["train", "predict", "featurize", "benchmark"])
+@pytest.mark.parametrize("command", [
+    "train", "predict", "featurize", "benchmark",
+    pytest.param("tune", marks=pytest.mark.skipif(
+        importlib.util.find_spec("skcgcnn.tuning") is None, reason="no skcgcnn.tuning yet")),
+])
 def test_each_subcommand_has_help(command):
     status, out, _ = run([command, "--help"])
     assert status == 0
