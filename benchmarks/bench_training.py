@@ -2,8 +2,7 @@
 
 1. forward + backward + SGD step of the original model size (atom_fea_len 64, n_conv 3,
    h_fea_len 128, batch 256) with 2 torch threads, in seconds per 1,000 MP crystals
-   (batches collated beforehand, as a pure compute figure), for the fused CPU edge
-   kernel and for plain autograd;
+   (batches collated beforehand, as a pure compute figure);
 2. one skorch epoch of CGCNNRegressor on a set (default: all 36,737 crystals),
    collation included;
 3. ``--curve N``: a run of ``--epochs`` epochs on a seeded N-crystal subset, 80/20
@@ -29,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "mp-formation-energy-36737"
 
 
-def compute_speed(graphs, y, fused: bool, n_crystals: int = 2048, repeats: int = 2) -> float:
+def compute_speed(graphs, y, n_crystals: int = 2048, repeats: int = 2) -> float:
     import torch
 
     from skcgcnn.model import CGCNN
@@ -43,7 +42,7 @@ def compute_speed(graphs, y, fused: bool, n_crystals: int = 2048, repeats: int =
         b["nbr_idx"] = b["nbr_idx"].long()
         batches.append((b, torch.as_tensor(y[part], dtype=torch.float32).unsqueeze(1)))
     torch.manual_seed(0)
-    net = CGCNN(fused=fused)
+    net = CGCNN()
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
 
     def epoch():
@@ -97,11 +96,10 @@ def main(argv=None) -> int:
           f"{time.perf_counter() - start:.1f} s", flush=True)
     results: dict = {"n_crystals": len(graphs)}
 
-    for fused in (True, False):
-        per_1000 = compute_speed(graphs, y, fused)
-        results[f"fwd_bwd_step_s_per_1000_{'fused' if fused else 'autograd'}"] = per_1000
-        print(f"forward+backward+step, {'fused' if fused else 'autograd'} edges: "
-              f"{per_1000:.2f} s per 1,000 crystals", flush=True)
+    per_1000 = compute_speed(graphs, y)
+    results["fwd_bwd_step_s_per_1000"] = per_1000
+    print(f"forward+backward+step (64/3/128, batch 256): {per_1000:.2f} s per 1,000 "
+          "crystals", flush=True)
 
     if not args.skip_epoch:
         reg = CGCNNRegressor(max_epochs=1, random_state=0)

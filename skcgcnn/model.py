@@ -51,12 +51,13 @@ class Edges:
     Built from the (N, M) neighbour arrays, leaving out the slots marked -1.
     """
 
-    __slots__ = ("src", "dst", "dist", "n_atoms", "_expanded")
+    __slots__ = ("src", "dst", "dist", "n_atoms", "dense", "_expanded")
 
     def __init__(self, nbr_idx: Tensor, nbr_dist: Tensor):
         n, m = nbr_idx.shape
         mask = nbr_idx >= 0
-        if bool(mask.all()):
+        self.dense = bool(mask.all())  # then edge e is (e // m, nbr_idx.flat[e])
+        if self.dense:
             self.src = torch.arange(n, device=nbr_idx.device).repeat_interleave(m)
             self.dst = nbr_idx.reshape(-1)
             self.dist = nbr_dist.reshape(-1)
@@ -74,9 +75,6 @@ class Edges:
         return self._expanded
 
 
-EDGE_CHUNK = 4096
-
-
 #: Gaussian terms with exponent above this are set to 0: exp(-60) is about 1e-26, far
 #: below float32 resolution next to O(1) terms, and leaving them in would make
 #: subnormal numbers, which are tens of times slower on x86 CPUs.
@@ -88,113 +86,6 @@ def gaussian(dist: Tensor, centers: Tensor, var: float) -> Tensor:
     arg = (dist.unsqueeze(-1) - centers) ** 2 / var ** 2
     # clamping first also keeps exp off its (much slower) underflow path
     return torch.exp(-arg.clamp(max=EXP_CUTOFF + 1.0)).masked_fill_(arg > EXP_CUTOFF, 0.0)
-
-
-def _edge_pre(a: Tensor, b: Tensor, w_edge: Tensor, expanded: Tensor, src: Tensor,
-              dst: Tensor, lo: int, hi: int) -> Tensor:
-    """``z`` of edges lo:hi: a[src] + b[dst] + expanded @ w_edge.T, shape (hi-lo, C)."""
-    z = torch.addmm(a.index_select(0, src[lo:hi]), expanded[lo:hi], w_edge.t())
-    return z.add_(b.index_select(0, dst[lo:hi]))
-
-
-class _FusedGatedEdges(torch.autograd.Function):
-    """The edge part of the gated convolution, computed in chunks of edges.
-
-    Forward: for every edge e = (i -> j) with distance d,
-    ``z_e = a_i + b_j + W_e g(d)``, ``y = BN(z)`` (batch statistics over all edges in
-    training, running statistics in evaluation), ``m_e = sigmoid(y_f) * softplus(y_c)``
-    and ``out_i = sum_e m_e``.  Nothing of size (n_edges, 2F) is stored: each chunk is
-    recomputed in the backward pass, which keeps the work inside the CPU caches
-    (a plain autograd version is memory-bound and several times slower on CPU).
-    """
-
-    @staticmethod
-    def forward(ctx, a, b, w_edge, gamma, beta, expanded, src, dst, n_atoms,
-                running_mean, running_var, momentum, eps, training, chunk):
-        n_edges = src.numel()
-        c = a.shape[1]
-        f = c // 2
-        if training:
-            total = torch.zeros(c, dtype=torch.float64, device=a.device)
-            total_sq = torch.zeros(c, dtype=torch.float64, device=a.device)
-            for lo in range(0, n_edges, chunk):
-                z = _edge_pre(a, b, w_edge, expanded, src, dst, lo,
-                              min(lo + chunk, n_edges))
-                total += z.sum(0)
-                total_sq += (z * z).sum(0)
-            mean64 = total / n_edges
-            var64 = (total_sq / n_edges - mean64 ** 2).clamp(min=0)
-            mean, batch_var = mean64.to(a.dtype), var64.to(a.dtype)
-            if running_mean is not None:
-                unbiased = batch_var * (n_edges / max(n_edges - 1, 1))
-                running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-                running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
-        else:
-            mean, batch_var = running_mean, running_var
-        invstd = torch.rsqrt(batch_var + eps)
-        scale = gamma * invstd                        # y = z * scale + shift
-        shift = beta - mean * scale
-        out = a.new_zeros(n_atoms, f)
-        for lo in range(0, n_edges, chunk):
-            hi = min(lo + chunk, n_edges)
-            y = _edge_pre(a, b, w_edge, expanded, src, dst, lo, hi)
-            y.mul_(scale).add_(shift)
-            message = torch.sigmoid(y[:, :f]) * fn.softplus(y[:, f:])
-            out.index_add_(0, src[lo:hi], message)
-        ctx.save_for_backward(a, b, w_edge, gamma, beta, expanded, src, dst, mean, invstd)
-        ctx.training, ctx.chunk = training, chunk
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        a, b, w_edge, gamma, beta, expanded, src, dst, mean, invstd = ctx.saved_tensors
-        chunk = ctx.chunk
-        n_edges = src.numel()
-        c = a.shape[1]
-        f = c // 2
-        scale = gamma * invstd
-        grad_out = grad_out.contiguous()
-
-        def chunk_grads(lo: int, hi: int) -> tuple[Tensor, Tensor]:
-            """zhat and dL/dy of edges lo:hi (y = gamma * zhat + beta)."""
-            zhat = _edge_pre(a, b, w_edge, expanded, src, dst, lo, hi)
-            zhat.sub_(mean).mul_(invstd)
-            y = zhat * gamma + beta
-            y_f, y_c = y[:, :f], y[:, f:]
-            sig_f = torch.sigmoid(y_f)
-            g_sig_f = grad_out.index_select(0, src[lo:hi]).mul_(sig_f)
-            # d/dy_f: g * softplus(y_c) * s(1 - s);  d/dy_c: g * s * sigmoid(y_c)
-            dy = torch.cat([g_sig_f * fn.softplus(y_c) * (1 - sig_f),
-                            g_sig_f * torch.sigmoid(y_c)], dim=1)
-            return zhat, dy
-
-        sum_dy = torch.zeros(c, dtype=torch.float64, device=a.device)
-        sum_dy_zhat = torch.zeros(c, dtype=torch.float64, device=a.device)
-        if ctx.training:  # batch statistics: dz needs the means of dy and dy * zhat
-            for lo in range(0, n_edges, chunk):
-                zhat, dy = chunk_grads(lo, min(lo + chunk, n_edges))
-                sum_dy += dy.sum(0)
-                sum_dy_zhat += (dy * zhat).sum(0)
-            mean_dy = (sum_dy / n_edges).to(a.dtype)
-            mean_dy_zhat = (sum_dy_zhat / n_edges).to(a.dtype)
-        grad_a = torch.zeros_like(a)
-        grad_b = torch.zeros_like(b)
-        grad_w = torch.zeros_like(w_edge)
-        for lo in range(0, n_edges, chunk):
-            hi = min(lo + chunk, n_edges)
-            zhat, dy = chunk_grads(lo, hi)
-            if ctx.training:
-                dz = (dy - mean_dy - zhat * mean_dy_zhat).mul_(scale)
-            else:
-                sum_dy += dy.sum(0)
-                sum_dy_zhat += (dy * zhat).sum(0)
-                dz = dy * scale
-            grad_a.index_add_(0, src[lo:hi], dz)
-            grad_b.index_add_(0, dst[lo:hi], dz)
-            grad_w.addmm_(dz.t(), expanded[lo:hi])
-        grad_gamma = sum_dy_zhat.to(a.dtype)
-        grad_beta = sum_dy.to(a.dtype)
-        return (grad_a, grad_b, grad_w, grad_gamma, grad_beta) + (None,) * 10
 
 
 class ConvLayer(nn.Module):
@@ -209,20 +100,17 @@ class ConvLayer(nn.Module):
     with ``g`` = softplus and a BatchNorm over the edges on ``z W + b`` (the
     original's ``bn1``).  ``fc_full`` is one Linear(2F + G -> 2F), applied as three
     products (the ``v_i``, ``v_j`` and ``u_ij`` blocks of its weight): the atom blocks
-    are computed once per atom rather than once per edge.  On CPU the edge part runs
-    in cache-sized chunks with a hand-written backward (:class:`_FusedGatedEdges`);
-    elsewhere, or with ``fused=False``, as plain autograd.  Both give the same result.
+    are computed once per atom rather than once per edge.
 
     forward(atom_fea (N, F), edges: Edges, expansion: GaussianExpansion) -> (N, F).
     Masked neighbours are absent from ``edges``: they count neither in the sum nor in
     ``bn1``'s batch statistics.
     """
 
-    def __init__(self, atom_fea_len: int, nbr_fea_len: int, fused: bool | None = None):
+    def __init__(self, atom_fea_len: int, nbr_fea_len: int):
         super().__init__()
         self.atom_fea_len = atom_fea_len
         self.nbr_fea_len = nbr_fea_len
-        self.fused = fused
         self.fc_full = nn.Linear(2 * atom_fea_len + nbr_fea_len, 2 * atom_fea_len)
         self.sigmoid = nn.Sigmoid()
         self.softplus1 = nn.Softplus()
@@ -230,40 +118,23 @@ class ConvLayer(nn.Module):
         self.bn2 = nn.BatchNorm1d(atom_fea_len)
         self.softplus2 = nn.Softplus()
 
-    def _use_fused(self, atom_fea: Tensor) -> bool:
-        if self.fused is not None:
-            return self.fused
-        return atom_fea.device.type == "cpu"
-
     def forward(self, atom_fea: Tensor, edges: Edges, expansion: GaussianExpansion) -> Tensor:
         f = self.atom_fea_len
         w, b = self.fc_full.weight, self.fc_full.bias
         self_part = fn.linear(atom_fea, w[:, :f], b)               # (N, 2F)
         nbr_part = fn.linear(atom_fea, w[:, f:2 * f])                # (N, 2F)
-        if self._use_fused(atom_fea):
-            summed = self._fused_edges(self_part, nbr_part, w[:, 2 * f:], edges, expansion)
+        gated = torch.addmm(                                          # (E, 2F)
+            self_part.index_select(0, edges.src) + nbr_part.index_select(0, edges.dst),
+            edges.expanded(expansion), w[:, 2 * f:].t())
+        gated = self.bn1(gated)
+        nbr_filter, nbr_core = gated.chunk(2, dim=1)
+        message = self.sigmoid(nbr_filter) * self.softplus1(nbr_core)
+        if edges.dense:  # M edges per atom, in atom order: a plain sum, no scatter
+            summed = message.view(edges.n_atoms, -1, f).sum(dim=1)
         else:
-            gated = (self_part.index_select(0, edges.src) + nbr_part.index_select(0, edges.dst)
-                     + fn.linear(edges.expanded(expansion), w[:, 2 * f:]))   # (E, 2F)
-            gated = self.bn1(gated)
-            nbr_filter, nbr_core = gated.chunk(2, dim=1)
-            message = self.sigmoid(nbr_filter) * self.softplus1(nbr_core)
             summed = atom_fea.new_zeros(edges.n_atoms, f).index_add_(0, edges.src, message)
         summed = self.bn2(summed)
         return self.softplus2(atom_fea + summed)
-
-    def _fused_edges(self, self_part, nbr_part, w_edge, edges, expansion):
-        bn = self.bn1
-        training = bn.training or bn.running_mean is None
-        momentum = bn.momentum
-        if bn.training and bn.track_running_stats:
-            bn.num_batches_tracked.add_(1)
-            if momentum is None:
-                momentum = 1.0 / float(bn.num_batches_tracked)
-        return _FusedGatedEdges.apply(
-            self_part, nbr_part, w_edge, bn.weight, bn.bias, edges.expanded(expansion),
-            edges.src, edges.dst, edges.n_atoms, bn.running_mean, bn.running_var,
-            momentum or 0.0, bn.eps, training, EDGE_CHUNK)
 
 
 class SimpleConvLayer(nn.Module):
@@ -278,7 +149,7 @@ class SimpleConvLayer(nn.Module):
     the neighbour sum keeps training stable with the same optimiser settings.
     """
 
-    def __init__(self, atom_fea_len: int, nbr_fea_len: int, fused: bool | None = None):
+    def __init__(self, atom_fea_len: int, nbr_fea_len: int):
         super().__init__()
         self.atom_fea_len = atom_fea_len
         self.fc_self = nn.Linear(atom_fea_len, atom_fea_len)
@@ -339,9 +210,6 @@ class CGCNN(nn.Module):
         The Gaussian distance expansion (centres ``arange(dmin, radius + step, step)``).
     dropout : float, default=0.5
         Dropout probability (classification only), as ``nn.Dropout()`` in the original.
-    fused : bool or None, default=None
-        Run the gated convolution's edge part in cache-sized chunks with a
-        hand-written backward (None: on CPU only).  Same results, less memory traffic.
 
     forward(atom_fea (N, orig_atom_fea_len), nbr_idx (N, M), nbr_dist (N, M),
     crystal_idx (N,)) -> (B, n_out).
@@ -356,8 +224,7 @@ class CGCNN(nn.Module):
     def __init__(self, orig_atom_fea_len: int = 92, atom_fea_len: int = 64, n_conv: int = 3,
                  h_fea_len: int = 128, n_h: int = 1, n_out: int = 1,
                  classification: bool = False, conv: str = "gated", dmin: float = 0.0,
-                 radius: float = 8.0, step: float = 0.2, dropout: float = 0.5,
-                 fused: bool | None = None):
+                 radius: float = 8.0, step: float = 0.2, dropout: float = 0.5):
         super().__init__()
         if conv not in CONV_LAYERS:
             raise ValueError(f"conv must be one of {list(CONV_LAYERS)}, got {conv!r}")
@@ -370,8 +237,7 @@ class CGCNN(nn.Module):
         nbr_fea_len = len(self.expansion.centers)
         layer = CONV_LAYERS[conv]
         self.embedding = nn.Linear(orig_atom_fea_len, atom_fea_len)
-        self.convs = nn.ModuleList([layer(atom_fea_len, nbr_fea_len, fused)
-                                    for _ in range(n_conv)])
+        self.convs = nn.ModuleList([layer(atom_fea_len, nbr_fea_len) for _ in range(n_conv)])
         self.conv_to_fc = nn.Linear(atom_fea_len, h_fea_len)
         self.conv_to_fc_softplus = nn.Softplus()
         if n_h > 1:
