@@ -122,8 +122,9 @@ class _CGCNNMixin:
 
     _classification = False
 
-    # `device` may be "auto": skorch reads self.device in initialize, infer and
-    # get_loss, so those run with the resolved value; the parameter stays as given.
+    # `device` may be "auto": skorch reads self.device in many places (initialize,
+    # infer, get_loss, the scoring callbacks' cached predictions), so fit, predict and
+    # those entry points run with the resolved value; the parameter stays as given.
     @contextlib.contextmanager
     def _resolved_device(self):
         given = self.__dict__.get("device")
@@ -236,14 +237,14 @@ class _CGCNNMixin:
 
             keep_freed_memory()
         seed = _seed_of(self.random_state)
-        if seed is None:
-            return super().fit(X, y, **fit_params)
-        devices = [torch.cuda.current_device()] if (
-            str(_resolve_device(self.device)).startswith("cuda")
-            and torch.cuda.is_available()) else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            return super().fit(X, y, **fit_params)
+        with self._resolved_device():
+            if seed is None:
+                return super().fit(X, y, **fit_params)
+            devices = [torch.cuda.current_device()] if (
+                str(self.device).startswith("cuda") and torch.cuda.is_available()) else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                return super().fit(X, y, **fit_params)
 
     def predict_crystal_features(self, X: GraphCollection) -> np.ndarray:
         """Pooled crystal feature vectors (input of ``conv_to_fc``), shape (n, F)."""
@@ -381,7 +382,8 @@ class CGCNNRegressor(_CGCNNMixin, NeuralNetRegressor):
         """Predictions in the original units: shape (n,) for 1-D y, else (n, n_targets)."""
         self._require_fitted()
         X = self._check_predict_X(X)
-        scaled = super().predict_proba(X).reshape(len(X), -1)
+        with self._resolved_device():
+            scaled = super().predict_proba(X).reshape(len(X), -1)
         out = self.target_scaler_.inverse_transform(scaled.astype(np.float64))
         return out.ravel() if self.y_ndim_ == 1 else out
 
@@ -448,10 +450,17 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
 
     def predict_proba(self, X):
         self._require_fitted()
-        return super().predict_proba(self._check_predict_X(X))
+        X = self._check_predict_X(X)
+        with self._resolved_device():
+            return super().predict_proba(X)
 
     def predict(self, X):
-        return self.label_encoder_.inverse_transform(self.predict_proba(X).argmax(axis=1))
+        """Class labels; as encoded integers when skorch scores a dataset during fit
+        (its targets are the encoded labels too)."""
+        encoded = self.predict_proba(X).argmax(axis=1)
+        if isinstance(X, torch.utils.data.Dataset):
+            return encoded
+        return self.label_encoder_.inverse_transform(encoded)
 
     def score(self, X, y, sample_weight=None):
         from sklearn.metrics import accuracy_score

@@ -318,3 +318,21 @@ def test_cuda_path(sample):
     assert reg.predict(graphs).shape == cpu.predict(graphs).shape
     auto = CGCNNRegressor(max_epochs=1, device="auto", **TINY).fit(graphs, y)
     assert next(auto.module_.parameters()).is_cuda
+
+
+@needs_shared
+def test_validation_split_scoring_and_auto_device(sample):
+    """skorch's scoring callbacks score the validation dataset with cached predictions."""
+    from skorch.callbacks import EpochScoring
+    from skorch.dataset import ValidSplit
+
+    _, graphs, y = sample
+    reg = CGCNNRegressor(max_epochs=2, device="auto", train_split=ValidSplit(5),
+                         callbacks=[("mae", EpochScoring("neg_mean_absolute_error",
+                                                         name="valid_mae"))], **TINY)
+    reg.fit(graphs, y)
+    assert np.isfinite(reg.history[-1, "valid_mae"]) and reg.get_params()["device"] == "auto"
+    labels = np.where(y < np.median(y), "low", "high")
+    clf = CGCNNClassifier(max_epochs=2, device="auto", train_split=ValidSplit(5), **TINY)
+    clf.fit(graphs, labels)
+    assert 0.0 <= clf.history[-1, "valid_acc"] <= 1.0
