@@ -510,7 +510,17 @@ def _legacy_globals() -> list:
     return allowed
 
 
+def _is_torch_file(path: str) -> bool:
+    """A torch.save file: a zip archive (torch >= 1.6) or a pickle stream (legacy)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def _torch_load(path: str, trusted: bool) -> Any:
+    if not _is_torch_file(path):
+        raise CheckpointError(f"{path!r} is not a torch checkpoint (neither a zip archive "
+                              "nor a pickle stream)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -716,6 +726,9 @@ def load_model(path: str | os.PathLike, trusted: bool = False, device: str = "cp
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path!r}")
+    if not _is_torch_file(path):
+        raise CheckpointError(f"{path!r} is not a model file: skcgcnn models and original "
+                              "CGCNN checkpoints are torch files")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -259,8 +259,14 @@ def test_wrong_checkpoints(tmp_path):
         load_cgcnn_checkpoint(other)
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    with pytest.raises(CheckpointError, match="not a readable torch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a torch checkpoint"):
         load_cgcnn_checkpoint(text)
+    with pytest.raises(CheckpointError, match="not a model file"):
+        load_model(SAMPLE_REGRESSION / "1000041.cif")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"\x80\x02garbage")
+    with pytest.raises(CheckpointError, match="not a readable torch checkpoint"):
+        load_cgcnn_checkpoint(broken)
     with pytest.raises(FileNotFoundError):
         load_cgcnn_checkpoint(tmp_path / "missing.pth.tar")
 
