@@ -27,6 +27,8 @@ _LAZY = {
     "load_cgcnn_checkpoint": "skcgcnn.estimators",
     "save_model": "skcgcnn.estimators",
     "load_model": "skcgcnn.estimators",
+    "make_cgcnn_pipeline": "skcgcnn.estimators",
+    "atom_contributions": "skcgcnn.explain",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from skcgcnn import load_cgcnn_checkpoint
+from skcgcnn.explain import atom_contributions, crystal_embeddings, element_contributions
+
+from ._shared import PRETRAINED, needs_shared
+from .test_graph import bcc_iron, perovskite, rock_salt
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_cgcnn_checkpoint(PRETRAINED / "formation-energy-per-atom.pth.tar")
+
+
+@needs_shared
+def test_contributions_per_atom(pipe):
+    structures = [rock_salt(), bcc_iron(), perovskite()]
+    frame = atom_contributions(pipe, structures)
+    assert len(frame) == 8 + 2 + 5
+    assert frame["element"].tolist()[:8] == ["Na"] * 4 + ["Cl"] * 4
+    np.testing.assert_allclose(frame.groupby("crystal")["prediction"].first(),
+                               pipe.predict(structures), atol=1e-5)
+    # equivalent atoms: every v_i is the same, so h(mean v) = mean h(v) exactly
+    fe = frame[frame["crystal"] == 1]
+    np.testing.assert_allclose(fe["contribution"], fe["prediction"], atol=1e-5)
+    # in NaCl the sodium and chlorine sites differ
+    nacl = frame[frame["crystal"] == 0]
+    assert abs(nacl["contribution"].iloc[0] - nacl["contribution"].iloc[-1]) > 1e-3
+    table = element_contributions(frame)
+    assert list(table.columns) == ["mean", "std", "count"]
+    assert table["count"].sum() == len(frame)
+
+
+@needs_shared
+def test_embeddings_and_bad_models(pipe):
+    emb = crystal_embeddings(pipe, [bcc_iron(), rock_salt()])
+    assert emb.shape == (2, 64)
+    with pytest.raises(TypeError, match="needs a fitted CGCNNRegressor"):
+        atom_contributions(pipe[0], [bcc_iron()])
