@@ -929,6 +929,18 @@ class _BudgetReached(Exception):
     """The study already has its trials; this one was not run."""
 
 
+class _QuietSkips(logging.Filter):
+    """Drops Optuna's failure messages (and traceback) of trials skipped by the budget."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numbers: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(message.startswith(f"Trial {n} failed") for n in self.numbers)
+
+
 def _finished_count(trials: Sequence[Any]) -> int:
     """Trials that count against ``n_trials``: complete, pruned, failed on an error."""
     from optuna.trial import TrialState
@@ -995,10 +1007,13 @@ class _Run:
 
     def __post_init__(self) -> None:
         self._tables: dict = {}
+        self._quiet = _QuietSkips()
+        self._last_number: int | None = None
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_tables"] = {}
+        state["_quiet"] = _QuietSkips()
         return state
 
     # -- study ---------------------------------------------------------------------
@@ -1048,6 +1063,7 @@ class _Run:
         ahead = sum(1 for t in trials if t.state == TrialState.RUNNING
                     and t.number < trial.number)
         if _finished_count(trials) + ahead >= self.n_trials:
+            self._quiet.numbers.add(trial.number)
             trial.set_user_attr("skipped", "the study had its n_trials when this trial began")
             raise _BudgetReached(f"the study already has {self.n_trials} trials; trial "
                                  f"{trial.number} was not run")
@@ -1056,6 +1072,7 @@ class _Run:
         optuna = require("optuna")
         if self.n_trials is not None:
             self._check_budget(trial)
+        self._last_number = trial.number
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         beat = (_Heartbeat(trial, self.heartbeat_interval)
                 if getattr(self, "_persistent", True) else contextlib.nullcontext())
@@ -1101,6 +1118,7 @@ class _Run:
             maes.append(curve[-1])
             bests.append(min(curve))
         value = float(np.mean(maes))
+        trial.set_user_attr("valid_mae_folds", maes)
         trial.set_user_attr("valid_mae_best_epoch", float(np.mean(bests)))
         trial.set_user_attr("fit_s", round(time.perf_counter() - start, 2))
         if not math.isfinite(value):
@@ -1109,38 +1127,54 @@ class _Run:
 
     # -- the worker loop -----------------------------------------------------------
     def work(self, worker: int, deadline: float | None = None, progress: Any = None,
-             storage: Any = None) -> Any:
-        """Run trials until the study has ``n_trials`` finished ones or time is up."""
-        optuna = require("optuna")
-        from optuna.trial import TrialState
+             storage: Any = None, ready: Path | None = None) -> Any:
+        """Run trials until the study has ``n_trials`` finished ones or time is up.
 
+        ``ready``: a file created once the study is open (worker processes tell the
+        starting process that they are about to run trials).
+        """
+        optuna = require("optuna")
         storage = make_storage(self.storage) if storage is None else storage
         persistent = self._persistent = _is_persistent(storage)
-        poll = max(0.2, min(float(self.heartbeat_interval), 5.0))
+        poll = max(0.1, min(float(self.heartbeat_interval), 1.0))
         catch = (Exception,)
+        self._quiet = _QuietSkips()
+        optuna_log = logging.getLogger("optuna.study._optimize")
+        optuna_log.addFilter(self._quiet)
         with _silenced_optuna(self.verbose), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study = self.open_study(worker, storage)
-            while True:
-                if persistent:
-                    recover_stale_trials(study, self.grace_period, self.max_retries)
-                trials = study.get_trials(deepcopy=False)
-                done = _finished_count(trials)
-                if progress is not None:
-                    progress(study, trials, done)
-                if self.n_trials is not None and done >= self.n_trials:
-                    break
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                running = sum(1 for t in trials if t.state == TrialState.RUNNING)
-                if self.n_trials is not None and done + running >= self.n_trials:
-                    time.sleep(poll)  # the last trials are in flight elsewhere
-                    continue
-                study.optimize(self.objective, n_trials=1, catch=catch)
-                last = study.get_trials(deepcopy=False)[-1] if study.trials else None
-                if last is not None and self.verbose:
-                    _log_trial(last)
+            if ready is not None:
+                Path(ready).touch()
+            try:
+                self._loop(study, worker, deadline, progress, persistent, poll, catch)
+            finally:
+                optuna_log.removeFilter(self._quiet)
         return study
+
+    def _loop(self, study: Any, worker: int, deadline: float | None, progress: Any,
+              persistent: bool, poll: float, catch: tuple) -> None:
+        from optuna.trial import TrialState
+
+        while True:
+            if persistent:
+                recover_stale_trials(study, self.grace_period, self.max_retries)
+            trials = study.get_trials(deepcopy=False)
+            done = _finished_count(trials)
+            if progress is not None:
+                progress(study, trials, done)
+            if self.n_trials is not None and done >= self.n_trials:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+            if self.n_trials is not None and done + running >= self.n_trials:
+                time.sleep(poll)  # the last trials are in flight elsewhere
+                continue
+            self._last_number = None
+            study.optimize(self.objective, n_trials=1, catch=catch)
+            if self._last_number is not None and self.verbose:
+                _log_trial(study.get_trials(deepcopy=False)[self._last_number])
 
 
 def _log_trial(trial: Any) -> None:
@@ -1172,7 +1206,7 @@ def _worker_main(argv: Sequence[str]) -> int:
     with open(payload_path, "rb") as fh:
         run: _Run = pickle.load(fh)
     deadline = None if deadline_s is None else time.monotonic() + deadline_s
-    run.work(worker, deadline)
+    run.work(worker, deadline, ready=Path(payload_path).with_name(f"ready-{worker}"))
     return 0
 
 
@@ -1689,6 +1723,7 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
                      str(timeout), str(level)], env=env))
             threads_before = torch.get_num_threads()
             torch.set_num_threads(threads)
+            _wait_until_ready(procs, Path(payload_dir))
         study = _work_with_progress(run, deadline, verbose, storage_obj)
         for proc in procs:
             proc.wait()
@@ -1744,6 +1779,26 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
                       baselines=base_values, trials=trials_table(study, space),
                       wall_s=time.perf_counter() - start, files=files,
                       graph_builds=cache.builds)
+
+
+def _wait_until_ready(procs: Sequence[subprocess.Popen], folder: Path,
+                      timeout: float = 300.0) -> None:
+    """Wait until every worker process has opened the study (or ended), so that all
+    start taking trials together."""
+    start = time.monotonic()
+    pending = dict(enumerate(procs, start=1))
+    while pending and time.monotonic() - start < timeout:
+        for worker, proc in list(pending.items()):
+            if (folder / f"ready-{worker}").exists():
+                del pending[worker]
+            elif proc.poll() is not None:
+                logger.warning("worker process %d ended before it started (exit code %s)",
+                               worker, proc.returncode)
+                del pending[worker]
+        time.sleep(0.1)
+    if pending:
+        logger.warning("worker process(es) %s are still starting after %.0f s; going on",
+                       sorted(pending), timeout)
 
 
 def _work_with_progress(run: _Run, deadline: float | None, verbose: int, storage: Any) -> Any:
@@ -1919,12 +1974,13 @@ def _read_ids(path: Path) -> list[str] | None:
 def load_tuning_data(data_dir: str | os.PathLike, *, id_prop: str = "id_prop.csv",
                      target: str | None = None, limit: int | None = None,
                      random_state: int | None = 0, n_jobs: int | None = None,
-                     verbose: int = 0) -> tuple[pd.Series, np.ndarray, str]:
+                     cache: Any = True, verbose: int = 0) -> tuple[pd.Series, np.ndarray, str]:
     """Structures (a Series indexed by id), targets and the target's name from a CGCNN folder.
 
     ``limit`` picks ``sorted(default_rng(random_state).choice(n_rows, limit,
     replace=False))`` of the id_prop rows (the rule of ``skcgcnn benchmark --limit``),
-    so only those CIFs are read.
+    so only those CIFs are read.  ``cache`` is :func:`~skcgcnn.datasets.load_cgcnn_folder`'s
+    parsed-structure cache.
     """
     from .datasets import load_cgcnn_folder
 
@@ -1939,7 +1995,7 @@ def load_tuning_data(data_dir: str | os.PathLike, *, id_prop: str = "id_prop.csv
                                                                        replace=False))
             ids = [all_ids[i] for i in keep]
     df = load_cgcnn_folder(root, id_prop=id_prop, ids=ids, n_jobs=n_jobs, on_error="skip",
-                           verbose=verbose)
+                           cache=cache, verbose=verbose)
     targets = [c for c in df.columns if c != "structure"]
     if target is not None:
         if target not in targets:

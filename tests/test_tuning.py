@@ -1,0 +1,477 @@
+"""Tests for skcgcnn.tuning: search space, graph cache, pruning, shared storages, resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from optuna.trial import TrialState  # noqa: E402
+
+from skcgcnn.tuning import (  # noqa: E402
+    CGCNN_GROUPS_CHOICE,
+    GraphCache,
+    PruningCallback,
+    SearchSpace,
+    ValidationMAE,
+    load_tuning_data,
+    main,
+    make_storage,
+    pipeline_distributions,
+    pipeline_from_params,
+    recover_stale_trials,
+    tune,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "mp-formation-energy-36737" / "sample-500"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} is not there")
+
+#: A space of tiny, fast networks (a fraction of a second per trial on 80 crystals).
+TINY = {"atom_features": ["cgcnn", "onehot"], "atom_fea_len": 8, "h_fea_len": 16,
+        "n_conv": [1, 2], "n_h": 1, "conv": "simple", "optimizer": ["adam", "sgd"],
+        "weight_decay": 0.0, "batch_size": 16, "radius": 8.0, "max_num_nbr": 8}
+N_DATA = 80
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny networks run fastest on one thread (and the test machine's cores are shared)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data():
+    if not DATA.is_dir():
+        pytest.skip(f"{DATA} is not there")
+    X, y, _ = load_tuning_data(DATA, limit=N_DATA, random_state=0, cache=False)
+    return X, y
+
+
+def _tiny() -> SearchSpace:
+    return SearchSpace.from_dict(TINY)
+
+
+def _cli(args: list[str], tmp_path: Path) -> subprocess.Popen:
+    """``skcgcnn tune ...`` in another process (the CLI entry of skcgcnn.tuning)."""
+    env = dict(os.environ, SKCGCNN_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(REPO),
+               OMP_NUM_THREADS="1")
+    code = "import sys; from skcgcnn.tuning import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen([sys.executable, "-c", code, "tune", str(DATA), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _cli_args(storage: str, n_trials: int, epochs: int, extra: tuple = ()) -> list[str]:
+    return ["--limit", str(N_DATA), "--space", json.dumps(TINY), "--storage", storage,
+            "--n-trials", str(n_trials), "--epochs", str(epochs), "--baselines", "none",
+            "--random-state", "0", "-q", *extra]
+
+
+def _wait_for(study_name: str, storage: str, ready, proc: subprocess.Popen, timeout: float = 90):
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"worker ended early:\n{proc.stdout.read()}")
+        try:
+            study = optuna.load_study(study_name=study_name, storage=make_storage(storage))
+        except KeyError:
+            study = None
+        if study is not None and ready(study.get_trials(deepcopy=False)):
+            return study
+        time.sleep(0.1)
+    raise AssertionError("the worker did not get there in time")
+
+
+# -- search space ------------------------------------------------------------------
+def test_search_space_config_fixes_and_groups():
+    space = SearchSpace(atom_features=("cgcnn", CGCNN_GROUPS_CHOICE), cgcnn_groups=("group",
+                        "period", "block"), n_conv=(1, 3), radius=8.0, max_num_nbr=12,
+                        optimizer="adam", weight_decay=0.0)
+    assert sorted(space.searched()) == ["atom_fea_len", "atom_features", "batch_size", "conv",
+                                        "h_fea_len", "lr", "n_conv", "n_h"]
+    trial = optuna.trial.FixedTrial({
+        "atom_features": CGCNN_GROUPS_CHOICE, "group_group": True, "group_period": False,
+        "group_block": True, "atom_fea_len": 32, "h_fea_len": 64, "conv": "gated",
+        "batch_size": 64, "n_conv": 2, "n_h": 3, "lr": 0.003})
+    cfg = space.suggest(trial)
+    assert cfg.atom_features == ("group", "block")
+    assert (cfg.radius, cfg.max_num_nbr, cfg.dmin, cfg.step) == (8.0, 12, 0.0, 0.2)
+    assert cfg.estimator_params == {
+        "module__n_conv": 2, "module__atom_fea_len": 32, "module__h_fea_len": 64,
+        "module__n_h": 3, "module__conv": "gated", "optimizer": "adam", "lr": 0.003,
+        "optimizer__weight_decay": 0.0, "batch_size": 64}
+    # no group chosen: all nine (the full CGCNN table)
+    empty = dict(trial.params, group_group=False, group_block=False)
+    assert space.config(empty).atom_features == "cgcnn"
+    with pytest.raises(ValueError, match="'n_conv' is searched .* missing"):
+        space.config({k: v for k, v in trial.params.items() if k != "n_conv"})
+    # a fixed tuple of groups is one choice, not a search
+    assert SearchSpace(atom_features=("group", "period")).atom_feature_choices() == [
+        ("group", "period")]
+    again = SearchSpace.from_dict(json.loads(json.dumps(space.to_dict())))
+    assert again.to_dict() == space.to_dict()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("n_conv", (0, 3), "integers >= 1"),
+    ("lr", (0.0, 0.1), "must be > 0"),
+    ("weight_decay", (0.0, 1e-3), "log scale"),
+    ("conv", ("gated", "fancy"), "'fancy'"),
+    ("atom_fea_len", (8, -1), "integers >= 1"),
+    ("cgcnn_groups", ("group", "colour"), "colour"),
+    ("atom_features", ("cgcnn", ("group",)), "must be names"),
+])
+def test_search_space_rejects_bad_fields(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        SearchSpace(**{field: value}).validate()
+    with pytest.raises(ValueError, match="unknown SearchSpace field"):
+        SearchSpace.from_dict({"depth": 3})
+
+
+# -- graphs -----------------------------------------------------------------------
+@needs_data
+def test_graph_cache_builds_once_and_shares_through_disk(data, tmp_path):
+    from skcgcnn.transformers import StructureGraphTransformer
+
+    X, _ = data
+    structures = list(X)[:30]
+    cache = GraphCache(structures, cache_dir=tmp_path)
+    g8, kept = cache.get(8.0, 8)
+    assert cache.get(8.0, 8)[0] is g8 and cache.builds == 1
+    cache.get(6.0, 8)
+    assert cache.builds == 2
+    assert len(list(tmp_path.glob("graphs-*.npz"))) == 2
+    # another process (here: another cache object) reads them instead of searching again
+    other = GraphCache(structures, cache_dir=tmp_path)
+    g8b, kept_b = other.get(8.0, 8)
+    assert other.builds == 0
+    np.testing.assert_array_equal(kept_b, np.arange(30))
+    reference = StructureGraphTransformer(radius=8.0, max_num_nbr=8).fit_transform(structures)
+    for graphs in (g8, g8b):
+        featured = graphs.with_atom_features("cgcnn")
+        np.testing.assert_array_equal(featured.nbr_idx, reference.nbr_idx)
+        np.testing.assert_array_equal(featured.nbr_dist, reference.nbr_dist)
+        np.testing.assert_array_equal(featured.collate()["atom_fea"],
+                                      reference.collate()["atom_fea"])
+    # other structures do not pick up these files
+    assert GraphCache(structures[:29], cache_dir=tmp_path).get(8.0, 8)[0].nbr_idx.shape[0] \
+        == reference.atom_ptr[29]
+
+
+# -- callbacks --------------------------------------------------------------------
+@needs_data
+def test_validation_mae_is_the_mae_of_predict(data):
+    from sklearn.metrics import mean_absolute_error
+    from skorch.helper import predefined_split
+
+    from skcgcnn.estimators import CGCNNRegressor, GraphDataset
+    from skcgcnn.transformers import StructureGraphTransformer
+
+    X, y = data
+    graphs = StructureGraphTransformer(max_num_nbr=8).fit_transform(X)
+    train, valid = np.arange(60), np.arange(60, N_DATA)
+    est = CGCNNRegressor(max_epochs=2, batch_size=16, random_state=0,
+                         module__atom_fea_len=8, module__h_fea_len=16, module__n_conv=1,
+                         train_split=predefined_split(GraphDataset(graphs[valid], y[valid])),
+                         callbacks=[ValidationMAE()])
+    est.fit(graphs[train], y[train])
+    expected = mean_absolute_error(y[valid], est.predict(graphs[valid]))
+    assert est.history[-1, "valid_mae"] == pytest.approx(expected, rel=1e-5)
+    assert len(est.history[:, "valid_mae"]) == 2
+
+
+def test_pruning_callback_reports_and_prunes():
+    class Net:
+        max_epochs = 5
+
+        def __init__(self, values):
+            self.history = [{"valid_mae": v} for v in values]
+
+    class History(list):
+        def __getitem__(self, key):
+            if isinstance(key, tuple):
+                return list.__getitem__(self, key[0])[key[1]]
+            return list.__getitem__(self, key)
+
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=1.0))
+    trial = study.ask()
+    cb = PruningCallback(trial, "valid_mae", step_offset=10)
+    net = Net([0.5])
+    net.history = History(net.history)
+    cb.on_epoch_end(net)
+    assert study.trials[0].intermediate_values == {10: 0.5}
+    net.history.append({"valid_mae": 2.0})
+    with pytest.raises(optuna.TrialPruned, match="step 11"):
+        cb.on_epoch_end(net)
+    net.history.append({"valid_mae": float("nan")})
+    with pytest.raises(optuna.TrialPruned, match="diverged"):
+        cb.on_epoch_end(net)
+    # after the last epoch the value is reported, not pruned on
+    net.history = History({"valid_mae": 3.0} for _ in range(5))
+    PruningCallback(study.ask(), "valid_mae").on_epoch_end(net)
+    with pytest.raises(optuna.TrialPruned):
+        PruningCallback(study.ask(), "valid_mae", prune_last_epoch=True).on_epoch_end(net)
+    net.history = History([{"valid_loss": 1.0}])
+    with pytest.raises(KeyError, match="ValidationMAE"):
+        cb.on_epoch_end(net)
+
+
+# -- studies ----------------------------------------------------------------------
+GOOD = {"atom_features": "cgcnn", "optimizer": "adam", "n_conv": 1, "lr": 0.01}
+BAD = {"atom_features": "cgcnn", "optimizer": "sgd", "n_conv": 1, "lr": 3.0}  # diverges
+
+
+@needs_data
+def test_tiny_study_really_prunes(data, tmp_path):
+    X, y = data
+    space = SearchSpace.from_dict(dict(TINY, lr=[1e-4, 3.0]))
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+    result = tune(X, y, space=space, n_trials=2, max_epochs=4, storage=":memory:",
+                  pruner=pruner, enqueue=[GOOD, BAD], refit=False, verbose=0,
+                  output_dir=tmp_path / "out", baselines={"dummy": 0.8})
+    good, bad = result.study.trials
+    assert good.state == TrialState.COMPLETE and good.params == GOOD
+    assert sorted(good.intermediate_values) == [0, 1, 2, 3]
+    assert good.value == pytest.approx(good.intermediate_values[3])
+    assert bad.state == TrialState.PRUNED and bad.params == BAD
+    assert list(bad.intermediate_values) == [0]  # stopped after its first epoch
+    assert bad.intermediate_values[0] > 10 * good.intermediate_values[0]
+    assert result.best_value == good.value
+    names = {p.name for p in result.files}
+    assert {"trials.csv", "best_trials.md", "history.png", "intermediate.png",
+            "baselines.png", "summary.json"} <= names
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["trials"]["PRUNED"] == 1 and summary["best_trial"] == 0
+    assert summary["baselines"] == {"dummy": 0.8}
+    # without a pruner the same bad trial runs every epoch
+    result = tune(X, y, space=space, n_trials=2, max_epochs=4, storage=":memory:",
+                  pruner="none", enqueue=[GOOD, BAD], refit=False, verbose=0)
+    assert [len(t.intermediate_values) for t in result.study.trials] == [4, 4]
+    assert [t.state for t in result.study.trials] == [TrialState.COMPLETE] * 2
+
+
+@needs_data
+def test_cv_reports_every_fold_and_refits_from_cached_graphs(data):
+    X, y = data
+    result = tune(X[:40], y[:40], space=_tiny(), n_trials=1, max_epochs=2, cv=2,
+                  storage=":memory:", pruner="none", enqueue=[GOOD], verbose=0)
+    trial = result.study.trials[0]
+    folds = trial.user_attrs["valid_mae_folds"]
+    assert sorted(trial.intermediate_values) == [0, 1, 2, 3]
+    assert trial.intermediate_values[1] == pytest.approx(folds[0])
+    assert trial.intermediate_values[3] == pytest.approx(folds[1])
+    assert trial.value == pytest.approx(np.mean(folds))
+    assert result.graph_builds == 1  # both folds and the refit used one neighbour search
+    pipe = result.best_pipeline
+    assert pipe.named_steps["graph"].get_params()["max_num_nbr"] == 8
+    assert pipe.named_steps["cgcnn"].get_params()["module__n_conv"] == 1
+    assert pipe.predict(list(X[:3])).shape == (3,)
+    study, model = result  # unpacks as (study, best pipeline)
+    assert study is result.study and model is pipe
+
+
+@needs_data
+def test_two_workers_on_a_journal_file_finish_n_trials(data, tmp_path):
+    X, y = data
+    storage = str(tmp_path / "study.log")
+    result = tune(X, y, space=_tiny(), n_trials=6, max_epochs=6, storage=storage,
+                  n_workers=2, refit=False, verbose=0, heartbeat_interval=2)
+    trials = optuna.load_study(study_name="skcgcnn", storage=make_storage(storage)).trials
+    assert sum(t.state in FINISHED for t in trials) == 6
+    assert [t.number for t in trials] == list(range(len(trials)))
+    assert all(t.state in FINISHED or "skipped" in t.user_attrs for t in trials)
+    assert len({t.user_attrs["worker"] for t in trials if t.state in FINISHED}) == 2
+    assert result.best_value == min(t.value for t in trials if t.value is not None)
+
+
+@needs_data
+def test_two_processes_share_an_sqlite_study(data, tmp_path):
+    X, y = data
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    other = _cli(_cli_args(storage, 8, 8), tmp_path)
+    try:
+        _wait_for("skcgcnn", storage, lambda ts: len(ts) > 0, other)
+        tune(X, y, space=_tiny(), n_trials=8, max_epochs=8, storage=storage, refit=False,
+             verbose=0)
+        out, _ = other.communicate(timeout=120)
+    finally:
+        if other.poll() is None:
+            other.kill()
+    assert other.returncode == 0, out
+    trials = optuna.load_study(study_name="skcgcnn", storage=storage).trials
+    finished = [t for t in trials if t.state in FINISHED]
+    assert len(finished) == 8
+    # when both start a trial at the same moment for the last slot, the later one stops
+    # before drawing parameters and is recorded as a failed, skipped trial
+    others = [t for t in trials if t.state not in FINISHED]
+    assert all(t.state == TrialState.FAIL and "skipped" in t.user_attrs and not t.params
+               for t in others)
+    workers = {t.user_attrs["worker"] for t in finished}
+    assert len(workers) == 2  # both processes ran trials
+    assert f"{socket.gethostname()}:{os.getpid()}" in workers
+
+
+@needs_data
+def test_killed_worker_resumes_without_losing_trials(data, tmp_path):
+    # SQLite: the operating system drops a killed process's file locks at once (a journal
+    # file's lock would hold the next writer up to 30 s, optuna's lock grace period)
+    X, y = data
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    worker = _cli(_cli_args(storage, 4, 10, ("--heartbeat-interval", "1")), tmp_path)
+    try:
+        def one_done_one_running(trials):
+            states = [t.state for t in trials]
+            return TrialState.COMPLETE in states and TrialState.RUNNING in states
+
+        _wait_for("skcgcnn", storage, one_done_one_running, worker)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    study = optuna.load_study(study_name="skcgcnn", storage=make_storage(storage))
+    before = {t.number: (t.state, t.value) for t in study.trials}
+    killed = [n for n, (state, _) in before.items() if state == TrialState.RUNNING]
+    assert len(killed) == 1
+    result = tune(X, y, space=_tiny(), n_trials=4, max_epochs=10, storage=storage,
+                  refit=False, verbose=0, heartbeat_interval=1, grace_period=3)
+    after = {t.number: t for t in result.study.trials}
+    for number, (state, value) in before.items():
+        if state in FINISHED:  # finished trials are kept as they were
+            assert (after[number].state, after[number].value) == (state, value)
+    assert after[killed[0]].state == TrialState.FAIL
+    retries = [t for t in after.values() if t.user_attrs.get("retry_of") == killed[0]]
+    assert len(retries) == 1
+    # the parameters the killed trial had drawn are kept (it may have died before drawing all)
+    assert after[killed[0]].params.items() <= retries[0].params.items()
+    assert retries[0].state in FINISHED
+    assert sum(t.state in FINISHED for t in after.values()) == 4
+
+
+def test_recover_stale_trials_fails_and_requeues_once():
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0})
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 2)})
+    trial.set_user_attr("heartbeat", time.time() - 100)
+    fresh = study.ask({"x": optuna.distributions.FloatDistribution(0, 2)})
+    fresh.set_user_attr("heartbeat", time.time())
+    assert recover_stale_trials(study, grace_period=10) == [trial.number]
+    trials = study.get_trials(deepcopy=False)
+    assert trials[trial.number].state == TrialState.FAIL
+    assert trials[fresh.number].state == TrialState.RUNNING
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert len(waiting) == 1
+    assert waiting[0].user_attrs == {"retry_of": trial.number, "retry_count": 1}
+    assert waiting[0].system_attrs["fixed_params"] == {"x": 1.0}
+    assert recover_stale_trials(study, grace_period=10) == []
+    # a trial retried max_retries times is not queued again
+    retry = study.ask()
+    retry.set_user_attr("heartbeat", time.time() - 100)
+    assert recover_stale_trials(study, grace_period=10, max_retries=1) == [retry.number]
+    assert not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+
+
+def _postgres_url() -> str | None:
+    url = os.environ.get("SKCGCNN_TEST_POSTGRES_URL")
+    if url:
+        return url
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
+            pass
+    except OSError:
+        return None
+    return "postgresql://skcgcnn:skcgcnn@127.0.0.1:5432/skcgcnn"  # as .ci/postgres.sh makes it
+
+
+@needs_data
+def test_postgresql_study(data):
+    url = _postgres_url()
+    if url is None:
+        pytest.skip("no PostgreSQL server (set SKCGCNN_TEST_POSTGRES_URL or run .ci/postgres.sh)")
+    pytest.importorskip("psycopg2")
+    X, y = data
+    name = f"skcgcnn-test-{os.getpid()}-{time.time_ns()}"
+    try:
+        result = tune(X[:40], y[:40], space=_tiny(), n_trials=3, max_epochs=2, storage=url,
+                      study_name=name, refit=False, verbose=0)
+        again = tune(X[:40], y[:40], space=_tiny(), n_trials=3, max_epochs=2, storage=url,
+                     study_name=name, refit=False, verbose=0)  # resumes: nothing to do
+        assert len(again.study.trials) == len(result.study.trials) == 3
+    finally:
+        try:
+            optuna.delete_study(study_name=name, storage=url)
+        except KeyError:
+            pass
+
+
+# -- OptunaSearchCV, storages, command line ---------------------------------------------
+@needs_data
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.filterwarnings("ignore:`optuna.terminator` module has been deprecated")
+def test_pipeline_works_with_optuna_search_cv(data):
+    integration = pytest.importorskip("optuna_integration")
+    X, y = data
+    space = SearchSpace.from_dict(dict(TINY, batch_size=[16, 32]))
+    dists = pipeline_distributions(space)
+    assert set(dists) == {"graph__atom_features", "cgcnn__module__n_conv", "cgcnn__optimizer",
+                          "cgcnn__lr", "cgcnn__batch_size"}
+    pipe = pipeline_from_params(dict(GOOD, batch_size=16), space, max_epochs=2, random_state=0)
+    search = integration.OptunaSearchCV(pipe, dists, cv=2, n_trials=2, random_state=0,
+                                        error_score="raise")
+    search.fit(list(X[:40]), y[:40])
+    assert len(search.trials_) == 2
+    assert set(search.best_params_) == set(dists)
+    assert search.predict(list(X[40:43])).shape == (3,)
+
+
+def test_make_storage_kinds(tmp_path):
+    from optuna.storages import InMemoryStorage, JournalStorage, RDBStorage
+
+    assert isinstance(make_storage(":memory:"), InMemoryStorage)
+    assert isinstance(make_storage(str(tmp_path / "a" / "s.log")), JournalStorage)
+    assert isinstance(make_storage(f"journal:{tmp_path / 'b.txt'}"), JournalStorage)
+    rdb = make_storage(str(tmp_path / "c" / "s.db"))
+    assert isinstance(rdb, RDBStorage) and rdb.url == f"sqlite:///{tmp_path / 'c' / 's.db'}"
+    assert (tmp_path / "c" / "s.db").exists()
+    with pytest.raises(ValueError, match="not understood"):
+        make_storage(str(tmp_path / "study.txt"))
+
+
+@needs_data
+def test_cli_runs_resumes_and_refuses_other_settings(tmp_path, monkeypatch, capsys):
+    from skcgcnn.estimators import load_model
+
+    monkeypatch.setenv("SKCGCNN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    args = ["tune", str(DATA), "--limit", "40", "--space", json.dumps(TINY), "--n-trials",
+            "3", "--epochs", "2", "--output-dir", str(out), "--baselines", "dummy",
+            "--save-model", str(tmp_path / "best.pt"), "-q"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| number | valid_mae |" in printed and "dummy:" in printed
+    assert (out / "study.db").exists() and list((out / "graphs").glob("*.npz"))
+    model = load_model(tmp_path / "best.pt")
+    X, _, _ = load_tuning_data(DATA, limit=3, random_state=1, cache=False)
+    assert model.predict(list(X)).shape == (3,)
+    # again: the study already has its 3 trials, nothing more runs
+    assert main(args) == 0
+    study = optuna.load_study(study_name="skcgcnn", storage=f"sqlite:///{out / 'study.db'}")
+    assert len(study.trials) == 3
+    assert set(study.user_attrs["baselines"]) == {"dummy"}
+    # the same study with other epochs cannot be mixed in
+    capsys.readouterr()
+    assert main(args[:-5] + ["--epochs", "3", "-q"]) == 2
+    assert "other data or settings" in capsys.readouterr().err
