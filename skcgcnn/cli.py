@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import pickle
-import re
 import sys
 import tempfile
 import time
@@ -745,12 +744,6 @@ def _make_estimator(args: argparse.Namespace, valid_ds: Any, score: tuple[str, A
                             f_optimizer=None, f_criterion=None, f_history=None,
                             dirname=checkpoint_dir)
     callbacks: list = [("best_checkpoint", checkpoint)]
-    extra: dict[str, Any] = {}
-    if args.task == "classification":
-        # skorch's default valid_acc scores net.predict(dataset), which our estimators
-        # refuse (they take GraphCollections): replace it by one that unwraps the dataset
-        extra["callbacks__valid_acc"] = EpochScoring(_valid_accuracy, lower_is_better=False,
-                                                     name="valid_acc")
     if name != "valid_acc":
         callbacks.insert(0, ("valid_score", EpochScoring(scorer, lower_is_better=lower,
                                                          name=name)))
@@ -766,7 +759,7 @@ def _make_estimator(args: argparse.Namespace, valid_ds: Any, score: tuple[str, A
         module__n_conv=args.n_conv, module__n_h=args.n_h, module__conv=args.conv,
         train_split=predefined_split(valid_ds), random_state=args.seed,
         device=device, verbose=_verbose(args), callbacks=callbacks,
-        callbacks__lr_scheduler__milestones=list(args.lr_milestones), **extra)
+        callbacks__lr_scheduler__milestones=list(args.lr_milestones))
     if optimizer == "sgd":
         params["optimizer__momentum"] = (_DEFAULT_MOMENTUM if args.momentum is None
                                          else args.momentum)
@@ -1027,15 +1020,9 @@ def _run_train(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------
 # predict
 # ----------------------------------------------------------------------------------
-# torch.save's legacy format (the original checkpoints) opens with a pickle of the
-# magic number 0x1950a86a20f9469cfc6c: PROTO n, [FRAME 8 bytes,] LONG1 10 bytes
-_LEGACY_TORCH = re.compile(rb"\x80[\x02-\x05](\x95.{8})?\x8a\x0a"
-                           rb"\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", re.DOTALL)
-
-
 def _check_model_file(path: str) -> Path:
     """A path that looks like a torch file: a zip archive or torch's legacy format."""
-    import zipfile
+    from .estimators import is_torch_file
 
     file = Path(path).expanduser()
     if not file.exists():
@@ -1043,9 +1030,7 @@ def _check_model_file(path: str) -> Path:
                        "train' or an original CGCNN .pth.tar")
     if not file.is_file():
         raise CLIError(f"MODEL {path!r} is not a file")
-    with open(file, "rb") as handle:
-        head = handle.read(32)
-    if not (zipfile.is_zipfile(file) or _LEGACY_TORCH.match(head)):
+    if not is_torch_file(file):
         raise CLIError(f"MODEL {path!r} is not a model file: give a model.pt from "
                        "'skcgcnn train' or an original CGCNN .pth.tar")
     return file

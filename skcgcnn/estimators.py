@@ -21,6 +21,7 @@ import inspect
 import logging
 import os
 import pickle
+import re
 from typing import Any
 
 import numpy as np
@@ -510,15 +511,23 @@ def _legacy_globals() -> list:
     return allowed
 
 
-def _is_torch_file(path: str) -> bool:
-    """A torch.save file: a zip archive (torch >= 1.6) or a pickle stream (legacy)."""
+# torch.save's legacy format (the original checkpoints) opens with a pickle of the
+# magic number 0x1950a86a20f9469cfc6c: PROTO n, [FRAME 8 bytes,] LONG1 10 bytes
+_LEGACY_TORCH = re.compile(rb"\x80[\x02-\x05](\x95.{8})?\x8a\x0a"
+                           rb"\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", re.DOTALL)
+
+
+def is_torch_file(path: str | os.PathLike) -> bool:
+    """A torch.save file: a zip archive (torch >= 1.6) or torch's legacy format."""
+    import zipfile
+
     with open(path, "rb") as fh:
-        head = fh.read(4)
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+        head = fh.read(32)
+    return zipfile.is_zipfile(path) or bool(_LEGACY_TORCH.match(head))
 
 
 def _torch_load(path: str, trusted: bool) -> Any:
-    if not _is_torch_file(path):
+    if not is_torch_file(path):
         raise CheckpointError(f"{path!r} is not a torch checkpoint (neither a zip archive "
                               "nor a pickle stream)")
     try:
@@ -726,7 +735,7 @@ def load_model(path: str | os.PathLike, trusted: bool = False, device: str = "cp
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path!r}")
-    if not _is_torch_file(path):
+    if not is_torch_file(path):
         raise CheckpointError(f"{path!r} is not a model file: skcgcnn models and original "
                               "CGCNN checkpoints are torch files")
     try:
