@@ -790,6 +790,20 @@ def _storage_kind(spec: Any) -> str:
         "journal:path), an SQLite file (path ending in .db) or ':memory:'")
 
 
+def _with_postgres_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed: SQLAlchemy 2.1 takes psycopg 3
+    for a bare ``postgresql://``; with only psycopg2 installed, name it in the URL."""
+    import importlib.util
+
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            if importlib.util.find_spec("psycopg") is None and \
+                    importlib.util.find_spec("psycopg2") is not None:
+                return "postgresql+psycopg2://" + url[len(prefix):]
+            return "postgresql://" + url[len(prefix):]
+    return url
+
+
 def make_storage(spec: Any) -> Any:
     """An Optuna storage from a URL, a path or an existing storage object.
 
@@ -823,6 +837,7 @@ def make_storage(spec: Any) -> Any:
         return JournalStorage(JournalFileBackend(str(path)))
     if kind == "sqlite-path":
         text = f"sqlite:///{Path(text).expanduser().resolve()}"
+    text = _with_postgres_driver(text)
     engine_kwargs = None
     if text.startswith("sqlite:///") and text != "sqlite:///:memory:":
         Path(text[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -832,7 +847,7 @@ def make_storage(spec: Any) -> Any:
     except ImportError as exc:
         raise ImportError(f"storage {text.split('://')[0]}:// needs a database driver that is "
                           f"not installed ({exc}); for PostgreSQL: pip install "
-                          "psycopg2-binary") from exc
+                          "'psycopg[binary]' or psycopg2-binary") from exc
 
 
 def _is_persistent(storage: Any) -> bool:
@@ -1225,8 +1240,9 @@ def evaluate_baselines(structures: Sequence[Any], y: np.ndarray, splits: Sequenc
     y : ndarray of shape (n,)
     splits : list of (train, valid) index arrays
     names : sequence of str
-        ``"cgcnn"`` (the default :class:`CGCNNRegressor`, trained ``max_epochs`` on
-        radius 8 Å / 12 neighbours / the full CGCNN features) and names of
+        ``"cgcnn"`` (CGCNN as ``skcgcnn benchmark`` trains it: the original settings,
+        SGD with lr 0.01, radius 8 Å, 12 neighbours, the full CGCNN features, mini-batches
+        of :data:`skcgcnn.benchmark.DEFAULT_BATCH_SIZE`, for ``max_epochs``) and names of
         :data:`skcgcnn.baselines.BASELINES` (``"magpie-rf"``, ``"structure-gb"``,
         ``"dummy"``).
     max_epochs : int, default=30
@@ -1259,8 +1275,10 @@ def evaluate_baselines(structures: Sequence[Any], y: np.ndarray, splits: Sequenc
                 row_of[kept] = np.arange(len(kept))
                 r_train = row_of[train][row_of[train] >= 0]
                 r_valid = row_of[valid][row_of[valid] >= 0]
-                est = CGCNNRegressor(max_epochs=max_epochs, random_state=random_state,
-                                     device=device)
+                from .benchmark import DEFAULT_BATCH_SIZE
+
+                est = CGCNNRegressor(max_epochs=max_epochs, batch_size=DEFAULT_BATCH_SIZE,
+                                     random_state=random_state, device=device)
                 est.fit(graphs[r_train], y[kept][r_train])
                 maes.append(mean_absolute_error(y[kept][r_valid], est.predict(graphs[r_valid])))
             else:
@@ -1414,6 +1432,8 @@ def write_results(study: Any, output_dir: str | os.PathLike, *, space: SearchSpa
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # fANOVA's "some regimes ... have less than 2 trials": expected in small studies
+        warnings.filterwarnings("ignore", message="Some regimes for parameter")
         plots = [("history.png", ovm.plot_optimization_history, 1),
                  ("intermediate.png", ovm.plot_intermediate_values, 1),
                  ("importances.png", ovm.plot_param_importances, 2)]
@@ -1425,8 +1445,12 @@ def write_results(study: Any, output_dir: str | os.PathLike, *, space: SearchSpa
             except (ValueError, RuntimeError, ZeroDivisionError) as exc:
                 logger.warning("%s not drawn: %s", name, exc)
                 continue
-            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-            files.append(_save(fig, out / name))
+            if name == "history.png":
+                ax.set_ylabel(f"validation MAE, {target_name}")
+            elif name == "intermediate.png":
+                ax.set_ylabel(f"validation MAE, {target_name}")
+                ax.set_xlabel("epoch (with k folds: fold × max_epochs + epoch)")
+            files.append(_save(ax.figure, out / name))
     best = min(complete, key=lambda t: t.value) if complete else None
     if best is not None and baselines:
         files.append(plot_against_baselines(
@@ -1536,7 +1560,7 @@ def _splits(n: int, cv: Any, validation_fraction: float,
 def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
          n_trials: int | None = 20, timeout: float | None = None, max_epochs: int = 30,
          cv: Any = None, validation_fraction: float = 0.2, storage: Any = None,
-         study_name: str = "skcgcnn", pruner: Any = "median", sampler: Any = None,
+         study_name: str | None = None, pruner: Any = "median", sampler: Any = None,
          random_state: int | None = 0, n_workers: int = 1, output_dir: Any = None,
          graph_cache: Any = None, baselines: Any = None, refit: bool = True,
          refit_epochs: int | None = None, enqueue: Sequence[Mapping] | None = None,
@@ -1575,9 +1599,10 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
         Where the study lives (see :func:`make_storage`).  Default: an SQLite file,
         ``<output_dir>/study.db`` or ``<skcgcnn cache>/studies/<study_name>.db``.
         ``":memory:"`` keeps nothing.
-    study_name : str, default="skcgcnn"
+    study_name : str, optional
         An existing study of that name is resumed (it must have been run on the same
-        data, split and epochs).
+        data, split, epochs and search space).  Default: ``skcgcnn-<hash>`` of the data
+        and those settings, so running the same call again resumes its study.
     pruner : {"median", "hyperband", "successive-halving", "none"} or optuna pruner
         ``"median"``: ``MedianPruner(n_startup_trials=4, n_warmup_steps=max_epochs // 6)``.
     sampler : optuna sampler, optional
@@ -1655,10 +1680,8 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
     if bad.size:
         raise ValueError(f"y is NaN or infinite for structure(s) {bad[:5].tolist()} (ids "
                          f"{[ids[i] for i in bad[:5]]}); drop them first")
-    if storage is None:
-        storage = default_storage(output_dir, study_name)
-        logger.info("study %r is stored in %s", study_name, storage)
-    if n_workers > 1 and _storage_kind(storage) in ("memory", "object"):
+    if n_workers > 1 and storage is not None and \
+            _storage_kind(storage) in ("memory", "object"):
         raise ValueError("n_workers > 1 needs a storage the worker processes can open: give "
                          "a URL or a file path, not ':memory:' or a storage object")
     splits, split_desc = _splits(len(items), cv, validation_fraction, random_state)
@@ -1675,16 +1698,25 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
         raise ValueError(f"none of the atom-feature sets {space.atom_feature_choices()} covers "
                          "every element of the data (see the warnings above)")
     digest = hashlib.sha1(cache.fingerprint.encode() + y_arr.tobytes()).hexdigest()
+    study_attrs = {"n_samples": len(items), "data_sha1": digest, "validation": split_desc,
+                   "max_epochs": int(max_epochs),
+                   "atom_feature_choices": [str(c) for c in choices],
+                   "space": space.to_dict()}
+    if study_name is None:
+        # the same data and settings give the same name: running again resumes
+        key = json.dumps(study_attrs, sort_keys=True).encode()
+        study_name = f"skcgcnn-{hashlib.sha1(key).hexdigest()[:10]}"
+    if storage is None:
+        storage = default_storage(output_dir, study_name)
+    logger.info("study %r in %s", study_name,
+                storage if isinstance(storage, (str, os.PathLike)) else type(storage).__name__)
     run = _Run(cache=cache, y=y_arr, splits=splits, space=space, choices=choices,
                storage=storage if _storage_kind(storage) != "object" else None,
                study_name=study_name, pruner=pruner, sampler=sampler, n_trials=n_trials,
                max_epochs=int(max_epochs), random_state=random_state, device=device,
                heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                max_retries=max_retries, verbose=verbose,
-               study_attrs={"n_samples": len(items), "data_sha1": digest,
-                            "validation": split_desc, "max_epochs": int(max_epochs),
-                            "atom_feature_choices": [str(c) for c in choices],
-                            "space": space.to_dict()})
+               study_attrs=study_attrs)
     run._tables.update(tables)
     storage_obj = make_storage(storage)
     if _storage_kind(storage) == "object":
@@ -1901,8 +1933,9 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="sqlite:///file.db, postgresql://user:pw@host/db, a journal file "
                         "(*.log) or ':memory:' (default: OUTPUT_DIR/study.db, else the "
                         "skcgcnn cache folder)")
-    p.add_argument("--study-name", default="skcgcnn",
-                   help="an existing study of that name is resumed (default: skcgcnn)")
+    p.add_argument("--study-name",
+                   help="an existing study of that name is resumed (default: skcgcnn-<hash of "
+                        "the data and settings>, so the same command resumes its study)")
     p.add_argument("--n-workers", type=int, default=1,
                    help="worker processes sharing the study on this machine (default: 1)")
     p.add_argument("--pruner", default="median",
@@ -2076,7 +2109,7 @@ def run_tune_command(args: argparse.Namespace) -> int:
         return fail(str(exc))
     print(best_trials_markdown(result.study, space))
     counts = result.trials["state"].value_counts().to_dict()
-    print(f"\nstudy {args.study_name!r}: {counts}; best validation MAE "
+    print(f"\nstudy {result.study.study_name!r}: {counts}; best validation MAE "
           f"{result.best_value:.4f} (atom features "
           f"{result.study.best_trial.user_attrs.get('atom_features')}); wall time "
           f"{result.wall_s:.0f} s")

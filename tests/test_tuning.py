@@ -78,6 +78,7 @@ def _cli(args: list[str], tmp_path: Path) -> subprocess.Popen:
 
 def _cli_args(storage: str, n_trials: int, epochs: int, extra: tuple = ()) -> list[str]:
     return ["--limit", str(N_DATA), "--space", json.dumps(TINY), "--storage", storage,
+            "--study-name", "shared",
             "--n-trials", str(n_trials), "--epochs", str(epochs), "--baselines", "none",
             "--random-state", "0", "-q", *extra]
 
@@ -286,12 +287,14 @@ def test_cv_reports_every_fold_and_refits_from_cached_graphs(data):
 
 
 @needs_data
+@pytest.mark.timeout(300)
 def test_two_workers_on_a_journal_file_finish_n_trials(data, tmp_path):
     X, y = data
     storage = str(tmp_path / "study.log")
     result = tune(X, y, space=_tiny(), n_trials=6, max_epochs=6, storage=storage,
                   n_workers=2, refit=False, verbose=0, heartbeat_interval=2)
-    trials = optuna.load_study(study_name="skcgcnn", storage=make_storage(storage)).trials
+    trials = optuna.load_study(study_name=result.study.study_name,
+                               storage=make_storage(storage)).trials
     assert sum(t.state in FINISHED for t in trials) == 6
     assert [t.number for t in trials] == list(range(len(trials)))
     assert all(t.state in FINISHED or "skipped" in t.user_attrs for t in trials)
@@ -300,20 +303,21 @@ def test_two_workers_on_a_journal_file_finish_n_trials(data, tmp_path):
 
 
 @needs_data
+@pytest.mark.timeout(300)
 def test_two_processes_share_an_sqlite_study(data, tmp_path):
     X, y = data
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     other = _cli(_cli_args(storage, 8, 8), tmp_path)
     try:
-        _wait_for("skcgcnn", storage, lambda ts: len(ts) > 0, other)
-        tune(X, y, space=_tiny(), n_trials=8, max_epochs=8, storage=storage, refit=False,
-             verbose=0)
+        _wait_for("shared", storage, lambda ts: len(ts) > 0, other)
+        tune(X, y, space=_tiny(), n_trials=8, max_epochs=8, storage=storage,
+             study_name="shared", refit=False, verbose=0)
         out, _ = other.communicate(timeout=120)
     finally:
         if other.poll() is None:
             other.kill()
     assert other.returncode == 0, out
-    trials = optuna.load_study(study_name="skcgcnn", storage=storage).trials
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
     finished = [t for t in trials if t.state in FINISHED]
     assert len(finished) == 8
     # when both start a trial at the same moment for the last slot, the later one stops
@@ -327,6 +331,7 @@ def test_two_processes_share_an_sqlite_study(data, tmp_path):
 
 
 @needs_data
+@pytest.mark.timeout(300)
 def test_killed_worker_resumes_without_losing_trials(data, tmp_path):
     # SQLite: the operating system drops a killed process's file locks at once (a journal
     # file's lock would hold the next writer up to 30 s, optuna's lock grace period)
@@ -338,16 +343,17 @@ def test_killed_worker_resumes_without_losing_trials(data, tmp_path):
             states = [t.state for t in trials]
             return TrialState.COMPLETE in states and TrialState.RUNNING in states
 
-        _wait_for("skcgcnn", storage, one_done_one_running, worker)
+        _wait_for("shared", storage, one_done_one_running, worker)
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()
-    study = optuna.load_study(study_name="skcgcnn", storage=make_storage(storage))
+    study = optuna.load_study(study_name="shared", storage=make_storage(storage))
     before = {t.number: (t.state, t.value) for t in study.trials}
     killed = [n for n, (state, _) in before.items() if state == TrialState.RUNNING]
     assert len(killed) == 1
     result = tune(X, y, space=_tiny(), n_trials=4, max_epochs=10, storage=storage,
-                  refit=False, verbose=0, heartbeat_interval=1, grace_period=3)
+                  study_name="shared", refit=False, verbose=0, heartbeat_interval=1,
+                  grace_period=3)
     after = {t.number: t for t in result.study.trials}
     for number, (state, value) in before.items():
         if state in FINISHED:  # finished trials are kept as they were
@@ -385,6 +391,7 @@ def test_recover_stale_trials_fails_and_requeues_once():
 
 
 def _postgres_url() -> str | None:
+    """SKCGCNN_TEST_POSTGRES_URL, else the server of .ci/postgres.sh if it answers."""
     url = os.environ.get("SKCGCNN_TEST_POSTGRES_URL")
     if url:
         return url
@@ -393,26 +400,34 @@ def _postgres_url() -> str | None:
             pass
     except OSError:
         return None
-    return "postgresql://skcgcnn:skcgcnn@127.0.0.1:5432/skcgcnn"  # as .ci/postgres.sh makes it
+    url = "postgresql://skcgcnn:skcgcnn@127.0.0.1:5432/skcgcnn"  # as .ci/postgres.sh makes it
+    try:
+        make_storage(url)
+    except Exception:  # another server, without that role or database, or no driver
+        return None
+    return url
 
 
 @needs_data
-def test_postgresql_study(data):
+@pytest.mark.timeout(300)
+def test_postgresql_study_with_two_workers(data):
     url = _postgres_url()
     if url is None:
         pytest.skip("no PostgreSQL server (set SKCGCNN_TEST_POSTGRES_URL or run .ci/postgres.sh)")
-    pytest.importorskip("psycopg2")
     X, y = data
     name = f"skcgcnn-test-{os.getpid()}-{time.time_ns()}"
     try:
-        result = tune(X[:40], y[:40], space=_tiny(), n_trials=3, max_epochs=2, storage=url,
-                      study_name=name, refit=False, verbose=0)
-        again = tune(X[:40], y[:40], space=_tiny(), n_trials=3, max_epochs=2, storage=url,
-                     study_name=name, refit=False, verbose=0)  # resumes: nothing to do
-        assert len(again.study.trials) == len(result.study.trials) == 3
+        result = tune(X, y, space=_tiny(), n_trials=4, max_epochs=4, storage=url,
+                      study_name=name, n_workers=2, refit=False, verbose=0)
+        trials = result.study.trials
+        assert sum(t.state in FINISHED for t in trials) == 4
+        assert len({t.user_attrs["worker"] for t in trials if t.state in FINISHED}) == 2
+        again = tune(X, y, space=_tiny(), n_trials=4, max_epochs=4, storage=url,
+                     study_name=name, refit=False, verbose=0)  # resumed: nothing to do
+        assert len(again.study.trials) == len(trials)
     finally:
         try:
-            optuna.delete_study(study_name=name, storage=url)
+            optuna.delete_study(study_name=name, storage=make_storage(url))
         except KeyError:
             pass
 
@@ -451,11 +466,13 @@ def test_make_storage_kinds(tmp_path):
 
 
 @needs_data
+@pytest.mark.timeout(300)
 def test_cli_runs_resumes_and_refuses_other_settings(tmp_path, monkeypatch, capsys):
     from skcgcnn.estimators import load_model
 
     monkeypatch.setenv("SKCGCNN_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
+    storage = f"sqlite:///{out / 'study.db'}"
     args = ["tune", str(DATA), "--limit", "40", "--space", json.dumps(TINY), "--n-trials",
             "3", "--epochs", "2", "--output-dir", str(out), "--baselines", "dummy",
             "--save-model", str(tmp_path / "best.pt"), "-q"]
@@ -466,12 +483,16 @@ def test_cli_runs_resumes_and_refuses_other_settings(tmp_path, monkeypatch, caps
     model = load_model(tmp_path / "best.pt")
     X, _, _ = load_tuning_data(DATA, limit=3, random_state=1, cache=False)
     assert model.predict(list(X)).shape == (3,)
-    # again: the study already has its 3 trials, nothing more runs
+    (name,) = optuna.get_all_study_names(storage)  # skcgcnn-<hash of data and settings>
+    assert name.startswith("skcgcnn-")
+    # again: the same data and settings find their study, which has its 3 trials already
     assert main(args) == 0
-    study = optuna.load_study(study_name="skcgcnn", storage=f"sqlite:///{out / 'study.db'}")
+    study = optuna.load_study(study_name=name, storage=storage)
     assert len(study.trials) == 3
     assert set(study.user_attrs["baselines"]) == {"dummy"}
-    # the same study with other epochs cannot be mixed in
+    # other settings make another study; forcing them into this one is refused
+    assert main(args[:-5] + ["--epochs", "3", "--n-trials", "1", "-q"]) == 0
+    assert len(optuna.get_all_study_names(storage)) == 2
     capsys.readouterr()
-    assert main(args[:-5] + ["--epochs", "3", "-q"]) == 2
+    assert main(args[:-5] + ["--epochs", "3", "--study-name", name, "-q"]) == 2
     assert "other data or settings" in capsys.readouterr().err
