@@ -484,14 +484,16 @@ def _numbers_table() -> Any:
                             available, ["Z"])
 
 
+def _site_numbers(structure: Any) -> list[int]:
+    """Atomic numbers of every species on every site (disordered sites give several)."""
+    return [int(getattr(sp, "Z", 0)) for site in structure for sp in site.species]
+
+
 def structures_fingerprint(structures: Sequence[Any]) -> str:
     """SHA-1 of the species, lattices and fractional coordinates of ``structures``."""
     digest = hashlib.sha1()
     for s in structures:
-        if s is None:
-            digest.update(b"none")
-            continue
-        digest.update(np.asarray(s.atomic_numbers, dtype=np.int16).tobytes())
+        digest.update(np.asarray(_site_numbers(s), dtype=np.int16).tobytes())
         digest.update(np.ascontiguousarray(s.lattice.matrix, dtype=np.float64).tobytes())
         digest.update(np.ascontiguousarray(s.frac_coords, dtype=np.float64).tobytes())
     return digest.hexdigest()
@@ -1024,6 +1026,7 @@ class _Run:
         self._tables: dict = {}
         self._quiet = _QuietSkips()
         self._last_number: int | None = None
+        self._fatal: Exception | None = None
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -1097,7 +1100,11 @@ class _Run:
             except optuna.TrialPruned:
                 raise
             except Exception as exc:
+                from .graph import StructureError
+
                 trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+                if isinstance(exc, StructureError):
+                    self._fatal = exc  # bad data, not a bad trial: stop the study
                 raise
 
     def _evaluate(self, trial: Any) -> float:
@@ -1187,7 +1194,10 @@ class _Run:
                 time.sleep(poll)  # the last trials are in flight elsewhere
                 continue
             self._last_number = None
+            self._fatal = None
             study.optimize(self.objective, n_trials=1, catch=catch)
+            if self._fatal is not None:
+                raise self._fatal
             if self._last_number is not None and self.verbose:
                 _log_trial(study.get_trials(deepcopy=False)[self._last_number])
 
@@ -1529,7 +1539,11 @@ def _as_structures(structures: Any) -> tuple[list, list]:
     out = []
     for i, obj in enumerate(items):
         name = f"structure {i}" if ids[i] == i else f"structure {i} ({ids[i]})"
-        out.append(to_structure(obj, name))
+        structure = to_structure(obj, name)
+        if not (hasattr(structure, "lattice") and hasattr(structure, "frac_coords")):
+            raise TypeError(f"{name} is a {type(obj).__name__}, not a crystal structure; pass "
+                            "pymatgen Structures, ASE Atoms or CIF file paths")
+        out.append(structure)
     return out, ids
 
 
@@ -1691,7 +1705,7 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
         graph_cache = tmp_cache
     cache = GraphCache(items, ids=ids, dmin=space.dmin, step=space.step, cache_dir=graph_cache,
                        n_jobs=n_jobs, on_error=on_error)
-    numbers = np.concatenate([np.asarray(s.atomic_numbers) for s in items])
+    numbers = np.asarray([z for s in items for z in _site_numbers(s)], dtype=np.int64)
     tables: dict = {}
     choices = usable_atom_feature_choices(space.atom_feature_choices(), numbers, tables)
     if not choices:

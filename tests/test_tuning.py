@@ -496,3 +496,25 @@ def test_cli_runs_resumes_and_refuses_other_settings(tmp_path, monkeypatch, caps
     capsys.readouterr()
     assert main(args[:-5] + ["--epochs", "3", "--study-name", name, "-q"]) == 2
     assert "other data or settings" in capsys.readouterr().err
+
+
+def test_bad_structures_stop_the_study_or_are_left_out():
+    from pymatgen.core import Lattice, Structure
+
+    from skcgcnn.graph import StructureError
+
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"],
+                                     [[0, 0, 0], [0.5, 0.5, 0.5]])
+    disordered = Structure(Lattice.cubic(4.0), [{"Fe": 0.5, "Co": 0.5}], [[0, 0, 0]])
+    structures, y = [nacl] * 7 + [disordered], np.arange(8.0)
+    space = SearchSpace.from_dict(dict(TINY, n_conv=1, optimizer="adam"))
+    with pytest.raises(StructureError, match="structure 7 has a disordered"):
+        tune(structures, y, space=space, n_trials=3, max_epochs=1, storage=":memory:",
+             verbose=0)
+    result = tune(structures, y, space=space, n_trials=1, max_epochs=1, storage=":memory:",
+                  on_error="skip", verbose=0)
+    # the disordered one is left out of the graphs, the trials and the refit
+    assert result.best_pipeline.named_steps["cgcnn"].target_scaler_.n_samples_seen_ == 7
+    assert len(result.trials) == 1 and result.trials["state"][0] == "COMPLETE"
+    with pytest.raises(TypeError, match="structure 1 is a NoneType"):
+        tune([nacl, None], [1.0, 2.0], storage=":memory:", n_trials=1)
