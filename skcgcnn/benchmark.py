@@ -556,12 +556,35 @@ def _write_run_info(
         "random_state": random_state,
         "target": result.target_name,
         "wall_s": round(result.wall_s, 2),
-        "models": {name: repr(model) for name, model in models.items()},
+        "models": {name: _describe_model(model) for name, model in models.items()},
         "versions": versions,
     }
     path = result.output_dir / "run.json"
     path.write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
     result.files.append(path)
+
+
+def _describe_model(model: Any) -> dict[str, Any]:
+    """Class and plain-valued parameters of a model, for run.json."""
+    params: dict[str, Any] = {}
+    try:
+        all_params = model.get_params(deep=True)
+    except Exception:  # not a scikit-learn estimator: the class is all we can say
+        all_params = {}
+    for key, value in sorted(all_params.items()):
+        if "callbacks__" in key:  # skorch's default callbacks' settings: noise here
+            continue
+        if value is None or isinstance(value, (bool, int, float, str)):
+            params[key] = value
+        elif isinstance(value, (list, tuple)) and all(
+            isinstance(v, (bool, int, float, str)) for v in value
+        ):
+            params[key] = list(value)
+    steps = getattr(model, "steps", None)
+    if steps:
+        classes = [f"{name}: {type(step).__name__}" for name, step in steps]
+        return {"class": type(model).__name__, "steps": classes, "params": params}
+    return {"class": type(model).__name__, "params": params}
 
 
 def _plot_all(result: BenchmarkResult) -> list[Path]:
