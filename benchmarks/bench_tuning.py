@@ -48,6 +48,52 @@ def study_figures(study) -> dict:
     }
 
 
+def replay_pruner(study, pruner) -> dict:
+    """What ``pruner`` would have done to the learning curves of an unpruned study.
+
+    The trials are replayed in order into an in-memory study: each epoch's validation MAE
+    is reported, and the trial stops where the pruner says so.  (It does not replay the
+    sampler: with pruning, later trials would have drawn other parameters.)
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    replay = optuna.create_study(pruner=pruner)
+    epochs, pruned = 0, []
+    for t in study.trials:
+        if t.state != TrialState.COMPLETE:
+            continue
+        trial = replay.ask()
+        for step in sorted(t.intermediate_values):
+            epochs += 1
+            trial.report(t.intermediate_values[step], step)
+            if trial.should_prune() and step < max(t.intermediate_values):
+                replay.tell(trial, state=TrialState.PRUNED)
+                pruned.append(t.number)
+                break
+        else:
+            replay.tell(trial, t.value)
+    best = min((t for t in study.trials if t.state == TrialState.COMPLETE),
+               key=lambda t: t.value)
+    kept = [t for t in study.trials if t.state == TrialState.COMPLETE and t.number not in pruned]
+    return {"epochs_trained": epochs, "pruned_trials": pruned,
+            "best_pruned": best.number in pruned,
+            "best_kept_valid_mae": round(min(t.value for t in kept), 4) if kept else None}
+
+
+def replays(out: Path, args: argparse.Namespace) -> dict:
+    """Median pruners with several warm-ups replayed on the unpruned study's curves."""
+    import optuna
+
+    study = optuna.load_study(study_name=f"mp{args.n}-none",
+                              storage=f"sqlite:///{(out / 'study-none.db').resolve()}")
+    out_dict = {}
+    for warmup in (args.epochs // 6, args.epochs // 4, args.epochs // 2):
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=warmup)
+        out_dict[f"warmup {warmup}"] = replay_pruner(study, pruner)
+    return out_dict
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(DATA), help="CGCNN folder (default: %(default)s)")
@@ -59,6 +105,13 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     p.add_argument("--out", default="results/bench_tuning")
+    p.add_argument("--tag", default="", help="suffix of the study names and files")
+    p.add_argument("--baselines-from", metavar="SUMMARY_JSON",
+                   help="take the validation baselines from an earlier run's summary.json")
+    p.add_argument("--skip-references", action="store_true",
+                   help="do not fit the reference models on the test rows again")
+    p.add_argument("--replay-only", action="store_true",
+                   help="only replay median pruners on the finished unpruned study")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -75,6 +128,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.replay_only:
+        print(json.dumps(replays(out, args), indent=2))
+        return 0
     start = time.perf_counter()
     X, y, target = load_tuning_data(args.data, limit=args.n, random_state=args.seed, n_jobs=2)
     logger.info("%d structures loaded in %.0f s", len(y), time.perf_counter() - start)
@@ -88,13 +144,16 @@ def main() -> int:
                      "epochs": args.epochs, "n_trials": args.n_trials,
                      "torch_threads": args.threads, "studies": {}}
     valid_baselines = None
+    if args.baselines_from:
+        valid_baselines = json.loads(Path(args.baselines_from).read_text())["valid_baselines"]
     for pruner in args.pruners.split(","):
         logger.info("study with pruner=%s", pruner)
         result = tune(
             X_tune, y_tune, n_trials=args.n_trials, max_epochs=args.epochs,
-            storage=f"sqlite:///{(out / f'study-{pruner}.db').resolve()}",
-            study_name=f"mp{args.n}-{pruner}", pruner=pruner, random_state=args.seed,
-            output_dir=out / pruner, graph_cache=out / "graphs",
+            storage=f"sqlite:///{(out / f'study-{pruner}{args.tag}.db').resolve()}",
+            study_name=f"mp{args.n}-{pruner}{args.tag}", pruner=pruner,
+            random_state=args.seed, output_dir=out / f"{pruner}{args.tag}",
+            graph_cache=out / "graphs",
             baselines=valid_baselines or ["cgcnn", "magpie-rf", "dummy"],
             target_name="E_form (eV/atom)", verbose=1)
         valid_baselines = valid_baselines or result.baselines
@@ -109,15 +168,16 @@ def main() -> int:
                      test_mae_refit=round(float(test_mae), 4),
                      graph_builds_this_call=result.graph_builds,
                      tune_call_wall_s=round(result.wall_s, 1))
-        summary["studies"][pruner] = entry
+        summary["studies"][pruner + args.tag] = entry
         logger.info("pruner=%s: %s (test scoring %.0f s)", pruner, entry,
                     time.perf_counter() - t0)
-        (out / f"best_trials-{pruner}.md").write_text(best_trials_markdown(result.study))
+        (out / f"best_trials-{pruner}{args.tag}.md").write_text(
+            best_trials_markdown(result.study))
     summary["valid_baselines"] = {k: round(v, 4) for k, v in (valid_baselines or {}).items()}
 
     # the same references on the test rows, fitted on all the tuning rows
     test_refs = {}
-    for epochs in (args.epochs, DEFAULT_EPOCHS):
+    for epochs in () if args.skip_references else (args.epochs, DEFAULT_EPOCHS):
         name = f"cgcnn ({epochs} epochs)"
         default = make_cgcnn_pipeline(max_epochs=epochs, batch_size=DEFAULT_BATCH_SIZE,
                                       random_state=args.seed)
@@ -126,14 +186,16 @@ def main() -> int:
         test_refs[name] = mean_absolute_error(y_test, default.predict(X_test))
         logger.info("%s: test MAE %.4f (%.0f s)", name, test_refs[name],
                     time.perf_counter() - t0)
-    for name in ("magpie-rf", "dummy"):
+    for name in () if args.skip_references else ("magpie-rf", "dummy"):
         model = make_baseline(name, n_jobs=2, random_state=args.seed)
         model.fit(list(X_tune), y_tune)
         test_refs[name] = mean_absolute_error(y_test, model.predict(X_test))
         logger.info("%s: test MAE %.4f", name, test_refs[name])
     summary["test_references"] = {k: round(float(v), 4) for k, v in test_refs.items()}
+    if (out / "study-none.db").exists():
+        summary["replayed_median_pruners"] = replays(out, args)
     summary["total_wall_s"] = round(time.perf_counter() - start, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out / f"summary{args.tag}.json").write_text(json.dumps(summary, indent=2, default=str))
 
     lines = [f"# Tuning study: {len(y)} MP crystals, {target}", "",
              f"{len(y_tune)} tuning rows (80/20 train/validation inside each study), "
@@ -149,7 +211,11 @@ def main() -> int:
               "", "Test MAE of the references: "
               + ", ".join(f"{k} {v}" for k, v in summary["test_references"].items()),
               "", f"Total wall time {summary['total_wall_s']:.0f} s."]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    for name, r in summary.get("replayed_median_pruners", {}).items():
+        lines.append(f"Median pruner, {name}, replayed on the unpruned curves: "
+                     f"{r['epochs_trained']} epochs, pruned {r['pruned_trials']}, best "
+                     f"pruned: {r['best_pruned']}, best kept {r['best_kept_valid_mae']}.")
+    (out / f"summary{args.tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

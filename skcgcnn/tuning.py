@@ -966,14 +966,18 @@ def _finished_count(trials: Sequence[Any]) -> int:
                or (t.state == TrialState.FAIL and "error" in t.user_attrs))
 
 
-def _make_pruner(spec: Any, max_steps: int) -> Any:
+def _make_pruner(spec: Any, max_steps: int, max_epochs: int | None = None) -> Any:
     optuna = require("optuna")
     if spec is None or spec == "none":
         return optuna.pruners.NopPruner()
     if isinstance(spec, str):
         if spec == "median":
+            # CGCNN's validation error is erratic in the first epochs (Adam, BatchNorm):
+            # on 2,000 MP crystals, a warm-up of a sixth of the epochs pruned the trial
+            # that ended best; half of them kept it (docs/tuning.md)
+            epochs = max_steps if max_epochs is None else max_epochs
             return optuna.pruners.MedianPruner(n_startup_trials=4,
-                                               n_warmup_steps=max(1, max_steps // 6))
+                                               n_warmup_steps=max(1, epochs // 2))
         if spec == "hyperband":
             return optuna.pruners.HyperbandPruner(min_resource=max(1, max_steps // 10),
                                                   max_resource=max_steps)
@@ -1054,7 +1058,8 @@ class _Run:
                                     direction="minimize", load_if_exists=True,
                                     sampler=sampler,
                                     pruner=_make_pruner(self.pruner,
-                                                        self.max_epochs * len(self.splits)))
+                                                        self.max_epochs * len(self.splits),
+                                                        self.max_epochs))
         return study
 
     def check_study(self, study: Any) -> None:
@@ -1203,15 +1208,19 @@ class _Run:
 
 
 def _log_trial(trial: Any) -> None:
-    state = trial.state.name.lower()
-    if trial.value is not None:
-        logger.info("trial %d %s: valid MAE %.4f (%s, %s s)", trial.number, state, trial.value,
-                    trial.user_attrs.get("atom_features"), trial.user_attrs.get("fit_s"))
-    elif trial.user_attrs.get("error"):
-        logger.info("trial %d %s: %s", trial.number, state, trial.user_attrs["error"])
-    else:
+    from optuna.trial import TrialState
+
+    features = trial.user_attrs.get("atom_features")
+    if trial.state == TrialState.COMPLETE:
+        logger.info("trial %d complete: valid MAE %.4f (%s, %s s)", trial.number, trial.value,
+                    features, trial.user_attrs.get("fit_s"))
+    elif trial.state == TrialState.PRUNED:
         steps = trial.intermediate_values
-        logger.info("trial %d %s after %d epochs", trial.number, state, len(steps))
+        last = steps[max(steps)] if steps else float("nan")
+        logger.info("trial %d pruned after %d epochs: valid MAE %.4f (%s)", trial.number,
+                    len(steps), last, features)
+    elif trial.user_attrs.get("error"):
+        logger.info("trial %d failed: %s", trial.number, trial.user_attrs["error"])
 
 
 def _worker_main(argv: Sequence[str]) -> int:
@@ -1618,7 +1627,9 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
         data, split, epochs and search space).  Default: ``skcgcnn-<hash>`` of the data
         and those settings, so running the same call again resumes its study.
     pruner : {"median", "hyperband", "successive-halving", "none"} or optuna pruner
-        ``"median"``: ``MedianPruner(n_startup_trials=4, n_warmup_steps=max_epochs // 6)``.
+        ``"median"``: ``MedianPruner(n_startup_trials=4, n_warmup_steps=max_epochs // 2)``
+        (CGCNN's early validation error says little about its final one, see
+        docs/tuning.md).
     sampler : optuna sampler, optional
         Default: ``TPESampler`` seeded from ``random_state``, the worker and the trials
         already in the study (so workers and resumed runs do not repeat each other).
