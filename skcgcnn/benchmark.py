@@ -135,7 +135,7 @@ def _as_indices(a: Any, n: int, what: str) -> np.ndarray:
 
 
 def _resolve_folds(
-    cv: Any, X: Any, y: np.ndarray, random_state: int | None
+    cv: Any, y: np.ndarray, random_state: int | None
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
     """Turn ``cv`` into a list of (train, test) index arrays and a description."""
     n = len(y)
@@ -352,7 +352,7 @@ def run_benchmark(
     if len(ids_arr) != n:
         raise ValueError(f"ids has {len(ids_arr)} entries, X has {n}")
     y_arr = _check_target(y, ids_arr, n)
-    folds, cv_desc = _resolve_folds(cv, X, y_arr, random_state)
+    folds, cv_desc = _resolve_folds(cv, y_arr, random_state)
 
     out_dir = Path(output_dir) if output_dir is not None else None
     if out_dir is not None:
@@ -416,7 +416,7 @@ def run_benchmark(
         target_name=target_name,
     )
     if out_dir is not None:
-        result.files = _write_outputs(result, cv_desc, random_state, models, plots)
+        result.files = _write_outputs(result, cv_desc, plots)
         result.wall_s = time.perf_counter() - start
         _write_run_info(result, cv_desc, random_state, models, len(folds))
     return result
@@ -504,13 +504,7 @@ def _markdown_table(summary: pd.DataFrame) -> str:
 
 
 # -- files ----------------------------------------------------------------------------
-def _write_outputs(
-    result: BenchmarkResult,
-    cv_desc: str,
-    random_state: int | None,
-    models: dict[str, Any],
-    plots: bool,
-) -> list[Path]:
+def _write_outputs(result: BenchmarkResult, cv_desc: str, plots: bool) -> list[Path]:
     out = Path(result.output_dir)
     files = []
     summary_csv = out / "results.csv"
