@@ -832,10 +832,13 @@ def make_storage(spec: Any) -> Any:
     if kind == "memory":
         return optuna.storages.InMemoryStorage()
     if kind == "journal":
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
         path = Path(text[len("journal:"):] if text.startswith("journal:") else text).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # optuna >= 4.0
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+        except ImportError:  # optuna 3.x
+            from optuna.storages import JournalFileStorage as JournalFileBackend
+            from optuna.storages import JournalStorage
         return JournalStorage(JournalFileBackend(str(path)))
     if kind == "sqlite-path":
         text = f"sqlite:///{Path(text).expanduser().resolve()}"
