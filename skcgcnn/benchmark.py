@@ -837,20 +837,7 @@ def _load_data(args: argparse.Namespace, verbose: int) -> tuple[pd.Series, np.nd
                 df = df.iloc[keep]
     if "structure" not in df.columns:
         raise ValueError("the loaded data has no 'structure' column")
-    targets = [c for c in df.columns if c != "structure"]
-    if args.target:
-        if args.target not in targets:
-            raise ValueError(f"--target {args.target!r} is not among the columns {targets}")
-        target = args.target
-    elif targets:
-        target = targets[0]
-    else:
-        raise ValueError("the loaded data has no target column")
-    y = pd.to_numeric(df[target], errors="coerce")
-    keep_rows = y.notna().to_numpy()
-    if not keep_rows.all():
-        logger.warning("dropping %d rows whose %r is missing", int((~keep_rows).sum()), target)
-    return df["structure"][keep_rows], y[keep_rows].to_numpy(dtype=float), str(target)
+    return datasets.structures_and_target(df, args.target or None)
 
 
 def run_benchmark_command(args: argparse.Namespace) -> int:

@@ -1672,3 +1672,25 @@ def _matbench_frame(
         cache=False,
         verbose=verbose,
     )
+
+
+def structures_and_target(df: pd.DataFrame, target: str | None = None
+                          ) -> tuple[pd.Series, np.ndarray, str]:
+    """The ``structure`` column, one numeric target and its name, from a loader's frame.
+
+    ``target`` defaults to the first column other than ``structure``; rows whose target
+    is missing or not a number are dropped with a warning.
+    """
+    targets = [c for c in df.columns if c != "structure"]
+    if target is not None:
+        if target not in targets:
+            raise ValueError(f"--target {target!r} is not among the columns {targets}")
+    elif targets:
+        target = targets[0]
+    else:
+        raise ValueError("the loaded data has no target column")
+    y = pd.to_numeric(df[target], errors="coerce")
+    keep_rows = y.notna().to_numpy()
+    if not keep_rows.all():
+        logger.warning("dropping %d rows whose %r is missing", int((~keep_rows).sum()), target)
+    return df["structure"][keep_rows], y[keep_rows].to_numpy(dtype=float), str(target)

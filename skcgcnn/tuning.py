@@ -2043,7 +2043,7 @@ def load_tuning_data(data_dir: str | os.PathLike, *, id_prop: str = "id_prop.csv
     so only those CIFs are read.  ``cache`` is :func:`~skcgcnn.datasets.load_cgcnn_folder`'s
     parsed-structure cache.
     """
-    from .datasets import load_cgcnn_folder
+    from .datasets import load_cgcnn_folder, structures_and_target
 
     root = Path(data_dir)
     ids = None
@@ -2057,19 +2057,7 @@ def load_tuning_data(data_dir: str | os.PathLike, *, id_prop: str = "id_prop.csv
             ids = [all_ids[i] for i in keep]
     df = load_cgcnn_folder(root, id_prop=id_prop, ids=ids, n_jobs=n_jobs, on_error="skip",
                            cache=cache, verbose=verbose)
-    targets = [c for c in df.columns if c != "structure"]
-    if target is not None:
-        if target not in targets:
-            raise ValueError(f"--target {target!r} is not among the columns {targets}")
-    elif targets:
-        target = targets[0]
-    else:
-        raise ValueError("the data has no target column")
-    y = pd.to_numeric(df[target], errors="coerce")
-    keep_rows = y.notna().to_numpy()
-    if not keep_rows.all():
-        logger.warning("dropping %d rows whose %r is missing", int((~keep_rows).sum()), target)
-    return df["structure"][keep_rows], y[keep_rows].to_numpy(dtype=float), str(target)
+    return structures_and_target(df, target)
 
 
 def run_tune_command(args: argparse.Namespace) -> int:
