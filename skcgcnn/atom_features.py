@@ -93,6 +93,9 @@ class AtomFeatureTable:
     def missing(self, numbers: np.ndarray) -> np.ndarray:
         """Atomic numbers among ``numbers`` that the table does not cover (sorted, unique)."""
         numbers = np.asarray(numbers, dtype=np.int64)
+        if numbers.size and 0 <= numbers.min() and numbers.max() <= MAX_Z \
+                and self.available[numbers].all():
+            return np.zeros(0, dtype=np.int64)
         bad = (numbers < 0) | (numbers > MAX_Z)
         inside = numbers[~bad]
         missing = np.concatenate([numbers[bad], inside[~self.available[inside]]])

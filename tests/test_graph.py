@@ -223,3 +223,39 @@ def test_scikit_learn_indexing():
     assert _safe_indexing(graphs, np.array([2, 1])).ids.tolist() == ["srtio3", "fe"]
     train, test = train_test_split(graphs, test_size=1, random_state=0)
     assert isinstance(train, GraphCollection) and len(train) == 2 and len(test) == 1
+
+
+def test_many_crystals_at_once_equal_one_at_a_time():
+    from skcgcnn.graph import neighbor_arrays, neighbor_arrays_many, structure_arrays
+
+    crystals = [structure_arrays(s)[1:] for s in (rock_salt(), bcc_iron(), perovskite())]
+    for radius, k in ((8.0, 12), (3.0, 12), (5.0, 40)):
+        one = [neighbor_arrays(c, l, radius, k) for c, l in crystals]
+        idx, dist = neighbor_arrays_many(crystals, radius, k)
+        np.testing.assert_array_equal(idx, np.concatenate([o[0] for o in one]))
+        np.testing.assert_array_equal(dist, np.concatenate([o[1] for o in one]))
+    idx, dist = neighbor_arrays_many([], 8.0, 12)
+    assert idx.shape == (0, 12) and dist.shape == (0, 12)
+
+
+def test_selection_breaks_ties_in_search_order():
+    from skcgcnn.graph import _nearest
+
+    rng = np.random.default_rng(1)
+    n, k = 30, 12
+    counts = rng.integers(0, 40, size=n)
+    center = np.repeat(np.arange(n), counts)
+    point = rng.integers(0, n, size=center.size)
+    dist = rng.integers(1, 6, size=center.size) / 2.0  # many exact ties
+    dist[rng.random(center.size) < 0.05] = np.inf     # self pairs are marked inf
+    idx, d = _nearest(center, point, dist, n, k)
+    finite = np.isfinite(dist)
+    c, p, dd = center[finite], point[finite], dist[finite]
+    order = np.lexsort((dd, c))  # stable: ties keep their search order
+    for atom in range(n):
+        mine = order[c[order] == atom][:k]
+        found = int((idx[atom] >= 0).sum())
+        assert found == len(mine)
+        np.testing.assert_array_equal(idx[atom, :found], p[mine])
+        np.testing.assert_array_equal(d[atom, :found], dd[mine].astype(np.float32))
+        assert (idx[atom, found:] == -1).all() and (d[atom, found:] == 0).all()

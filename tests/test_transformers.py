@@ -80,6 +80,50 @@ def test_two_jobs_give_the_same_graphs():
     np.testing.assert_array_equal(one.atom_ptr, two.atom_ptr)
 
 
+@needs_shared
+def test_two_jobs_on_cif_paths_give_the_same_graphs():
+    # atom counts of paths are unknown before parsing: the workers send their graphs back
+    paths = [str(p) for p in sorted(SAMPLE_REGRESSION.glob("*.cif"))] * 13
+    one = StructureGraphTransformer().fit_transform(paths)
+    two = StructureGraphTransformer(n_jobs=2).fit_transform(paths)
+    for field in ("atom_ptr", "numbers", "nbr_idx", "nbr_dist"):
+        np.testing.assert_array_equal(getattr(one, field), getattr(two, field))
+
+
+def test_failed_structures_leave_no_rows_behind():
+    disordered = Structure(Lattice.cubic(4), [{"Fe": 0.5, "Co": 0.5}], [[0, 0, 0]])
+    tr = StructureGraphTransformer(on_error="skip").fit()
+    graphs = tr.transform([rock_salt(), disordered, bcc_iron(), disordered])
+    alone = tr.transform([rock_salt(), bcc_iron()])
+    assert graphs.ids.tolist() == [0, 2] and graphs.n_atoms.tolist() == [8, 2]
+    for field in ("atom_ptr", "numbers", "nbr_idx", "nbr_dist"):
+        np.testing.assert_array_equal(getattr(graphs, field), getattr(alone, field))
+
+
+def test_a_raise_in_parallel_work_cleans_up():
+    import gc
+
+    structures = [rock_salt(), bcc_iron()] * 70 + [Structure(Lattice.cubic(4), [], [])]
+    with pytest.raises(StructureError, match="structure 140 has no sites"):
+        StructureGraphTransformer(n_jobs=2).fit_transform(structures)
+    assert gc.get_freeze_count() == 0
+    # and the next parallel transform works
+    assert len(StructureGraphTransformer(n_jobs=2).fit_transform(structures[:140])) == 140
+
+
+def test_chunks_cover_every_position_once():
+    from skcgcnn.transformers import _chunks
+
+    sizes = np.random.default_rng(0).integers(1, 200, size=1000)
+    for n_jobs in (1, 2, 4):
+        bounds = _chunks(sizes, target=500, n_jobs=n_jobs)
+        assert bounds[0][0] == 0 and bounds[-1][1] == 1000
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    guided = [sizes[lo:hi].sum() for lo, hi in _chunks(sizes, target=500, n_jobs=2)]
+    assert guided[0] > 4 * guided[-2]  # the ranges shrink toward the end
+    assert _chunks(np.zeros(0, dtype=int), target=500) == []
+
+
 def bad_inputs():
     return [
         ("disordered", Structure(Lattice.cubic(4), [{"Fe": 0.5, "Co": 0.5}], [[0, 0, 0]]),
