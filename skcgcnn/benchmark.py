@@ -782,33 +782,6 @@ def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _id_prop_ids(data_dir: Path) -> list[str] | None:
-    """Ids (first column) of ``data_dir/id_prop.csv``, or None if it cannot be read."""
-    import csv
-
-    path = data_dir / "id_prop.csv"
-    if not path.is_file():
-        return None
-    ids: list[str] = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        for k, row in enumerate(csv.reader(handle)):
-            if not row or not row[0].strip():
-                continue
-            if k == 0 and len(row) > 1:
-                try:
-                    float(row[1])
-                except ValueError:
-                    continue  # a header row
-            ids.append(row[0].strip())
-    return ids
-
-
-def _subset(n: int, limit: int | None, seed: int | None) -> np.ndarray | None:
-    if limit is None or limit >= n:
-        return None
-    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
-
-
 def _load_data(args: argparse.Namespace, verbose: int) -> tuple[pd.Series, np.ndarray, str]:
     """Structures (Series indexed by id), targets and the target's name.
 
@@ -820,19 +793,19 @@ def _load_data(args: argparse.Namespace, verbose: int) -> tuple[pd.Series, np.nd
     kwargs = {"n_jobs": args.n_jobs, "on_error": "skip", "verbose": verbose}
     if args.dataset:
         df = datasets.load_matbench(args.dataset, **kwargs)
-        keep = _subset(len(df), args.limit, args.random_state)
+        keep = datasets.sample_rows(len(df), args.limit, args.random_state)
         if keep is not None:
             df = df.iloc[keep]
     else:
         data_dir = Path(args.data_dir)
-        all_ids = _id_prop_ids(data_dir)
+        all_ids = datasets.id_prop_ids(data_dir / "id_prop.csv")
         if all_ids is not None and args.limit is not None:
-            keep = _subset(len(all_ids), args.limit, args.random_state)
+            keep = datasets.sample_rows(len(all_ids), args.limit, args.random_state)
             ids = None if keep is None else [all_ids[i] for i in keep]
             df = datasets.load_cgcnn_folder(data_dir, ids=ids, **kwargs)
         else:
             df = datasets.load_cgcnn_folder(data_dir, **kwargs)
-            keep = _subset(len(df), args.limit, args.random_state)
+            keep = datasets.sample_rows(len(df), args.limit, args.random_state)
             if keep is not None:
                 df = df.iloc[keep]
     if "structure" not in df.columns:

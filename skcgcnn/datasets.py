@@ -1674,6 +1674,32 @@ def _matbench_frame(
     )
 
 
+def id_prop_ids(path: PathLike) -> list[str] | None:
+    """The ids (first column) of a CGCNN ``id_prop.csv``, in file order, or None if there
+    is no such file.  A header row is skipped as :func:`load_cgcnn_folder` skips it."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        rows = [row for row in csv.reader(handle) if row and row[0].strip()]
+    if rows and _looks_like_header(rows[0]):
+        rows = rows[1:]
+    return [row[0].strip() for row in rows]
+
+
+def sample_rows(n_rows: int, limit: int | None, random_state: int | None
+                ) -> np.ndarray | None:
+    """Positions of a seeded random subset of ``limit`` rows, in order; None for all rows.
+
+    The rule of ``skcgcnn benchmark --limit`` and ``skcgcnn tune --limit``:
+    ``sorted(default_rng(random_state).choice(n_rows, limit, replace=False))``.
+    """
+    if limit is None or limit >= n_rows:
+        return None
+    return np.sort(np.random.default_rng(random_state).choice(n_rows, size=limit,
+                                                               replace=False))
+
+
 def structures_and_target(df: pd.DataFrame, target: str | None = None
                           ) -> tuple[pd.Series, np.ndarray, str]:
     """The ``structure`` column, one numeric target and its name, from a loader's frame.

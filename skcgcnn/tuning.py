@@ -2013,25 +2013,6 @@ def _csv_list(text: str | None, kind: type) -> list | None:
     return [kind(v.strip()) for v in text.split(",") if v.strip()]
 
 
-def _read_ids(path: Path) -> list[str] | None:
-    import csv
-
-    if not path.is_file():
-        return None
-    ids = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for k, row in enumerate(csv.reader(fh)):
-            if not row or not row[0].strip():
-                continue
-            if k == 0 and len(row) > 1:
-                try:
-                    float(row[1])
-                except ValueError:
-                    continue  # a header
-            ids.append(row[0].strip())
-    return ids
-
-
 def load_tuning_data(data_dir: str | os.PathLike, *, id_prop: str = "id_prop.csv",
                      target: str | None = None, limit: int | None = None,
                      random_state: int | None = 0, n_jobs: int | None = None,
@@ -2043,17 +2024,16 @@ def load_tuning_data(data_dir: str | os.PathLike, *, id_prop: str = "id_prop.csv
     so only those CIFs are read.  ``cache`` is :func:`~skcgcnn.datasets.load_cgcnn_folder`'s
     parsed-structure cache.
     """
-    from .datasets import load_cgcnn_folder, structures_and_target
+    from .datasets import id_prop_ids, load_cgcnn_folder, sample_rows, structures_and_target
 
     root = Path(data_dir)
     ids = None
     if limit is not None:
         prop = Path(id_prop) if Path(id_prop).is_absolute() else (
             (root.parent if root.is_file() else root) / id_prop)
-        all_ids = _read_ids(prop)
-        if all_ids is not None and limit < len(all_ids):
-            keep = np.sort(np.random.default_rng(random_state).choice(len(all_ids), limit,
-                                                                       replace=False))
+        all_ids = id_prop_ids(prop)
+        keep = None if all_ids is None else sample_rows(len(all_ids), limit, random_state)
+        if keep is not None:
             ids = [all_ids[i] for i in keep]
     df = load_cgcnn_folder(root, id_prop=id_prop, ids=ids, n_jobs=n_jobs, on_error="skip",
                            cache=cache, verbose=verbose)

@@ -652,3 +652,18 @@ def test_matbench_local_copy(tmp_path: Path) -> None:
         load_matbench("nope", data_home=tmp_path)
     with pytest.raises(ValueError, match="compositions, not structures"):
         load_matbench("expt_gap", data_home=tmp_path)
+
+
+def test_id_prop_ids_skip_a_header_as_the_loader_does(tmp_path):
+    from skcgcnn.datasets import id_prop_ids, sample_rows
+
+    path = tmp_path / "id_prop.csv"
+    path.write_text("\ufeffid,e_form\r\nmp-1,0.5\r\n\r\nmp-2,-1.0\r\n", encoding="utf-8")
+    assert id_prop_ids(path) == ["mp-1", "mp-2"]
+    path.write_text("7,0.5\n8,nan\n", encoding="utf-8")
+    assert id_prop_ids(path) == ["7", "8"]
+    assert id_prop_ids(tmp_path / "none.csv") is None
+    assert sample_rows(10, None, 0) is None and sample_rows(10, 10, 0) is None
+    rows = sample_rows(10, 4, 0)
+    expected = np.sort(np.random.default_rng(0).choice(10, size=4, replace=False))
+    np.testing.assert_array_equal(rows, expected)
