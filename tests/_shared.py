@@ -6,6 +6,7 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -36,3 +37,15 @@ def load_structures(folder: str, limit: int | None = None):
         warnings.simplefilter("ignore")
         structures = [Structure.from_file(str(Path(folder) / f"{i}.cif")) for i, _ in rows]
     return [i for i, _ in rows], structures, [t for _, t in rows]
+
+
+def sample_series(limit: int):
+    """The first ``limit`` crystals of sample-500 as (Series of Structures indexed by the
+    integer id, targets); skips the test when the shared data is absent."""
+    import pandas as pd
+
+    if not (SAMPLE500 / "id_prop.csv").exists():
+        pytest.skip(f"data not found: {SAMPLE500}")
+    ids, structures, targets = load_structures(str(SAMPLE500), limit)
+    return (pd.Series(list(structures), index=np.array([int(i) for i in ids])),
+            np.asarray(targets, dtype=np.float64))

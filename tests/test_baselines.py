@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pickle
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,26 +22,19 @@ from skcgcnn.baselines import (  # noqa: E402
     make_baseline,
 )
 
+from ._shared import sample_series  # noqa: E402
+
 pytestmark = [
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),  # matminer's np.matrix
     pytest.mark.filterwarnings("ignore::DeprecationWarning:spglib"),
 ]
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / (
-    "mp-formation-energy-36737/sample-500"
-)
 ANGSTROM_IN_BOHR = 1.8897261246257702
 
 
 @pytest.fixture(scope="module")
 def sample40() -> tuple[pd.Series, np.ndarray]:
-    if not (SAMPLE / "id_prop.csv").exists():
-        pytest.skip(f"data not found: {SAMPLE}")
-    table = pd.read_csv(SAMPLE / "id_prop.csv", header=None, names=["id", "target"])[:40]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        structures = [Structure.from_file(SAMPLE / f"{i}.cif") for i in table["id"]]
-    return pd.Series(structures, index=table["id"].to_numpy()), table["target"].to_numpy()
+    return sample_series(40)
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,27 +19,19 @@ from skcgcnn.benchmark import (
     run_benchmark_command,
 )
 
+from ._shared import SAMPLE500, sample_series
+
 pytestmark = [
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
     pytest.mark.filterwarnings("ignore::DeprecationWarning:spglib"),
 ]
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / (
-    "mp-formation-energy-36737/sample-500"
-)
+SAMPLE = SAMPLE500
 
 
 @pytest.fixture(scope="module")
 def sample40() -> tuple[pd.Series, np.ndarray]:
-    if not (SAMPLE / "id_prop.csv").exists():
-        pytest.skip(f"data not found: {SAMPLE}")
-    from pymatgen.core import Structure
-
-    table = pd.read_csv(SAMPLE / "id_prop.csv", header=None, names=["id", "target"])[:40]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        structures = [Structure.from_file(SAMPLE / f"{i}.cif") for i in table["id"]]
-    return pd.Series(structures, index=table["id"].to_numpy()), table["target"].to_numpy()
+    return sample_series(40)
 
 
 class NSites(RegressorMixin, BaseEstimator):
