@@ -134,46 +134,10 @@ def neighbor_arrays(cart_coords: np.ndarray, lattice: np.ndarray, radius: float 
     nbr_dist : ndarray of shape (n_atoms, max_num_nbr), float32
         Distance to each neighbour, 0 where ``nbr_idx`` is -1.
     """
-    return neighbor_arrays_many([(cart_coords, lattice)], radius, max_num_nbr)
-
-
-def neighbor_arrays_many(crystals: Sequence[tuple[np.ndarray, np.ndarray]],
-                         radius: float = 8.0, max_num_nbr: int = 12
-                         ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`neighbor_arrays` of many crystals, concatenated along the atom axis.
-
-    One neighbour search per crystal, then one selection and sort for all of them,
-    which saves numpy's per-call overhead on small crystals.
-
-    Parameters
-    ----------
-    crystals : sequence of (cart_coords, lattice)
-    radius, max_num_nbr : see :func:`neighbor_arrays`
-
-    Returns
-    -------
-    nbr_idx : ndarray of shape (total_atoms, max_num_nbr), int32
-        Neighbour indices inside each atom's own crystal.
-    nbr_dist : ndarray of shape (total_atoms, max_num_nbr), float32
-    """
-    centers, points, dists, offset = [], [], [], 0
-    for cart_coords, lattice in crystals:
-        cart_coords = np.ascontiguousarray(cart_coords, dtype=float)
-        lattice = np.ascontiguousarray(lattice, dtype=float)
-        center, point, dist = _neighbor_search(cart_coords, lattice, radius)
-        centers.append(center + offset if offset else center)
-        points.append(point)
-        dists.append(dist)
-        offset += len(cart_coords)
-    if len(centers) == 1:
-        center, point, dist = centers[0], points[0], dists[0]
-    elif centers:
-        center, point, dist = (np.concatenate(centers), np.concatenate(points),
-                               np.concatenate(dists))
-    else:
-        center = point = np.zeros(0, dtype=np.int64)
-        dist = np.zeros(0)
-    return _nearest(center, point, dist, offset, int(max_num_nbr))
+    cart_coords = np.ascontiguousarray(cart_coords, dtype=float)
+    lattice = np.ascontiguousarray(lattice, dtype=float)
+    center, point, dist = _neighbor_search(cart_coords, lattice, radius)
+    return _nearest(center, point, dist, len(cart_coords), int(max_num_nbr))
 
 
 def structure_arrays(structure: Any, name: str = "structure") -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -225,19 +225,6 @@ def test_scikit_learn_indexing():
     assert isinstance(train, GraphCollection) and len(train) == 2 and len(test) == 1
 
 
-def test_many_crystals_at_once_equal_one_at_a_time():
-    from skcgcnn.graph import neighbor_arrays, neighbor_arrays_many, structure_arrays
-
-    crystals = [structure_arrays(s)[1:] for s in (rock_salt(), bcc_iron(), perovskite())]
-    for radius, k in ((8.0, 12), (3.0, 12), (5.0, 40)):
-        one = [neighbor_arrays(c, l, radius, k) for c, l in crystals]
-        idx, dist = neighbor_arrays_many(crystals, radius, k)
-        np.testing.assert_array_equal(idx, np.concatenate([o[0] for o in one]))
-        np.testing.assert_array_equal(dist, np.concatenate([o[1] for o in one]))
-    idx, dist = neighbor_arrays_many([], 8.0, 12)
-    assert idx.shape == (0, 12) and dist.shape == (0, 12)
-
-
 def test_selection_breaks_ties_in_search_order():
     from skcgcnn.graph import _nearest
 
