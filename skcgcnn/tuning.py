@@ -85,7 +85,7 @@ HEARTBEAT_ATTR = "heartbeat"
 #: Baseline name of the default CGCNN in :func:`evaluate_baselines`.
 DEFAULT_CGCNN = "cgcnn"
 _STUDY_ATTR = "skcgcnn"
-_GRAPH_FORMAT = 1
+_GRAPH_FORMAT = 2  # 2: with a checksum of the arrays
 _RANGE_FIELDS = {"n_conv": ("int", False), "n_h": ("int", False),
                  "lr": ("float", True), "weight_decay": ("float", True)}
 _CHOICE_FIELDS = ("atom_features", "atom_fea_len", "h_fea_len", "conv", "optimizer",
@@ -499,6 +499,26 @@ def structures_fingerprint(structures: Sequence[Any]) -> str:
     return digest.hexdigest()
 
 
+#: The arrays of a graph cache file, in the order :func:`_payload_checksum` reads them.
+_GRAPH_ARRAYS = ("atom_ptr", "numbers", "nbr_idx", "nbr_dist", "kept", "fingerprint")
+
+
+def _payload_checksum(arrays: Mapping[str, np.ndarray]) -> str:
+    """BLAKE2b of the name, dtype, shape and bytes of each of :data:`_GRAPH_ARRAYS`.
+
+    Stored in the graph cache file beside the arrays and checked on every read.  The
+    zip format's CRC-32 catches most flipped bits inside one member, but not a member
+    rewritten with a fresh CRC (a copy or repair tool, a partial edit) nor arrays that
+    belong to different writes; the checksum covers the contents end to end.
+    """
+    digest = hashlib.blake2b(digest_size=32)
+    for name in _GRAPH_ARRAYS:
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     try:
@@ -519,9 +539,11 @@ class GraphCache:
 
     :meth:`get` builds the neighbour lists for ``(radius, max_num_nbr)`` the first time
     and keeps them in memory; with ``cache_dir`` they are also written there (``.npz``,
-    no pickle) and read back by any process that asks for the same structures and
-    parameters, so worker processes share them (a file lock makes the second worker
-    wait for the first one's build instead of repeating it).  The graphs carry a
+    no pickle, written to a temporary name and renamed) and read back by any process
+    that asks for the same structures and parameters, so worker processes share them (a
+    file lock makes the second worker wait for the first one's build instead of
+    repeating it).  Each file holds a BLAKE2b checksum of its arrays: a truncated or
+    damaged file is logged as a warning, rebuilt and written again, never used.  The graphs carry a
     placeholder atom-feature table: give them the real one with
     :meth:`GraphCollection.with_atom_features`, which does not touch the neighbour lists.
 
@@ -627,12 +649,22 @@ class GraphCache:
         return graphs, np.asarray(transformer.kept_indices_, dtype=np.int64)
 
     def _write(self, path: Path, graphs: Any, kept: np.ndarray) -> None:
+        arrays = {"atom_ptr": graphs.atom_ptr, "numbers": graphs.numbers,
+                  "nbr_idx": graphs.nbr_idx, "nbr_dist": graphs.nbr_dist, "kept": kept,
+                  "fingerprint": np.array(self.fingerprint)}
+        # written whole under another name, then renamed: a reader (or a crash) never
+        # sees half a file under the real name
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, atom_ptr=graphs.atom_ptr, numbers=graphs.numbers,
-                     nbr_idx=graphs.nbr_idx, nbr_dist=graphs.nbr_dist, kept=kept,
-                     fingerprint=np.array(self.fingerprint))
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, checksum=np.array(_payload_checksum(arrays)), **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            logger.warning("graph cache file %s not written (%s); the graphs stay in memory "
+                           "for this process only", path, exc)
 
     def _read(self, path: Path, radius: float, max_num_nbr: int) -> tuple[Any, np.ndarray] | None:
         from .graph import GraphCollection
@@ -641,16 +673,23 @@ class GraphCache:
             return None
         try:
             with np.load(path, allow_pickle=False) as data:
-                if str(data["fingerprint"]) != self.fingerprint:
-                    return None
-                kept = data["kept"].astype(np.int64)
-                ids = np.empty(len(kept), dtype=object)
-                ids[:] = [self.ids[p] for p in kept]
-                graphs = GraphCollection(
-                    data["atom_ptr"], data["numbers"], data["nbr_idx"], data["nbr_dist"], ids,
-                    float(radius), int(max_num_nbr), self.dmin, self.step, _numbers_table())
-        except (OSError, KeyError, ValueError) as exc:
-            logger.warning("graph cache file %s is unreadable (%s); rebuilding it", path, exc)
+                arrays = {name: data[name] for name in _GRAPH_ARRAYS}
+                stored = str(data["checksum"])
+            if _payload_checksum(arrays) != stored:
+                raise ValueError("its checksum does not match its contents")
+            if str(arrays["fingerprint"]) != self.fingerprint:
+                return None
+            kept = arrays["kept"].astype(np.int64)
+            ids = np.empty(len(kept), dtype=object)
+            ids[:] = [self.ids[p] for p in kept]
+            graphs = GraphCollection(
+                arrays["atom_ptr"], arrays["numbers"], arrays["nbr_idx"], arrays["nbr_dist"],
+                ids, float(radius), int(max_num_nbr), self.dmin, self.step, _numbers_table())
+        except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
+            # truncated (EOFError, BadZipFile), bit-flipped (BadZipFile's CRC, or only the
+            # checksum when the zip itself is intact), or arrays that do not fit together
+            logger.warning("graph cache file %s is damaged (%s: %s); rebuilding it", path,
+                           type(exc).__name__, exc)
             return None
         logger.info("graphs for radius=%s, max_num_nbr=%s read from %s", radius, max_num_nbr,
                     path)

@@ -1,6 +1,7 @@
 """Tests for skcgcnn.tuning: search space, graph cache, pruning, shared storages, resume."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -172,6 +173,76 @@ def test_graph_cache_builds_once_and_shares_through_disk(data, tmp_path):
     # other structures do not pick up these files
     assert GraphCache(structures[:29], cache_dir=tmp_path).get(8.0, 8)[0].nbr_idx.shape[0] \
         == reference.atom_ptr[29]
+
+
+def _truncate(path: Path) -> None:
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+
+
+def _flip_a_byte(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x10  # in the middle of the neighbour lists
+    path.write_bytes(bytes(raw))
+
+
+def _rewrite_a_distance(path: Path) -> None:
+    """Change one neighbour distance and write the zip again: every CRC is right, only
+    the file's own checksum can tell."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    with np.load(path) as data:
+        nbr_dist = data["nbr_dist"].copy()
+    nbr_dist[3, 2] += 0.5
+    buffer = io.BytesIO()
+    np.save(buffer, nbr_dist)
+    members["nbr_dist.npy"] = buffer.getvalue()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, raw in members.items():
+            zf.writestr(name, raw)
+    with np.load(path) as data:  # a valid file, with a wrong distance
+        assert data["nbr_dist"][3, 2] == nbr_dist[3, 2]
+
+
+DAMAGE = {"truncated": _truncate, "bit-flipped": _flip_a_byte,
+          "rewritten": _rewrite_a_distance}
+
+
+@needs_data
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_graph_cache_file_is_rebuilt_and_trials_complete(data, tmp_path, damage,
+                                                                 caplog):
+    X, y = data
+    structures, ids = list(X)[:30], list(X.index)[:30]
+    clean, clean_kept = GraphCache(structures, ids=ids, cache_dir=tmp_path).get(8.0, 8)
+    (path,) = tmp_path.glob("graphs-*.npz")
+    DAMAGE[damage](path)
+    caplog.set_level("WARNING", logger="skcgcnn.tuning")
+    cache = GraphCache(structures, ids=ids, cache_dir=tmp_path)
+    graphs, kept = cache.get(8.0, 8)
+    assert cache.builds == 1  # not read: rebuilt
+    assert f"graph cache file {path} is damaged" in caplog.text
+    np.testing.assert_array_equal(kept, clean_kept)
+    for name in ("atom_ptr", "numbers", "nbr_idx", "nbr_dist"):
+        np.testing.assert_array_equal(getattr(graphs, name), getattr(clean, name))
+    # ... and written again, whole: the next reader takes it without a warning
+    caplog.clear()
+    again = GraphCache(structures, ids=ids, cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.get(8.0, 8)[0].nbr_dist, clean.nbr_dist)
+    assert again.builds == 0 and "damaged" not in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, path.stem +
+                                                                ".lock"])
+    # a study on a damaged cache: the trials complete on the rebuilt graphs
+    DAMAGE[damage](path)
+    caplog.clear()
+    result = tune(X[:30], y[:30], space=_tiny(), n_trials=2, max_epochs=1,
+                  storage=":memory:", graph_cache=tmp_path, refit=False, verbose=0)
+    assert list(result.trials["state"]) == ["COMPLETE", "COMPLETE"]
+    assert result.graph_builds == 1 and "is damaged" in caplog.text
+    with np.load(path) as stored:
+        np.testing.assert_array_equal(stored["nbr_dist"], clean.nbr_dist)
 
 
 # -- callbacks --------------------------------------------------------------------
