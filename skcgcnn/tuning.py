@@ -1791,6 +1791,7 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
     with _silenced_optuna(verbose):
         study = run.open_study(0, storage_obj)
     run.check_study(study)
+    first_new = len(study.get_trials(deepcopy=False))  # trials from here on are this call's
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for params in enqueue or ():
@@ -1845,6 +1846,7 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
 
     from optuna.trial import TrialState
 
+    _check_new_trials(study, first_new, tmp_cache)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         errors = [t.user_attrs["error"] for t in study.trials if "error" in t.user_attrs]
@@ -1878,6 +1880,35 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
                       baselines=base_values, trials=trials_table(study, space),
                       wall_s=time.perf_counter() - start, files=files,
                       graph_builds=cache.builds)
+
+
+def _check_new_trials(study: Any, first_new: int, tmp_cache: str | None) -> None:
+    """Refuse a call whose every trial failed on an error; warn when some did.
+
+    Failed trials count toward ``n_trials`` (so a trial that always fails cannot loop
+    forever), and a resumed study keeps its earlier complete trials: without this check
+    a call whose own trials all failed (on a broken disk, bad data) would report the
+    old best as its result and exit 0.
+    """
+    from optuna.trial import TrialState
+
+    ran = [t for t in study.get_trials(deepcopy=False) if t.number >= first_new
+           and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+           and "skipped" not in t.user_attrs]
+    failed = [t for t in ran if t.state == TrialState.FAIL and "error" in t.user_attrs]
+    if not failed:
+        return
+    first = f"trial {failed[0].number}: {failed[0].user_attrs['error']}"
+    if len(failed) < len(ran):
+        logger.warning("%d of the %d trials run in study %r failed; the first was %s",
+                       len(failed), len(ran), study.study_name, first)
+        return
+    if tmp_cache:
+        shutil.rmtree(tmp_cache, ignore_errors=True)
+    raise RuntimeError(
+        f"all {len(ran)} trials run in study {study.study_name!r} failed; the first was "
+        f"{first}. Failed trials count toward n_trials: fix the cause, then run again with "
+        "a larger n_trials (or another study name)")
 
 
 def _wait_until_ready(procs: Sequence[subprocess.Popen], folder: Path,

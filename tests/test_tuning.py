@@ -569,6 +569,36 @@ def test_cli_runs_resumes_and_refuses_other_settings(tmp_path, monkeypatch, caps
     assert "other data or settings" in capsys.readouterr().err
 
 
+@needs_data
+@pytest.mark.timeout(300)
+def test_cli_exits_nonzero_when_every_new_trial_failed(tmp_path, monkeypatch, capsys):
+    """A resumed study keeps its old best: if all of this run's trials fail (a disk or
+    data fault), the command must not report that best and exit 0."""
+    from skcgcnn import tuning
+
+    monkeypatch.setenv("SKCGCNN_CACHE", str(tmp_path / "cache"))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+
+    def args(n_trials: int) -> list[str]:
+        return ["tune", str(DATA), "--limit", "30", "--space", json.dumps(TINY), "--storage",
+                storage, "--study-name", "s", "--n-trials", str(n_trials), "--epochs", "1",
+                "--baselines", "none", "-q"]
+
+    assert main(args(2)) == 0
+    capsys.readouterr()
+
+    def broken(self, trial):
+        raise OSError("simulated: graph cache unreadable")
+
+    monkeypatch.setattr(tuning._Run, "_evaluate", broken)
+    assert main(args(4)) == 2
+    err = capsys.readouterr().err
+    assert "all 2 trials run in study 's' failed; the first was trial 2: OSError: " \
+        "simulated: graph cache unreadable" in err
+    states = [t.state for t in optuna.load_study(study_name="s", storage=storage).trials]
+    assert states == [TrialState.COMPLETE] * 2 + [TrialState.FAIL] * 2
+
+
 def test_bad_structures_stop_the_study_or_are_left_out():
     from pymatgen.core import Lattice, Structure
 
