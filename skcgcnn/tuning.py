@@ -853,7 +853,9 @@ def make_storage(spec: Any) -> Any:
     spec : str, path or optuna storage
         ``sqlite:///path.db``, ``postgresql://...`` or any SQLAlchemy URL: an
         :class:`optuna.storages.RDBStorage` (SQLite waits up to 60 s for a locked
-        database instead of failing); a path ending in ``.log``/``.journal``/``.jsonl``
+        database instead of failing; processes creating the same new database at once
+        take turns through ``<file>.lock``, and any RDB creation that collides with
+        another process's is retried); a path ending in ``.log``/``.journal``/``.jsonl``
         or ``journal:path``: an :class:`optuna.storages.JournalStorage` on a
         :class:`optuna.storages.journal.JournalFileBackend` (many processes, also over
         NFS); a path ending in ``.db``/``.sqlite``: that SQLite file; ``":memory:"``:
@@ -887,11 +889,76 @@ def make_storage(spec: Any) -> Any:
         Path(text[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
     try:
-        return optuna.storages.RDBStorage(text, engine_kwargs=engine_kwargs)
+        with _storage_lock(text):
+            return _retry_creation(
+                lambda: optuna.storages.RDBStorage(text, engine_kwargs=engine_kwargs),
+                f"storage {text.split('://')[0]}://")
     except ImportError as exc:
         raise ImportError(f"storage {text.split('://')[0]}:// needs a database driver that is "
                           f"not installed ({exc}); for PostgreSQL: pip install "
                           "'psycopg[binary]' or psycopg2-binary") from exc
+
+
+# Two processes that open a new RDB storage at the same moment both create its tables and
+# stamp its schema version (RDBStorage.__init__): the slower one fails with "table studies
+# already exists" or "IntegrityError ... alembic_version" (measured: 3 of 10 rounds of two
+# processes, 8 of 10 rounds of four, on one new SQLite file).  tune() creates storage
+# and study before it starts its own workers, so they only ever open an existing study;
+# independent processes are made safe twice over:
+# * an SQLite file on this machine: an exclusive file lock beside it (``<db>.lock``) held
+#   while the storage is created and the study opened, so they take turns, deterministically;
+# * any RDB storage (PostgreSQL, or SQLite where the lock cannot be taken or does not
+#   hold, e.g. some network file systems): the creation is retried on the errors of that
+#   race, with a growing, jittered pause; the retry finds the tables and version row the
+#   other process wrote, and goes on.  A real fault (a bad URL, a read-only disk) still
+#   raises, after the last try.
+_CREATE_TRIES = 6
+
+
+def _sqlite_file(url: Any) -> Path | None:
+    if isinstance(url, str) and url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        return Path(url[len("sqlite:///"):]).expanduser()
+    return None
+
+
+@contextlib.contextmanager
+def _storage_lock(url: Any) -> Iterator[None]:
+    """Hold ``<db>.lock`` for an SQLite URL (nothing for other storages)."""
+    db = _sqlite_file(url)
+    if db is None:
+        yield
+        return
+    lock = db.with_name(db.name + ".lock")
+    try:
+        lock.touch()
+    except OSError as exc:  # a read-only folder: rely on the retries
+        logger.debug("no lock file %s (%s)", lock, exc)
+        yield
+        return
+    with _file_lock(lock):
+        yield
+
+
+def _retry_creation(action: Any, what: str, tries: int = _CREATE_TRIES) -> Any:
+    """``action()``, again after a short pause when it lost a race with another process
+    creating the same storage or study (SQLAlchemy IntegrityError / OperationalError)."""
+    import random
+
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    attempt = 0
+    while True:
+        try:
+            return action()
+        except (IntegrityError, OperationalError, StorageInternalError) as exc:
+            attempt += 1
+            if attempt >= tries:
+                raise
+            pause = min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random())
+            logger.info("%s: another process was creating it at the same moment (%s); "
+                        "trying again in %.2f s", what, type(exc).__name__, pause)
+            time.sleep(pause)
 
 
 def _is_persistent(storage: Any) -> bool:
@@ -1081,7 +1148,8 @@ class _Run:
         return state
 
     # -- study ---------------------------------------------------------------------
-    def open_study(self, worker: int, storage: Any = None) -> Any:
+    def open_study(self, worker: int, storage: Any = None, check: bool = False) -> Any:
+        """Create or load the study; with ``check``, also :meth:`check_study` it."""
         optuna = require("optuna")
         storage = make_storage(self.storage) if storage is None else storage
         sampler = self.sampler
@@ -1096,12 +1164,19 @@ class _Run:
                 seed = (int(self.random_state) + 7919 * worker + 104729 * existing) % 2 ** 31
             n_start = 10 if self.n_trials is None else min(10, max(3, self.n_trials // 3))
             sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_start)
-        study = optuna.create_study(storage=storage, study_name=self.study_name,
-                                    direction="minimize", load_if_exists=True,
-                                    sampler=sampler,
-                                    pruner=_make_pruner(self.pruner,
-                                                        self.max_epochs * len(self.splits),
-                                                        self.max_epochs))
+        pruner = _make_pruner(self.pruner, self.max_epochs * len(self.splits),
+                              self.max_epochs)
+
+        def create() -> Any:
+            return optuna.create_study(storage=storage, study_name=self.study_name,
+                                       direction="minimize", load_if_exists=True,
+                                       sampler=sampler, pruner=pruner)
+
+        # another process may be creating the same study (see _retry_creation)
+        with _storage_lock(getattr(storage, "url", None)):
+            study = _retry_creation(create, f"study {self.study_name!r}")
+            if check:
+                self.check_study(study)
         return study
 
     def check_study(self, study: Any) -> None:
@@ -1109,7 +1184,8 @@ class _Run:
         stored = study.user_attrs.get(_STUDY_ATTR)
         if stored is None:
             study.set_user_attr(_STUDY_ATTR, self.study_attrs)
-            return
+            # read back: a process that set them at the same moment may have won
+            stored = study.user_attrs.get(_STUDY_ATTR, self.study_attrs)
         diff = {k: (stored.get(k), v) for k, v in self.study_attrs.items()
                 if stored.get(k) != v}
         if diff:
@@ -1789,8 +1865,8 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
     if _storage_kind(storage) == "object":
         run.storage = storage_obj
     with _silenced_optuna(verbose):
-        study = run.open_study(0, storage_obj)
-    run.check_study(study)
+        # created here, before any worker process starts: the workers only load it
+        study = run.open_study(0, storage_obj, check=True)
     first_new = len(study.get_trials(deepcopy=False))  # trials from here on are this call's
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

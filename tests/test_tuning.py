@@ -536,6 +536,47 @@ def test_make_storage_kinds(tmp_path):
         make_storage(str(tmp_path / "study.txt"))
 
 
+def _open_new_study_at_once(url: str, barrier, results) -> None:
+    """What ``skcgcnn tune`` does first: open the storage and create (or load) the study."""
+    try:
+        barrier.wait(timeout=60)
+        storage = make_storage(url)
+        optuna.create_study(storage=storage, study_name="race", load_if_exists=True)
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(f"{type(exc).__name__}: {exc}"[:300])
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("lock", [True, False], ids=["file-lock", "retries-only"])
+def test_processes_creating_one_new_sqlite_study_at_once_all_succeed(tmp_path, monkeypatch,
+                                                                     lock):
+    """Independent workers started together on a new SQLite file: before the fix one of
+    them died with "IntegrityError ... alembic_version" or "table ... already exists"
+    (8 of 10 rounds of 4 processes).  retries-only: without the file lock (PostgreSQL,
+    a network file system), the retries alone must do."""
+    import contextlib
+    import multiprocessing
+
+    from skcgcnn import tuning
+
+    if not lock:
+        monkeypatch.setattr(tuning, "_storage_lock", lambda url: contextlib.nullcontext())
+    ctx = multiprocessing.get_context("fork")  # the children inherit the patch
+    for round_ in range(4):
+        url = f"sqlite:///{tmp_path / f'study-{round_}.db'}"
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_open_new_study_at_once, args=(url, barrier, results))
+                 for _ in range(4)]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=120) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=60)
+        assert outcomes == ["ok"] * 4, f"round {round_}: {outcomes}"
+        assert optuna.get_all_study_names(url) == ["race"]
+
+
 @needs_data
 @pytest.mark.timeout(300)
 def test_cli_runs_resumes_and_refuses_other_settings(tmp_path, monkeypatch, capsys):
