@@ -1,0 +1,61 @@
+"""Defaults written once: the crystal graph, the original optimiser, devices, caches.
+
+Every module takes these names instead of repeating the numbers, so a default changes in
+one place.  The graph defaults are the original CGCNN's (``main.py``/``predict.py``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Neighbour search radius in Å.
+RADIUS = 8.0
+#: Neighbours kept per atom.
+MAX_NUM_NBR = 12
+#: First Gaussian centre of the distance expansion, in Å.
+DMIN = 0.0
+#: Spacing of the Gaussian centres, in Å.
+STEP = 0.2
+#: The four graph parameters by their estimator and checkpoint names.
+GRAPH_PARAMS = {"radius": RADIUS, "max_num_nbr": MAX_NUM_NBR, "dmin": DMIN, "step": STEP}
+
+#: The original's SGD momentum.
+MOMENTUM = 0.9
+#: CGCNN mini-batch size in benchmarks and searches (the original trains with 256).
+BENCHMARK_BATCH_SIZE = 64
+
+#: Torch devices an estimator or command accepts ("auto": the GPU when there is one).
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def resolve_device(device: str | None) -> str | None:
+    """``device`` with ``"auto"`` replaced by ``"cuda"`` or ``"cpu"``.
+
+    Raises
+    ------
+    ValueError
+        For ``"cuda"`` when torch sees no CUDA device.
+    """
+    if device not in ("auto", "cuda"):
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise ValueError("device='cuda' but torch sees no CUDA device; use device='cpu' "
+                         "or 'auto' (the GPU when there is one)")
+    return "cpu"
+
+
+def default_cache_dir() -> Path:
+    """Folder of the parsed-structure, graph and download caches.
+
+    ``$SKCGCNN_CACHE`` if set, else ``$XDG_CACHE_HOME/skcgcnn``, else
+    ``~/.cache/skcgcnn``.
+    """
+    env = os.environ.get("SKCGCNN_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "skcgcnn"
