@@ -37,6 +37,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 NUMERICAL_TOL = 1e-8
+#: The largest atomic number of a real element (oganesson).
+MAX_ATOMIC_NUMBER = 118
 
 
 class StructureError(ValueError):
@@ -171,6 +173,16 @@ def structure_arrays(structure: Any, name: str = "structure") -> tuple[np.ndarra
                 "(e.g. pymatgen's OrderDisorderedStructureTransformation) or pass "
                 "on_error='skip'")
         numbers.append(next(iter(species)).Z)
+    # a dummy species (pymatgen's DummySpecies "X", a CIF site "X0+") has no atomic
+    # number: its Z is a large hash-like integer
+    if not (1 <= min(numbers) and max(numbers) <= MAX_ATOMIC_NUMBER):
+        i = next(i for i, z in enumerate(numbers) if not 1 <= z <= MAX_ATOMIC_NUMBER)
+        species = next(iter(structure[i].species))
+        raise StructureError(
+            f"{name} has a dummy species at site {i} ({species}), not a chemical "
+            f"element; CGCNN needs real elements: replace it (e.g. structure."
+            f"replace_species({{'{species}': 'Na'}})) or remove the site, or pass "
+            "on_error='skip'")
     if not all(structure.lattice.pbc):
         raise StructureError(
             f"{name} is not periodic in all three directions (pbc={structure.lattice.pbc}); "

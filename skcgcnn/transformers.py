@@ -139,6 +139,14 @@ def _run(lo: int, hi: int, items: list, names: list, table: Any, radius: float,
         except StructureError as exc:
             events.append((pos, "error", str(exc)))
             continue
+        except (MemoryError, RecursionError):
+            raise
+        except Exception as exc:  # a library failing on odd input: still this structure's
+            logger.debug("graph of %s failed", names[pos], exc_info=True)
+            events.append((pos, "error", f"{names[pos]}: building its graph failed "
+                           f"({type(exc).__name__}: {exc}); check the structure or pass "
+                           "on_error='skip'"))
+            continue
         if out is not None:
             start, stop = out.atom_ptr[pos], out.atom_ptr[pos + 1]
             if stop - start != len(numbers):  # pragma: no cover - sizes come from len()

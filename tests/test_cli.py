@@ -479,6 +479,45 @@ def test_debug_shows_the_traceback(tmp_path):
     assert err.rstrip().splitlines()[-1].startswith("skcgcnn predict: error: ")
 
 
+@pytest.fixture
+def folder_with_dummy_site(tmp_path) -> Path:
+    """Six sample-500 crystals; the CIF of the third has its first site as ``X0+``."""
+    from pymatgen.core import DummySpecies, Structure
+    from pymatgen.io.cif import CifWriter
+
+    if not (SAMPLE500 / "id_prop.csv").is_file():
+        pytest.skip("../shared/data is not available")
+    root = tmp_path / "dummy"
+    root.mkdir()
+    lines = (SAMPLE500 / "id_prop.csv").read_text().splitlines()[:6]
+    (root / "id_prop.csv").write_text("\n".join(lines) + "\n")
+    ids = [line.split(",")[0] for line in lines]
+    for ident in ids:
+        os.symlink(SAMPLE500 / f"{ident}.cif", root / f"{ident}.cif")
+    bad = root / f"{ids[2]}.cif"
+    structure = Structure.from_file(str(bad))
+    structure.replace(0, DummySpecies("X"))
+    bad.unlink()
+    CifWriter(structure).write_file(str(bad))
+    assert " X0+ " in bad.read_text()
+    return root
+
+
+def test_cif_with_a_dummy_site_is_named_and_skipped(folder_with_dummy_site, tmp_path):
+    ident = read_rows(folder_with_dummy_site / "id_prop.csv")[2][0]
+    out = tmp_path / "graphs.npz"
+    status, _, err = run(["featurize", folder_with_dummy_site, "-o", out, "--no-cache",
+                          "-q"])
+    line = assert_one_line_error(status, err, "featurize", f"structure 2 ({ident})",
+                                 "dummy species at site 0 (X0+)", "--skip-errors")
+    assert "Overflow" not in line and status == 1
+    status, stdout, err = run(["featurize", folder_with_dummy_site, "-o", out,
+                               "--no-cache", "--skip-errors", "-q"])
+    assert status == 0, err
+    assert stdout.startswith("5 crystal graphs")
+    assert f"structure 2 ({ident}) has a dummy species" in err
+
+
 def test_featurize_output_folder_missing(tmp_path):
     status, _, err = run(["featurize", tmp_path, "--output", tmp_path / "a" / "g.pkl", "-q"])
     assert_one_line_error(status, err, "featurize", "does not exist")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import numpy as np
 import pandas as pd
@@ -134,7 +135,17 @@ def bad_inputs():
         ("missing file", "/nonexistent/x.cif", "no such file"),
         ("lonely atom", Structure(Lattice.cubic(30), ["Fe"], [[0, 0, 0]]),
          "no neighbour within radius"),
+        ("dummy species", with_dummy_species(), r"dummy species at site 0 \(X0\+\)"),
     ]
+
+
+def with_dummy_species() -> Structure:
+    """Rock salt with its first Na replaced by pymatgen's DummySpecies("X")."""
+    from pymatgen.core import DummySpecies
+
+    structure = rock_salt()
+    structure.replace(0, DummySpecies("X"))
+    return structure
 
 
 @pytest.mark.parametrize("name,bad,message", bad_inputs())
@@ -163,12 +174,25 @@ def test_skip_keeps_the_rest_and_lists_failures():
     structures = [rock_salt()] + [bad for _, bad, _ in bad_inputs()] + [bcc_iron()]
     tr = StructureGraphTransformer(on_error="skip").fit()
     graphs = tr.transform(structures)
+    n = len(structures)
     assert len(graphs) == 2
-    assert graphs.ids.tolist() == [0, 7]
-    assert tr.kept_indices_.tolist() == [0, 7]
-    assert [pos for pos, _, _ in tr.errors_] == [1, 2, 3, 4, 5, 6]
+    assert graphs.ids.tolist() == [0, n - 1]
+    assert tr.kept_indices_.tolist() == [0, n - 1]
+    assert [pos for pos, _, _ in tr.errors_] == list(range(1, n - 1))
     for (_, _, reason), (_, _, message) in zip(tr.errors_, bad_inputs()):
-        assert message in reason
+        assert re.search(message, reason), reason
+
+
+def test_dummy_species_is_skipped_in_parallel_work_too():
+    structures = [rock_salt(), bcc_iron()] * 70
+    structures[77] = with_dummy_species()
+    tr = StructureGraphTransformer(n_jobs=2, on_error="skip").fit()
+    graphs = tr.transform(structures)
+    assert len(graphs) == 139 and 77 not in tr.kept_indices_
+    assert [(pos, ident) for pos, ident, _ in tr.errors_] == [(77, 77)]
+    assert "structure 77 has a dummy species at site 0 (X0+)" in tr.errors_[0][2]
+    with pytest.raises(StructureError, match="structure 77 has a dummy species"):
+        StructureGraphTransformer(n_jobs=2).fit_transform(structures)
 
 
 @pytest.mark.parametrize("params,message", [
