@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 PROG = "skcgcnn"
 
-#: Format tag of the graph files written by ``skcgcnn featurize``.
+#: Format tag of the graph files written by ``skcgcnn featurize`` (skcgcnn.graph_io.FORMAT).
 GRAPHS_FORMAT = "skcgcnn-graphs"
 
 #: Subcommands defined in other modules: name -> (module, add-parser function, run
@@ -150,8 +150,10 @@ def _add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="CGCNN data folder (or a .tar.gz of CIFs beside id_prop.csv); not "
                         "needed with --graphs")
     p.add_argument("--graphs", metavar="FILE",
-                   help="train on graphs written by 'skcgcnn featurize' instead of ROOT_DIR "
-                        "(a pickle: only load files you made)")
+                   help="train on graphs written by 'skcgcnn featurize' instead of ROOT_DIR")
+    p.add_argument("--trusted", action="store_true",
+                   help="with --graphs: also read an old graph file, which is a pickle and "
+                        "can run code when loaded, so only for files you made yourself")
     p.add_argument("--task", choices=("regression", "classification"), default="regression",
                    help="(default: regression)")
     p.add_argument("--output-dir", default=".", metavar="DIR",
@@ -251,14 +253,15 @@ def _add_featurize_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="build the crystal graphs of a dataset once and save them for 'train --graphs'",
         description=(
             "Read a CGCNN data folder, build the crystal graphs of all its structures and "
-            "save them with their ids and targets in a pickle file, which 'skcgcnn train "
-            "--graphs FILE' reads instead of building the graphs again."),
-        epilog="example: skcgcnn featurize data/mp-36737 --output graphs.pkl --n-jobs -1",
+            "save them with their ids and targets in an .npz file (arrays and JSON, no "
+            "pickle), which 'skcgcnn train --graphs FILE' reads instead of building the "
+            "graphs again."),
+        epilog="example: skcgcnn featurize data/mp-36737 --output graphs.npz --n-jobs -1",
     )
     p.add_argument("root_dir", metavar="ROOT_DIR",
                    help="CGCNN data folder (or a .tar.gz of CIFs beside id_prop.csv)")
     p.add_argument("-o", "--output", required=True, metavar="FILE",
-                   help="graph file to write (pickle)")
+                   help="graph file to write (.npz)")
     _graph_options(p, defaults_none=False)
     _data_options(p)
     p.set_defaults(func=_run_featurize)
@@ -512,19 +515,23 @@ def _build_graphs(root: Path, args: argparse.Namespace, graph_params: dict
     return transformer, graphs, targets, names
 
 
-def _read_graph_file(path: str) -> dict:
+def _read_graph_file(path: str, trusted: bool = False) -> Any:
+    """The GraphBundle of --graphs FILE (old pickle files only with --trusted)."""
+    from .graph_io import GraphFileError, UntrustedGraphFileError, load_graphs
+
     file = Path(path).expanduser()
     if not file.is_file():
         raise CLIError(f"--graphs {path!r}: no such file; write one with 'skcgcnn featurize'")
     try:
-        with open(file, "rb") as handle:
-            bundle = pickle.load(handle)
-    except Exception as exc:  # any unpickling failure means: not our file
+        return load_graphs(file, trusted=trusted)
+    except UntrustedGraphFileError as exc:
+        raise CLIError(f"--graphs {path!r} is a pickle (an old graph file, or not one at "
+                       "all), which can run code when loaded; write the graphs again with "
+                       "'skcgcnn featurize', or pass --trusted if you made the file "
+                       "yourself") from exc
+    except GraphFileError as exc:
         raise CLIError(f"--graphs {path!r} is not a graph file written by 'skcgcnn "
-                       f"featurize' ({type(exc).__name__}: {_one_line(exc)})") from exc
-    if not (isinstance(bundle, dict) and bundle.get("format") == GRAPHS_FORMAT):
-        raise CLIError(f"--graphs {path!r} is not a graph file written by 'skcgcnn featurize'")
-    return bundle
+                       f"featurize': {_one_line(exc)}") from exc
 
 
 def _choose_target(names: Sequence[str], wanted: str | None, where: str) -> int:
@@ -616,6 +623,8 @@ def _check_train_args(args: argparse.Namespace) -> None:
         raise usage("give ROOT_DIR (a CGCNN data folder) or --graphs FILE")
     if args.root_dir is not None and args.graphs is not None:
         raise usage("give either ROOT_DIR or --graphs FILE, not both")
+    if args.trusted and args.graphs is None:
+        raise usage("--trusted applies to --graphs FILE only")
     if args.graphs is not None:
         given = [f"--{k.replace('_', '-')}" for k in _GRAPH_DEFAULTS
                  if getattr(args, k) is not None]
@@ -871,9 +880,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
     # -- data ------------------------------------------------------------------------
     if args.graphs is not None:
-        bundle = _read_graph_file(args.graphs)
-        graphs, targets, names = bundle["graphs"], bundle["targets"], bundle["target_names"]
-        source = f"{args.graphs} (graphs of {bundle.get('source', '?')})"
+        bundle = _read_graph_file(args.graphs, trusted=args.trusted)
+        graphs, targets, names = bundle.graphs, bundle.targets, bundle.target_names
+        source = f"{args.graphs} (graphs of {bundle.info.get('source', '?')})"
         if args.atom_features is not None:
             graphs = graphs.with_atom_features(_atom_features_spec(args.atom_features, None))
         transformer = StructureGraphTransformer(
@@ -1191,13 +1200,9 @@ def _run_featurize(args: argparse.Namespace) -> int:
                        "exist")
     root = _existing_root(args.root_dir)
     transformer, graphs, targets, names = _build_graphs(root, args, params)
-    bundle = {
-        "format": GRAPHS_FORMAT, "version": 1, "graphs": graphs,
-        "ids": list(graphs.ids), "targets": targets, "target_names": list(names),
-        "source": str(root), "errors": [tuple(e) for e in transformer.errors_],
-    }
-    with open(output, "wb") as handle:
-        pickle.dump(bundle, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    errors = [[int(pos), _jsonable(ident), str(message)]
+              for pos, ident, message in transformer.errors_]
+    graphs.save(output, targets, names, info={"source": str(root), "errors": errors})
     print(f"{len(graphs)} crystal graphs ({len(graphs.numbers)} atoms, "
           f"{graphs.nbytes / 1e6:.1f} MB of arrays) of {root} written to {output} in "
           f"{time.perf_counter() - started:.1f} s")

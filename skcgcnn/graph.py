@@ -260,7 +260,8 @@ class GraphCollection:
     """Crystal graphs of many structures in flat arrays (see the module docstring).
 
     Supports ``len``, integer / slice / boolean / integer-array indexing (a new
-    collection, as scikit-learn's CV splitters need) and pickling.
+    collection, as scikit-learn's CV splitters need), pickling, and :meth:`save` /
+    :meth:`load` to a graph file that runs no code when read.
 
     Attributes
     ----------
@@ -382,6 +383,23 @@ class GraphCollection:
             atom_ptr, self.numbers[atoms], self.nbr_idx[atoms], self.nbr_dist[atoms],
             self.ids[rows], self.radius, self.max_num_nbr, self.dmin, self.step,
             self.atom_features, dict(self.meta))
+
+    def save(self, path: Any, targets: Any = None, target_names: Sequence[str] | None = None,
+             info: dict | None = None) -> None:
+        """Write the graphs (and targets) to an ``.npz`` graph file that runs no code
+        when read; see :func:`skcgcnn.graph_io.save_graphs`."""
+        from .graph_io import save_graphs
+
+        save_graphs(path, self, targets, None if target_names is None else list(target_names),
+                    info)
+
+    @classmethod
+    def load(cls, path: Any) -> "GraphCollection":
+        """The graphs of a graph file written by :meth:`save` or ``skcgcnn featurize``
+        (its targets: :func:`skcgcnn.graph_io.load_graphs`)."""
+        from .graph_io import load_graphs
+
+        return load_graphs(path).graphs
 
     def with_atom_features(self, atom_features: Any) -> "GraphCollection":
         """The same graphs with another atom-feature table (no neighbour search)."""

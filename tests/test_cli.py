@@ -12,6 +12,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -280,17 +281,21 @@ def test_predict_with_the_trained_model_reproduces_its_test_results(trained, fol
 @needs_data
 def test_featurize_then_train_from_graphs_matches_training_from_the_folder(
         trained, folder60, tmp_path):
-    graphs_file = tmp_path / "graphs.pkl"
+    from skcgcnn.graph_io import load_graphs
+
+    graphs_file = tmp_path / "graphs.npz"
     status, stdout, stderr = run(["featurize", folder60, "--output", graphs_file, "-q"])
     assert status == 0, stderr
     assert stdout.startswith("60 crystal graphs")
-    with open(graphs_file, "rb") as handle:
-        bundle = pickle.load(handle)
-    assert bundle["format"] == cli.GRAPHS_FORMAT
+    with zipfile.ZipFile(graphs_file) as archive:  # arrays only: nothing pickled
+        assert all(name.endswith(".npy") for name in archive.namelist())
+    bundle = load_graphs(graphs_file)
     truth = id_prop(folder60 / "id_prop.csv")
-    assert list(bundle["ids"]) == list(truth)
-    assert bundle["targets"][:, 0].tolist() == list(truth.values())
-    assert len(bundle["graphs"]) == 60 and bundle["graphs"].max_num_nbr == 12
+    assert bundle.graphs.ids.tolist() == list(truth)
+    assert bundle.targets[:, 0].tolist() == list(truth.values())
+    assert bundle.target_names == ["target"]
+    assert len(bundle.graphs) == 60 and bundle.graphs.max_num_nbr == 12
+    assert bundle.info["source"] == str(folder60)
 
     out = tmp_path / "from-graphs"
     status, _, stderr = run(["train", "--graphs", graphs_file, "--output-dir", out] + TINY)
@@ -395,6 +400,8 @@ def test_train_graphs_file_that_is_not_one(tmp_path):
     bad = tmp_path / "graphs.pkl"
     bad.write_bytes(pickle.dumps({"something": "else"}))
     status, _, err = run(["train", "--graphs", bad, "-q"])
+    assert_one_line_error(status, err, "train", "is a pickle", "--trusted")
+    status, _, err = run(["train", "--graphs", bad, "--trusted", "-q"])
     assert_one_line_error(status, err, "train", "not a graph file written by")
     bad.write_text("not a pickle")
     status, _, err = run(["train", "--graphs", bad, "-q"])
@@ -402,6 +409,50 @@ def test_train_graphs_file_that_is_not_one(tmp_path):
     status, _, err = run(["train", "--graphs", bad, "--radius", "6", "-q"])
     assert_one_line_error(status, err, "train", "--radius cannot be used with --graphs")
     assert status == 2
+
+
+class RunsCode:
+    """Unpickling this creates the file ``path``: a stand-in for any code a pickle runs."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_train_refuses_a_pickled_graph_file_without_trusted(tmp_path):
+    marker = tmp_path / "marker"
+    evil = tmp_path / "graphs.pkl"
+    evil.write_bytes(pickle.dumps({"format": cli.GRAPHS_FORMAT, "graphs": RunsCode(marker)}))
+    status, _, err = run(["train", "--graphs", evil, "--output-dir", tmp_path / "out", "-q"])
+    assert_one_line_error(status, err, "train", str(evil), "can run code", "--trusted")
+    assert status == 1 and not marker.exists()
+    assert not (tmp_path / "out").exists()
+    status, _, err = run(["train", tmp_path, "--trusted", "-q"])
+    assert_one_line_error(status, err, "train", "--trusted applies to --graphs")
+    assert status == 2
+
+
+@needs_data
+def test_train_reads_an_old_pickled_graph_file_with_trusted(trained, folder60, tmp_path):
+    from skcgcnn.graph_io import load_graphs
+
+    new = tmp_path / "graphs.npz"
+    assert run(["featurize", folder60, "--output", new, "-q"])[0] == 0
+    bundle = load_graphs(new)
+    old = tmp_path / "graphs.pkl"  # what the first 'skcgcnn featurize' wrote
+    old.write_bytes(pickle.dumps({
+        "format": cli.GRAPHS_FORMAT, "version": 1, "graphs": bundle.graphs,
+        "ids": list(bundle.graphs.ids), "targets": bundle.targets,
+        "target_names": bundle.target_names, "source": str(folder60), "errors": []}))
+    out = tmp_path / "from-old"
+    status, _, err = run(["train", "--graphs", old, "--output-dir", out] + TINY)
+    assert_one_line_error(status, err, "train", "--trusted")
+    status, _, err = run(["train", "--graphs", old, "--trusted", "--output-dir", out] + TINY)
+    assert status == 0, err
+    assert (out / "test_results.csv").read_text() == \
+        (trained["out"] / "test_results.csv").read_text()
 
 
 @needs_data
