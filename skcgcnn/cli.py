@@ -1155,13 +1155,14 @@ def _run_predict(args: argparse.Namespace) -> int:
     kept = transformer.kept_indices_
     ids = [ids[i] for i in kept]
     y = np.full(len(ids), np.nan) if targets is None else np.asarray(targets, float)[kept]
+    # with --skip-errors the predictions have a (NaN) row per input: keep those of `ids`
     if task == "classification":
-        proba = est.predict_proba(graphs)
+        proba = est.predict_proba(graphs)[kept]
         classes = est.classes_
         labels = classes[proba.argmax(axis=1)]
         shown = proba[:, 1] if len(classes) == 2 else labels
     else:
-        shown = np.asarray(est.predict(graphs), dtype=float)
+        shown = np.asarray(est.predict(graphs), dtype=float)[kept]
     _write_results(output, ids, y, shown)
 
     summary = [f"predicted {len(ids)} crystals in {time.perf_counter() - started:.1f} s"

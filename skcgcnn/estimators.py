@@ -170,11 +170,43 @@ class _CGCNNMixin:
         if y is None:
             raise ValueError(f"{type(self).__name__}.fit needs targets y")
         y = np.asarray(y)
+        if y.ndim == 0:
+            raise ValueError(f"y must be an array with one row per crystal, got {y!r}")
+        if y.shape[0] != len(X) and X.input_positions is not None \
+                and y.shape[0] == X.n_inputs:
+            # a Pipeline whose StructureGraphTransformer skipped structures: y still has
+            # a row per input structure; keep the rows of the structures with a graph
+            logger.info("fitting on the %d of %d rows whose structures have a graph "
+                        "(StructureGraphTransformer skipped positions %s)", len(X),
+                        X.n_inputs, X.skipped_positions[:10].tolist())
+            return y[X.input_positions]
         if y.shape[0] != len(X):
             raise ValueError(f"y has {y.shape[0]} rows but X has {len(X)} crystals; they "
                              "must match (with on_error='skip', keep y[transformer."
                              "kept_indices_])")
         return y
+
+    @staticmethod
+    def _align(X: Any, values: np.ndarray) -> np.ndarray:
+        """One row per input of the transformer that made X: NaN rows for the structures
+        it skipped (``X.input_positions``); ``values`` unchanged when none were."""
+        positions = getattr(X, "input_positions", None)
+        if positions is None:
+            return values
+        out = np.full((X.n_inputs,) + values.shape[1:], np.nan)
+        out[positions] = values
+        return out
+
+    def _refuse_skipped(self, X: Any, what: str) -> None:
+        """A clear error for methods that cannot give skipped structures a NaN row."""
+        skipped = X.skipped_positions if isinstance(X, GraphCollection) else []
+        if len(skipped):
+            raise ValueError(
+                f"{type(self).__name__}.{what} cannot answer for the {len(skipped)} "
+                f"structure(s) that StructureGraphTransformer(on_error='skip') left out "
+                f"(input positions {skipped[:10].tolist()}); remove them from the input "
+                "(see the transformer's errors_), or use predict_proba / the regressor's "
+                "predict, which give NaN rows for them")
 
     def _data_kwargs(self, X: GraphCollection, n_out: int) -> dict:
         return {"orig_atom_fea_len": X.atom_features.n_features, "n_out": n_out,
@@ -380,17 +412,27 @@ class CGCNNRegressor(_CGCNNMixin, NeuralNetRegressor):
         return super().get_loss(y_pred, y_true, X=X, training=training)
 
     def predict(self, X):
-        """Predictions in the original units: shape (n,) for 1-D y, else (n, n_targets)."""
+        """Predictions in the original units: shape (n,) for 1-D y, else (n, n_targets).
+
+        When X comes from a StructureGraphTransformer that skipped structures
+        (``on_error="skip"``), there is one row per structure of its input, NaN for
+        the skipped ones, so that a Pipeline's predictions stay aligned with its input.
+        """
         self._require_fitted()
         X = self._check_predict_X(X)
-        with self._resolved_device():
-            scaled = super().predict_proba(X).reshape(len(X), -1)
-        out = self.target_scaler_.inverse_transform(scaled.astype(np.float64))
+        if len(X) == 0 and getattr(X, "input_positions", None) is not None:
+            out = np.zeros((0, self.n_outputs_))  # every structure was skipped
+        else:
+            with self._resolved_device():
+                scaled = super().predict_proba(X).reshape(len(X), -1)
+            out = self.target_scaler_.inverse_transform(scaled.astype(np.float64))
+        out = self._align(X, out)
         return out.ravel() if self.y_ndim_ == 1 else out
 
     def score(self, X, y, sample_weight=None):
         from sklearn.metrics import r2_score
 
+        self._refuse_skipped(X, "score")
         return r2_score(y, self.predict(X), sample_weight=sample_weight)
 
 
@@ -450,14 +492,34 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
         return self._fit_with_seed(X, encoded, **fit_params)
 
     def predict_proba(self, X):
+        """Class probabilities, shape (n, n_classes).
+
+        When X comes from a StructureGraphTransformer that skipped structures
+        (``on_error="skip"``), there is one row per structure of its input, NaN for
+        the skipped ones.
+        """
         self._require_fitted()
         X = self._check_predict_X(X)
-        with self._resolved_device():
-            return super().predict_proba(X)
+        if len(X) == 0 and getattr(X, "input_positions", None) is not None:
+            proba = np.zeros((0, len(self.classes_)), dtype=np.float32)
+        else:
+            with self._resolved_device():
+                proba = super().predict_proba(X)
+        return self._align(X, proba)
 
     def predict(self, X):
         """Class labels; as encoded integers when skorch scores a dataset during fit
-        (its targets are the encoded labels too)."""
+        (its targets are the encoded labels too).
+
+        Raises
+        ------
+        ValueError
+            When X comes from a StructureGraphTransformer that skipped structures: a
+            label cannot be NaN, so rather than return fewer rows than the input (which
+            would shift every label after a skipped structure) this refuses; use
+            ``predict_proba`` (NaN rows) or remove the bad structures.
+        """
+        self._refuse_skipped(X, "predict")
         encoded = self.predict_proba(X).argmax(axis=1)
         if isinstance(X, torch.utils.data.Dataset):
             return encoded
@@ -466,6 +528,7 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
     def score(self, X, y, sample_weight=None):
         from sklearn.metrics import accuracy_score
 
+        self._refuse_skipped(X, "score")
         return accuracy_score(y, self.predict(X), sample_weight=sample_weight)
 
 

@@ -273,6 +273,14 @@ class GraphCollection:
         The graph parameters.
     atom_features : AtomFeatureTable
         Features by atomic number, looked up at batching time.
+    input_positions : ndarray of int or None
+        Set by :class:`~skcgcnn.transformers.StructureGraphTransformer` when
+        ``on_error="skip"`` left structures out: the position in the transformer's input
+        of each crystal here.  The estimators use it to stay aligned with that input
+        (``fit`` keeps the matching rows of y, ``predict`` answers NaN for the rest).
+        Indexing or concatenating drops it: the result belongs to no input.
+    n_inputs : int or None
+        Length of that input.
     """
 
     atom_ptr: np.ndarray
@@ -286,6 +294,8 @@ class GraphCollection:
     step: float = 0.2
     atom_features: Any = None
     meta: dict = field(default_factory=dict)
+    input_positions: np.ndarray | None = None
+    n_inputs: int | None = None
 
     @classmethod
     def from_graphs(cls, graphs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
@@ -320,6 +330,16 @@ class GraphCollection:
                                            self.nbr_dist)))
 
     @property
+    def skipped_positions(self) -> np.ndarray:
+        """Positions of the transformer's input that have no graph here (see
+        ``input_positions``); empty when nothing was skipped."""
+        if self.input_positions is None:
+            return np.zeros(0, dtype=np.int64)
+        keep = np.ones(self.n_inputs, dtype=bool)
+        keep[self.input_positions] = False
+        return np.flatnonzero(keep)
+
+    @property
     def graph_params(self) -> dict:
         return {"radius": self.radius, "max_num_nbr": self.max_num_nbr,
                 "dmin": self.dmin, "step": self.step}
@@ -334,9 +354,11 @@ class GraphCollection:
 
     def __repr__(self) -> str:
         name = getattr(self.atom_features, "name", None)
+        skipped = ("" if self.input_positions is None else
+                   f", skipped={self.n_inputs - len(self)} of {self.n_inputs} inputs")
         return (f"GraphCollection(n_crystals={len(self)}, n_atoms={len(self.numbers)}, "
                 f"radius={self.radius}, max_num_nbr={self.max_num_nbr}, "
-                f"atom_features={name!r})")
+                f"atom_features={name!r}{skipped})")
 
     def graph(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(numbers, nbr_idx, nbr_dist)`` of crystal ``i`` (views, not copies)."""
@@ -413,7 +435,8 @@ class GraphCollection:
                 f"{missing.tolist()}; choose another set or drop those structures")
         return GraphCollection(self.atom_ptr, self.numbers, self.nbr_idx, self.nbr_dist,
                                self.ids, self.radius, self.max_num_nbr, self.dmin,
-                               self.step, table, dict(self.meta))
+                               self.step, table, dict(self.meta), self.input_positions,
+                               self.n_inputs)
 
     def collate(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Batch crystals ``rows`` (all by default) into one set of arrays.

@@ -9,6 +9,7 @@
     targets          float64 (n_crystals, n_targets)
     atom_table       float32 (MAX_Z + 1, n_features)   the atom-feature table, when
     atom_available   bool    (MAX_Z + 1,)              the collection has one
+    input_positions  int64   (n_crystals,)   when the transformer skipped structures
     metadata         uint8   UTF-8 JSON: format, version, ids, graph parameters,
                              atom-feature name and column names, target names, info
 
@@ -119,6 +120,7 @@ def save_graphs(path: str | os.PathLike, graphs: GraphCollection, targets: Any =
             "name": table.name, "feature_names": list(table.feature_names)},
         "target_names": names,
         "meta": graphs.meta,
+        "n_inputs": graphs.n_inputs,
         "info": info or {},
     }
     try:
@@ -132,6 +134,8 @@ def save_graphs(path: str | os.PathLike, graphs: GraphCollection, targets: Any =
     if table is not None:
         arrays["atom_table"] = table.table
         arrays["atom_available"] = table.available
+    if graphs.input_positions is not None:
+        arrays["input_positions"] = np.asarray(graphs.input_positions, dtype=np.int64)
     path = os.fspath(path)
     tmp = os.path.join(os.path.dirname(path) or ".",
                        f".{os.path.basename(path)}.{os.getpid()}.tmp")
@@ -213,6 +217,8 @@ def _load_npz(path: str) -> GraphBundle:
                                          np.asarray(data["atom_table"], dtype=np.float32),
                                          np.asarray(data["atom_available"], dtype=bool),
                                          [str(n) for n in spec["feature_names"]])
+            positions = (np.asarray(data["input_positions"], dtype=np.int64)
+                         if "input_positions" in data.files else None)
     except GraphFileError:
         raise
     except (OSError, EOFError, KeyError, TypeError, ValueError, UnicodeDecodeError,
@@ -230,6 +236,13 @@ def _load_npz(path: str) -> GraphBundle:
                              arrays["nbr_dist"], ids, float(params["radius"]),
                              int(params["max_num_nbr"]), float(params["dmin"]),
                              float(params["step"]), table, dict(metadata.get("meta") or {}))
+    if positions is not None:
+        n_inputs = metadata.get("n_inputs")
+        if not (isinstance(n_inputs, int) and positions.shape == (len(graphs),) and (
+                positions.size == 0 or (positions.min() >= 0 and positions.max() < n_inputs
+                                        and (np.diff(positions) > 0).all()))):
+            raise GraphFileError(f"{path!r}: its input positions do not fit its crystals")
+        graphs.input_positions, graphs.n_inputs = positions, n_inputs
     _check(path, graphs, arrays["targets"], metadata["target_names"])
     return GraphBundle(graphs, arrays["targets"], list(metadata["target_names"]),
                        dict(metadata.get("info") or {}))

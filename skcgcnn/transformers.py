@@ -261,7 +261,13 @@ class StructureGraphTransformer(TransformerMixin, BaseEstimator):
     on_error : {"raise", "skip"}, default="raise"
         What to do with a structure that cannot be turned into a graph.  With
         ``"skip"`` it is left out of the output and listed in ``errors_``; the
-        positions that were kept are in ``kept_indices_``.
+        positions that were kept are in ``kept_indices_`` and in the output's
+        ``input_positions``.  So in a Pipeline the estimator stays aligned with the
+        input: ``fit`` drops the matching rows of y, ``predict`` of
+        :class:`~skcgcnn.estimators.CGCNNRegressor` answers NaN for the skipped
+        structures (one row per input), ``predict_proba`` of
+        :class:`~skcgcnn.estimators.CGCNNClassifier` NaN rows, and its ``predict``
+        (which has no NaN label) refuses with an error naming them.
     verbose : int, default=0
         Show a progress bar when > 0.
 
@@ -368,11 +374,12 @@ class StructureGraphTransformer(TransformerMixin, BaseEstimator):
             graphs = GraphCollection(out.atom_ptr, out.numbers, out.nbr_idx, out.nbr_dist,
                                      id_arr, **params)
             # the rows of failed structures were never written: leave them out
-            return graphs if len(kept) == len(items) else graphs[kept]
+            return graphs if len(kept) == len(items) else self._aligned(graphs[kept], kept,
+                                                                       len(items))
         sizes = np.concatenate([b.sizes for b in blocks] or [np.zeros(0, dtype=np.int64)])
         atom_ptr = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=atom_ptr[1:])
-        return GraphCollection(
+        graphs = GraphCollection(
             atom_ptr,
             np.concatenate([b.numbers for b in blocks] or [np.zeros(0, dtype=np.int16)]),
             np.concatenate([b.nbr_idx for b in blocks]
@@ -380,6 +387,15 @@ class StructureGraphTransformer(TransformerMixin, BaseEstimator):
             np.concatenate([b.nbr_dist for b in blocks]
                            or [np.zeros((0, nbr), dtype=np.float32)]),
             id_arr[kept], **params)
+        return graphs if len(kept) == len(items) else self._aligned(graphs, kept, len(items))
+
+    @staticmethod
+    def _aligned(graphs: GraphCollection, kept: np.ndarray, n_inputs: int) -> GraphCollection:
+        """Mark which inputs the graphs belong to, so that the estimators after this
+        transformer in a Pipeline keep their rows aligned with the input."""
+        graphs.input_positions = np.asarray(kept, dtype=np.int64)
+        graphs.n_inputs = int(n_inputs)
+        return graphs
 
     # -- helpers ----------------------------------------------------------------------
     def _fail(self, pos: int, ident: Any, message: str) -> None:

@@ -323,6 +323,70 @@ def test_own_models_save_and_load(sample, tmp_path):
                                clf.predict_proba(graphs[:5]), rtol=1e-6)
 
 
+# -- structures skipped inside a Pipeline ---------------------------------------------
+def with_a_bad_structure(structures, y, at):
+    """``structures`` and ``y`` with a disordered structure (no graph) inserted at ``at``."""
+    bad = Structure(Lattice.cubic(4), [{"Fe": 0.5, "Co": 0.5}], [[0, 0, 0]])
+    return (list(structures[:at]) + [bad] + list(structures[at:]),
+            np.concatenate([y[:at], [-1.0], y[at:]]))
+
+
+def skipping_pipeline(estimator):
+    return Pipeline([("graph", StructureGraphTransformer(on_error="skip")),
+                     ("cgcnn", estimator)])
+
+
+@needs_shared
+def test_pipeline_skipping_a_structure_stays_aligned(sample):
+    structures, _, y = sample
+    good, y_good = structures[:40], y[:40]
+    X, y_all = with_a_bad_structure(good, y_good, at=17)
+    pipe = skipping_pipeline(CGCNNRegressor(max_epochs=3, random_state=0, **TINY))
+    pipe.fit(X, y_all)  # y keeps its row for the bad structure: fit drops it
+    alone = skipping_pipeline(CGCNNRegressor(max_epochs=3, random_state=0, **TINY))
+    alone.fit(good, y_good)
+    for name, value in alone[-1].module_.state_dict().items():
+        assert torch.equal(pipe[-1].module_.state_dict()[name], value), name
+    np.testing.assert_array_equal(pipe[-1].target_scaler_.mean_, alone[-1].target_scaler_.mean_)
+
+    pred = pipe.predict(X)
+    assert pred.shape == (41,)
+    assert np.flatnonzero(np.isnan(pred)).tolist() == [17]
+    expected = alone.predict(good)
+    np.testing.assert_array_equal(np.delete(pred, 17), expected)
+    # a model fitted on good structures only, asked about the bad one too: no shift
+    np.testing.assert_array_equal(alone.predict(X), pred)
+    # a batch with the bad structure first and last: still aligned
+    pred = pipe.predict([X[17]] + good[:5] + [X[17]])
+    assert np.isnan(pred[[0, 6]]).all()
+    np.testing.assert_allclose(pred[1:6], expected[:5], rtol=1e-6)  # other batches: float32
+    # nothing to predict: every row NaN, not a crash
+    assert np.isnan(pipe.predict([X[17], X[17]])).all()
+    with pytest.raises(ValueError, match=r"score cannot answer .*input positions \[17\]"):
+        pipe.score(X, y_all)
+
+
+@needs_shared
+def test_pipeline_skipping_a_structure_classifier(sample):
+    structures, _, y = sample
+    good = structures[:40]
+    labels = np.where(y[:40] < np.median(y[:40]), "stable", "unstable")
+    X, _ = with_a_bad_structure(good, np.zeros(40), at=9)
+    labels_all = np.concatenate([labels[:9], ["stable"], labels[9:]])
+    pipe = skipping_pipeline(CGCNNClassifier(max_epochs=2, random_state=0, **TINY))
+    pipe.fit(X, labels_all)
+    alone = skipping_pipeline(CGCNNClassifier(max_epochs=2, random_state=0, **TINY))
+    alone.fit(good, labels)
+    proba = pipe.predict_proba(X)
+    assert proba.shape == (41, 2)
+    assert np.flatnonzero(np.isnan(proba).any(axis=1)).tolist() == [9]
+    assert np.isnan(proba[9]).all()
+    np.testing.assert_array_equal(np.delete(proba, 9, axis=0), alone.predict_proba(good))
+    with pytest.raises(ValueError, match=r"predict cannot answer .*input positions \[9\]"):
+        pipe.predict(X)
+    assert pipe.predict(good).tolist() == alone.predict(good).tolist()
+
+
 # -- bad input ---------------------------------------------------------------------------
 @needs_shared
 def test_bad_input(sample):

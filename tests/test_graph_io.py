@@ -151,3 +151,17 @@ def test_ids_that_json_cannot_hold_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"id of crystal 1 is \('a', 1\)"):
         save_graphs(tmp_path / "g.npz", graphs)
     assert not (tmp_path / "g.npz").exists()
+
+
+def test_positions_of_skipped_structures_round_trip(tmp_path):
+    from pymatgen.core import Lattice, Structure
+
+    empty = Structure(Lattice.cubic(4), [], [])
+    graphs = StructureGraphTransformer(on_error="skip").fit_transform(
+        [rock_salt(), empty, bcc_iron(), empty])
+    assert graphs.input_positions.tolist() == [0, 2] and graphs.n_inputs == 4
+    graphs.save(tmp_path / "g.npz")
+    again = GraphCollection.load(tmp_path / "g.npz")
+    assert_same_graphs(graphs, again)
+    assert again.input_positions.tolist() == [0, 2] and again.n_inputs == 4
+    assert again.skipped_positions.tolist() == [1, 3]
