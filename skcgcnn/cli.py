@@ -1069,11 +1069,12 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
         transformer, est = model.steps[0][1], model.steps[-1][1]
     else:
         est = model
-        kw = est.module_kwargs_
-        logger.warning("MODEL holds an estimator without its graph settings; building graphs "
-                       "with radius %s, 12 neighbours and the cgcnn atom features",
-                       kw["radius"])
-        transformer = StructureGraphTransformer(radius=kw["radius"], dmin=kw["dmin"],
+        kw = {"max_num_nbr": 12, **est.module_kwargs_, **getattr(est, "graph_params_", {})}
+        logger.warning("MODEL holds an estimator without its transformer; building graphs "
+                       "with radius %s, %s neighbours and the cgcnn atom features",
+                       kw["radius"], kw["max_num_nbr"])
+        transformer = StructureGraphTransformer(radius=kw["radius"],
+                                                max_num_nbr=kw["max_num_nbr"], dmin=kw["dmin"],
                                                 step=kw["step"]).fit()
     task = "classification" if isinstance(est, CGCNNClassifier) else "regression"
     return transformer, est, task

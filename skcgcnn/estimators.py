@@ -117,6 +117,35 @@ def _seed_of(random_state: Any) -> int | None:
                      f"got {random_state!r}")
 
 
+_GRAPH_KEYS = ("radius", "max_num_nbr", "dmin", "step")
+
+
+def _atom_features_digest(table: Any) -> str:
+    """A digest of an atom-feature table's values (equal tables, equal digests)."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(np.ascontiguousarray(table.table, dtype=np.float32).tobytes())
+    digest.update(np.ascontiguousarray(table.available, dtype=bool).tobytes())
+    return digest.hexdigest()
+
+
+def _graph_params_of(X: GraphCollection) -> dict:
+    """The settings a collection's graphs were built with, as the model records them."""
+    params = {"radius": float(X.radius), "max_num_nbr": int(X.max_num_nbr),
+              "dmin": float(X.dmin), "step": float(X.step)}
+    if X.atom_features is not None:
+        params["atom_features"] = str(getattr(X.atom_features, "name", "?"))
+        params["atom_features_digest"] = _atom_features_digest(X.atom_features)
+    return params
+
+
+def _setting(key: str, params: dict) -> str:
+    if key == "atom_features_digest":  # the values differ: show the tables' names
+        return repr(params.get("atom_features", "?"))
+    return repr(params[key])
+
+
 # -- shared behaviour ---------------------------------------------------------------
 class _CGCNNMixin:
     """What CGCNNRegressor and CGCNNClassifier share."""
@@ -214,14 +243,33 @@ class _CGCNNMixin:
                 "dmin": X.dmin, "step": X.step}
 
     def _check_compatible(self, X: GraphCollection) -> None:
+        """Refuse graphs built with other settings than the fit's (predictions would move
+        without notice: a model fitted on 12 neighbours sums over 12)."""
         kw = self.module_kwargs_
         if X.atom_features.n_features != kw["orig_atom_fea_len"]:
             raise ValueError(
                 f"X has {X.atom_features.n_features} atom features but the model was "
                 f"fitted on {kw['orig_atom_fea_len']}; build X with the same atom_features")
-        if (X.radius, X.dmin, X.step) != (kw["radius"], kw["dmin"], kw["step"]):
-            logger.warning("X was built with radius/dmin/step %s but the model with %s",
-                           (X.radius, X.dmin, X.step), (kw["radius"], kw["dmin"], kw["step"]))
+        fitted = getattr(self, "graph_params_", None)
+        if fitted is None:  # models saved before graph_params_ existed
+            fitted = {"radius": kw["radius"], "dmin": kw["dmin"], "step": kw["step"]}
+        given = _graph_params_of(X)
+        # tables are compared by their values (a name such as "cgcnn" and the path of
+        # the same atom_init.json are the same features)
+        differ = [key for key in (*_GRAPH_KEYS, "atom_features_digest")
+                  if key in fitted and key in given and given[key] != fitted[key]]
+        if not differ:
+            return
+        listing = "; ".join(
+            f"{'atom features' if key == 'atom_features_digest' else key}: X "
+            f"{_setting(key, given)}, model {_setting(key, fitted)}" for key in differ)
+        settings = ", ".join(f"{key}={fitted[key]!r}" for key in _GRAPH_KEYS if key in fitted)
+        raise ValueError(
+            f"X was built with other graph settings than the model was fitted on ({listing}); "
+            "the predictions would not mean anything. Build X with "
+            f"StructureGraphTransformer({settings}) and the model's atom features (in a "
+            "Pipeline the fitted transformer does this), or fit the model again on graphs "
+            "built with the new settings")
 
     def _check_predict_X(self, X: Any) -> Any:
         """X for prediction: graphs (checked against the fit), or a torch Dataset as
@@ -285,6 +333,7 @@ class _CGCNNMixin:
 
         self._require_fitted()
         X = self._check_X(X)
+        self._check_compatible(X)
         out = []
         self.module_.eval()
         with torch.no_grad():
@@ -346,6 +395,9 @@ class CGCNNRegressor(_CGCNNMixin, NeuralNetRegressor):
     target_scaler_ : sklearn.preprocessing.StandardScaler
     module_kwargs_ : dict
         Module arguments taken from the data.
+    graph_params_ : dict
+        ``radius``, ``max_num_nbr``, ``dmin``, ``step`` and the atom features of the
+        graphs seen by ``fit``; ``predict`` refuses graphs built otherwise.
     n_outputs_ : int
     history_ : skorch History (also ``history``)
 
@@ -397,6 +449,7 @@ class CGCNNRegressor(_CGCNNMixin, NeuralNetRegressor):
         self.n_outputs_ = y2.shape[1]
         self.target_scaler_ = StandardScaler().fit(y2)
         self.module_kwargs_ = self._data_kwargs(X, self.n_outputs_)
+        self.graph_params_ = _graph_params_of(X)
         return self._fit_with_seed(X, y2.astype(np.float32), **fit_params)
 
     def _target_tensors(self, device):
@@ -448,6 +501,8 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
     classes_ : ndarray of shape (n_classes,)
     module_ : CGCNN
     label_encoder_ : sklearn.preprocessing.LabelEncoder
+    graph_params_ : dict
+        The graph settings of ``fit``, as for :class:`CGCNNRegressor`.
     """)
 
     _classification = True
@@ -488,6 +543,7 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
             raise ValueError(f"classification needs at least two classes; y only holds "
                              f"{self.label_encoder_.classes_.tolist()}")
         self.module_kwargs_ = self._data_kwargs(X, len(self.label_encoder_.classes_))
+        self.graph_params_ = _graph_params_of(X)
         encoded = self.label_encoder_.transform(y).astype(np.int64)
         return self._fit_with_seed(X, encoded, **fit_params)
 
@@ -702,6 +758,8 @@ def load_cgcnn_checkpoint(path: str | os.PathLike, trusted: bool = False,
                           "classification": kind == "classification",
                           "radius": graph_params["radius"], "dmin": graph_params["dmin"],
                           "step": graph_params["step"]}
+    est.graph_params_ = {**graph_params, "atom_features": table.name,
+                         "atom_features_digest": _atom_features_digest(table)}
     if kind == "classification":
         est.label_encoder_ = LabelEncoder().fit(np.arange(n_out))
     else:
@@ -768,6 +826,7 @@ def save_model(model: Any, path: str | os.PathLike) -> None:
         "kind": "classification" if isinstance(est, CGCNNClassifier) else "regression",
         "estimator_params": _simple_params(est.get_params(deep=False)),
         "module_kwargs": dict(est.module_kwargs_),
+        "graph_params": dict(getattr(est, "graph_params_", None) or {}),
         "state_dict": {k: v.detach().cpu() for k, v in est.module_.state_dict().items()},
         "transformer_params": None if transformer is None else _simple_params(
             {k: v for k, v in transformer.get_params().items() if k != "atom_features"}),
@@ -831,6 +890,8 @@ def load_model(path: str | os.PathLike, trusted: bool = False, device: str = "cp
         est.target_scaler_ = scaler
         est.n_outputs_ = len(scaler.mean_)
         est.y_ndim_ = payload["y_ndim"]
+    if payload.get("graph_params"):
+        est.graph_params_ = dict(payload["graph_params"])
     est.initialize()
     est.module_.load_state_dict(payload["state_dict"])
     est.module_.to(_resolve_device(est.device))
@@ -838,6 +899,11 @@ def load_model(path: str | os.PathLike, trusted: bool = False, device: str = "cp
         return est
     table = AtomFeatureTable(payload["atom_table_name"], payload["atom_table"].numpy(),
                              payload["atom_available"].numpy(), payload["atom_names"])
+    if not payload.get("graph_params"):  # saved before graph_params were: its transformer's
+        tp = payload["transformer_params"]
+        est.graph_params_ = {key: tp[key] for key in _GRAPH_KEYS if key in tp}
+        est.graph_params_.update(atom_features=table.name,
+                                 atom_features_digest=_atom_features_digest(table))
     transformer = StructureGraphTransformer(atom_features=table,
                                             **payload["transformer_params"]).fit()
     return Pipeline([("graph", transformer), ("cgcnn", est)])

@@ -411,6 +411,47 @@ def test_bad_input(sample):
         CGCNNRegressor(max_epochs=1, optimizer="lbfgs2", **TINY).fit(graphs[:20], y[:20])
 
 
+@needs_shared
+def test_predict_refuses_graphs_built_with_other_settings(sample, tmp_path):
+    """Predictions on graphs with another radius / max_num_nbr / step / atom-feature
+    table than the fit's are refused with both settings named, also after save/load."""
+    from dataclasses import replace
+
+    structures, graphs, y = sample
+    fitted = CGCNNRegressor(max_epochs=1, random_state=0, **TINY).fit(graphs[:20], y[:20])
+    few = structures[20:26]
+    fitted.predict(StructureGraphTransformer().fit_transform(few))  # same settings: fine
+    cases = [({"max_num_nbr": 8}, "max_num_nbr: X 8, model 12"),
+             ({"radius": 6.0}, "radius: X 6.0, model 8.0"),
+             ({"step": 0.25}, "step: X 0.25, model 0.2")]
+    for params, message in cases:
+        other = StructureGraphTransformer(**params).fit_transform(few)
+        with pytest.raises(ValueError, match=message) as info:
+            fitted.predict(other)
+        assert "StructureGraphTransformer(radius=8.0, max_num_nbr=12, dmin=0.0, step=0.2)" \
+            in str(info.value)
+        with pytest.raises(ValueError, match=message):
+            fitted.predict_crystal_features(other)
+    # same width, other values: refused by value, not by name
+    table = graphs.atom_features
+    scaled = graphs[20:26].with_atom_features(replace(table, name="scaled",
+                                                      table=table.table * 2))
+    with pytest.raises(ValueError, match="atom features: X 'scaled', model 'cgcnn'"):
+        fitted.predict(scaled)
+    renamed = graphs[20:26].with_atom_features(replace(table, name="my-atom_init.json"))
+    assert fitted.predict(renamed).shape == (6,)
+    # the settings travel with saved models (pipeline and bare estimator)
+    save_model(fitted, tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match="max_num_nbr: X 8, model 12"):
+        load_model(tmp_path / "bare.pt").predict(
+            StructureGraphTransformer(max_num_nbr=8).fit_transform(few))
+    clf = CGCNNClassifier(max_epochs=1, random_state=0, **TINY).fit(
+        graphs[:20], (y[:20] > np.median(y[:20])).astype(int))
+    with pytest.raises(ValueError, match="max_num_nbr: X 8, model 12"):
+        clf.predict_proba(StructureGraphTransformer(max_num_nbr=8).fit_transform(few))
+    assert fitted.graph_params_["max_num_nbr"] == 12
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_path(sample):
