@@ -1,12 +1,12 @@
 """Dataset loaders: CGCNN folders and archives, CIF tables, Materials Project, matbench.
 
-Every loader returns a :class:`pandas.DataFrame` indexed by the entry id (a string, index
-name ``"id"``) with a ``structure`` column holding :class:`pymatgen.core.Structure`
-objects and one float column per target. Entries that cannot be used (an unreadable
-CIF, a missing target, a duplicate id, an id without a CIF, ...) are reported with their
-ids: ``on_error="raise"`` (the default) raises a :class:`DatasetError` that lists them,
-``on_error="skip"`` drops them, logs a warning and lists them as ``(id, reason)`` pairs
-in ``df.attrs["errors"]``.
+Every loader returns a :class:`pandas.DataFrame` indexed by the entry id (a string,
+index name ``"id"``) with a ``structure`` column holding
+:class:`pymatgen.core.Structure` objects and one float column per target. Entries that
+cannot be used (an unreadable CIF, a missing or infinite target, a duplicate id, an id
+without a CIF, ...) are reported with their ids: ``on_error="raise"`` (the default)
+raises a :class:`DatasetError` that lists them, ``on_error="skip"`` drops them, logs a
+warning and lists them as ``(id, reason)`` pairs in ``df.attrs["errors"]``.
 
 Parsing CIFs with pymatgen is slow (thousands of atoms per second), so the file-based
 loaders parse in parallel (``n_jobs``) and keep the parsed structures in a compact cache
@@ -46,6 +46,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
+
+from ._text import shorten
 
 __all__ = [
     "DatasetError",
@@ -156,8 +158,8 @@ def _parse_number(value: Any) -> float | None:
         try:
             return float(text)
         except ValueError:
-            raise ValueError(f"{value!r} is not a number") from None
-    raise ValueError(f"{value!r} is not a number")
+            raise ValueError(f"{shorten(value)} is not a number") from None
+    raise ValueError(f"{shorten(value)} is not a number")
 
 
 def _parse_targets(
@@ -174,6 +176,11 @@ def _parse_targets(
             number = _parse_number(value)
         except ValueError as exc:
             return None, f"target {name!r} {exc}{where}"
+        if number is not None and math.isinf(number):
+            return None, (
+                f"target {name!r} is infinite ({shorten(value)}){where}; fix the value, or "
+                "leave the field empty to mark it missing"
+            )
         if number is None:
             if missing_target == "error":
                 return None, (
@@ -862,8 +869,8 @@ def load_cgcnn_folder(
     Raises
     ------
     DatasetError
-        Bad entries with ``on_error="raise"``: an unreadable CIF, a missing or
-        non-numeric target, a duplicate id, an id without a CIF.
+        Bad entries with ``on_error="raise"``: an unreadable CIF, a missing,
+        non-numeric or infinite target, a duplicate id, an id without a CIF.
     FileNotFoundError
         ``root`` or the id_prop file does not exist.
 

@@ -569,6 +569,19 @@ def test_cif_with_a_dummy_site_is_named_and_skipped(folder_with_dummy_site, tmp_
     assert f"structure 2 ({ident}) has a dummy species" in err
 
 
+@needs_data
+def test_featurize_refuses_infinite_targets(folder60, tmp_path):
+    root = tmp_path / "inf"
+    root.mkdir()
+    rows = list(id_prop(folder60 / "id_prop.csv"))[:3]
+    for ident in rows:
+        os.symlink(os.readlink(folder60 / f"{ident}.cif"), root / f"{ident}.cif")
+    (root / "id_prop.csv").write_text(f"{rows[0]},-1.5\n{rows[1]},inf\n{rows[2]},-0.5\n")
+    status, _, err = run(["featurize", root, "--output", tmp_path / "g.pkl", "-q"])
+    assert_one_line_error(status, err, "featurize", f"{rows[1]}: target 'target' is infinite")
+    assert not (tmp_path / "g.pkl").exists()
+
+
 def test_featurize_output_folder_missing(tmp_path):
     status, _, err = run(["featurize", tmp_path, "--output", tmp_path / "a" / "g.pkl", "-q"])
     assert_one_line_error(status, err, "featurize", "does not exist")

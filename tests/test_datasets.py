@@ -305,6 +305,44 @@ def test_id_prop_problems_are_reported_with_ids(bad_root: Path) -> None:
     assert reasons["broken"].startswith("unreadable CIF file")
 
 
+def test_infinite_targets_are_refused_with_ids(bad_root: Path, tmp_path: Path) -> None:
+    write_id_prop(
+        bad_root, ["1000041,1.0", "1000050,inf", "9009743,-Infinity", "broken,1e999"]
+    )
+    for missing_target in ("error", "nan"):  # inf is never a missing value
+        with pytest.raises(DatasetError) as info:
+            load_cgcnn_folder(bad_root, missing_target=missing_target, cache=False)
+        errors = info.value.errors
+        assert [e[0] for e in errors] == ["1000050", "9009743", "broken"]
+        assert errors[0][1].startswith("target 'target' is infinite ('inf') (line 2 of id_prop.csv)")
+        assert "('-Infinity') (line 3" in errors[1][1] and "('1e999') (line 4" in errors[2][1]
+    df = load_cgcnn_folder(bad_root, on_error="skip", cache=False)
+    assert list(df.index) == ["1000041"] and np.isfinite(df["target"]).all()
+    # CIF tables: text and JSON numbers (json writes float('inf') as Infinity)
+    path = tmp_path / "table.json"
+    cif = (REG / "1000041.cif").read_text()
+    path.write_text(json.dumps([{"id": "a", "cif": cif, "y": 1.0},
+                                {"id": "b", "cif": cif, "y": float("inf")},
+                                {"id": "c", "cif": cif, "y": "-inf"}]))
+    with pytest.raises(DatasetError) as info:
+        load_cif_table(path, target_columns=["y"], cache=False)
+    assert [e[0] for e in info.value.errors] == ["b", "c"]
+    assert "target 'y' is infinite (inf) (row 1)" in info.value.errors[0][1]
+
+
+def test_long_values_are_not_echoed_whole(bad_root: Path, tmp_path: Path) -> None:
+    """A CIF text in a target column is named by its first line, not dumped."""
+    cif = (REG / "1000041.cif").read_text()
+    path = tmp_path / "table.csv"
+    pd.DataFrame({"id": ["a"], "cif": [cif], "y": [cif]}).to_csv(path, index=False)
+    with pytest.raises(DatasetError) as info:
+        load_cif_table(path, target_columns=["y"], cache=False)
+    reason = info.value.errors[0][1]
+    first = cif.splitlines()[0]
+    assert reason.startswith(f"target 'y' {first!r}... ({len(cif)} characters, ")
+    assert len(str(info.value)) < 600 and cif.splitlines()[3] not in str(info.value)
+
+
 def test_unreadable_cif_and_missing_cif_raise(bad_root: Path, caplog) -> None:
     write_id_prop(bad_root, ["1000041,1.0", "nocif,2.0"])
     with pytest.raises(DatasetError, match=r"nocif: no CIF file"):
