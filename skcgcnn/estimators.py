@@ -188,6 +188,11 @@ class _CGCNNMixin:
             if X.atom_features is None:
                 raise ValueError("X has no atom-feature table; build it with "
                                  "StructureGraphTransformer")
+            if len(X) == 0:
+                raise ValueError(
+                    f"Found array with 0 sample(s): X holds no crystal graphs, but "
+                    f"{type(self).__name__} needs at least one (with on_error='skip', "
+                    "every structure may have been left out: see the transformer's errors_)")
             return X
         raise TypeError(
             f"{type(self).__name__} takes the GraphCollection made by "

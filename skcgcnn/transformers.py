@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._text import shorten
 from .atom_features import get_atom_features
 from .graph import (FewNeighborsWarning, GraphCollection, StructureError, graph_from_arrays,
                     structure_arrays)
@@ -46,15 +47,21 @@ def to_structure(obj: Any, name: str = "structure"):
     if isinstance(obj, (str, os.PathLike)):
         path = os.fspath(obj)
         if not os.path.exists(path):
-            raise StructureError(f"{name}: no such file {path!r}; pass a Structure or the "
-                                 "path of a CIF file")
+            if isinstance(path, str) and ("\n" in path or path.lstrip().startswith("data_")):
+                raise StructureError(
+                    f"{name} is text, not a file path: {shorten(path)}; parse CIF text "
+                    "first with pymatgen's Structure.from_str(text, fmt='cif') or pass the "
+                    "file's path")
+            raise StructureError(f"{name}: no such file {shorten(path)}; pass a Structure or "
+                                 "the path of a CIF file")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return Structure.from_file(path)
         except Exception as exc:  # pymatgen raises many kinds
-            raise StructureError(f"{name}: cannot read {path!r} as a structure ({exc}); "
-                                 "fix the file or pass on_error='skip'") from exc
+            raise StructureError(f"{name}: cannot read {shorten(path)} as a structure "
+                                 f"({shorten(str(exc), 200)}); fix the file or pass "
+                                 "on_error='skip'") from exc
     if _is_ase_atoms(obj):
         from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -231,6 +238,12 @@ def _chunks(sizes: np.ndarray, target: int, n_jobs: int = 1) -> list[tuple[int, 
     return bounds
 
 
+def _no_structures(method: str) -> str:
+    return (f"Found array with 0 sample(s): no structures given to "
+            f"StructureGraphTransformer.{method}; pass at least one Structure, ASE Atoms "
+            "or CIF path")
+
+
 class StructureGraphTransformer(TransformerMixin, BaseEstimator):
     """Turn crystal structures into CGCNN crystal graphs.
 
@@ -324,8 +337,13 @@ class StructureGraphTransformer(TransformerMixin, BaseEstimator):
             raise ValueError(f"on_error must be one of {_ON_ERROR}, got {self.on_error!r}")
 
     def fit(self, X: Any = None, y: Any = None) -> "StructureGraphTransformer":
-        """Check the parameters and resolve the atom-feature table (learns nothing from X)."""
+        """Check the parameters and resolve the atom-feature table (learns nothing from X).
+
+        ``X`` may be None; when given, it must hold at least one structure.
+        """
         self._validate()
+        if X is not None and hasattr(X, "__len__") and len(X) == 0:
+            raise ValueError(_no_structures("fit"))
         self.atom_features_ = get_atom_features(self.atom_features)
         self.n_atom_features_ = self.atom_features_.n_features
         return self
@@ -345,6 +363,8 @@ class StructureGraphTransformer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "atom_features_")
         items, ids = self._as_items(X)
+        if not items:
+            raise ValueError(_no_structures("transform"))
         names = [_describe(pos, ident) for pos, ident in enumerate(ids)]
         self.errors_: list[tuple[int, Any, str]] = []
         nbr = int(self.max_num_nbr)

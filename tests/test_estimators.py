@@ -412,6 +412,25 @@ def test_bad_input(sample):
 
 
 @needs_shared
+def test_empty_input_is_a_clear_error(sample):
+    structures, graphs, y = sample
+    empty = graphs[np.array([], dtype=int)]
+    message = r"Found array with 0 sample\(s\): X holds no crystal graphs, but CGCNN"
+    for est in (CGCNNRegressor(max_epochs=1, **TINY), CGCNNClassifier(max_epochs=1, **TINY)):
+        with pytest.raises(ValueError, match=message):
+            est.fit(empty, np.zeros(0))
+    fitted = CGCNNRegressor(max_epochs=1, **TINY).fit(graphs[:20], y[:20])
+    with pytest.raises(ValueError, match=message):
+        fitted.predict(empty)
+    clf = CGCNNClassifier(max_epochs=1, **TINY).fit(graphs[:20], (y[:20] > -1).astype(int))
+    with pytest.raises(ValueError, match=message):
+        clf.predict_proba(empty)
+    pipe = make_cgcnn_pipeline(max_epochs=1, **TINY)
+    with pytest.raises(ValueError, match=r"no structures given to StructureGraphTransformer"):
+        pipe.fit([], [])
+
+
+@needs_shared
 def test_predict_refuses_graphs_built_with_other_settings(sample, tmp_path):
     """Predictions on graphs with another radius / max_num_nbr / step / atom-feature
     table than the fit's are refused with both settings named, also after save/load."""

@@ -231,3 +231,30 @@ def test_citations_and_implementors():
 def test_verbose_progress_bar(capsys):
     StructureGraphTransformer(verbose=1).fit_transform([rock_salt(), bcc_iron()])
     assert "structures" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("empty", [[], np.empty(0, dtype=object), pd.Series([], dtype=object)])
+def test_no_structures_is_a_clear_error(empty):
+    with pytest.raises(ValueError, match=r"Found array with 0 sample\(s\): no structures "
+                                         r"given to StructureGraphTransformer.fit"):
+        StructureGraphTransformer().fit(empty)
+    with pytest.raises(ValueError, match=r"Found array with 0 sample\(s\): no structures "
+                                         r"given to StructureGraphTransformer.transform"):
+        StructureGraphTransformer().fit().transform(empty)
+    StructureGraphTransformer().fit()  # fit without X stays allowed
+
+
+def test_cif_text_is_not_echoed_whole():
+    text = rock_salt().to(fmt="cif")
+    tr = StructureGraphTransformer(on_error="skip").fit()
+    tr.transform([rock_salt(), text])
+    message = tr.errors_[0][2]
+    first = text.splitlines()[0]
+    assert message == (f"structure 1 is text, not a file path: {first!r}... ({len(text)} "
+                       f"characters, {len(text.splitlines())} lines); parse CIF text first "
+                       "with pymatgen's Structure.from_str(text, fmt='cif') or pass the "
+                       "file's path")
+    long_path = "/nonexistent/" + "x" * 300 + ".cif"
+    with pytest.raises(StructureError, match="no such file") as info:
+        StructureGraphTransformer().fit_transform([long_path])
+    assert len(str(info.value)) < 250 and "(317 characters)" in str(info.value)
