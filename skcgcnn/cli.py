@@ -465,11 +465,25 @@ def _load_folder(root: Path, args: argparse.Namespace) -> Any:
         cache=not args.no_cache, verbose=_verbose(args))
 
 
-def _log_skipped(errors: Sequence[tuple], what: str) -> None:
-    if errors:
-        first = errors[0]
-        logger.warning("%d %s skipped (first: %s: %s)", len(errors), what, first[-2],
-                       _one_line(ValueError(first[-1])))
+def _log_skipped(errors: Sequence[tuple], what: str) -> list[tuple[str, str]]:
+    """Log every skipped entry (the count and all ids in one warning, each reason at INFO)
+    and return them as ``(id, reason)`` rows; ``errors`` end in ``(id, reason)``."""
+    rows = [(str(e[-2]), _one_line(ValueError(e[-1]))) for e in errors]
+    if rows:
+        logger.warning("%d %s skipped: %s (first: %s)", len(rows), what,
+                       ", ".join(ident for ident, _ in rows), rows[0][1])
+        for ident, reason in rows:
+            logger.info("skipped %s: %s", ident, reason)
+    return rows
+
+
+def _write_skipped(path: Path, rows: Sequence[tuple[str, str]]) -> None:
+    """``id,reason`` of every skipped structure (a header only when none was skipped)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["id", "reason"])
+        writer.writerows(rows)
 
 
 def _object_array(values: Sequence[Any]) -> Any:
@@ -486,9 +500,14 @@ def _structure_series(ids: Sequence[Any], structures: Sequence[Any]) -> Any:
     return pd.Series(_object_array(structures), index=pd.Index(list(ids), dtype=object))
 
 
-def _build_graphs(root: Path, args: argparse.Namespace, graph_params: dict
-                  ) -> tuple[Any, Any, Any, list[str]]:
-    """Load ROOT_DIR and build its graphs: (transformer, graphs, targets 2-D, names)."""
+def _build_graphs(root: Path, args: argparse.Namespace, graph_params: dict,
+                  skipped: list | None = None) -> tuple[Any, Any, Any, list[str]]:
+    """Load ROOT_DIR and build its graphs: (transformer, graphs, targets 2-D, names).
+
+    With ``--skip-errors``, the ``(id, reason)`` of every structure left out are logged
+    and appended to ``skipped``.
+    """
+    skipped = [] if skipped is None else skipped
     import numpy as np
 
     from .transformers import StructureGraphTransformer
@@ -496,7 +515,7 @@ def _build_graphs(root: Path, args: argparse.Namespace, graph_params: dict
     spec = _atom_features_spec(args.atom_features, root)
     t0 = time.perf_counter()
     df = _load_folder(root, args)
-    _log_skipped(df.attrs.get("errors", []), "entries of the data folder")
+    skipped += _log_skipped(df.attrs.get("errors", []), "entries of the data folder")
     names = [c for c in df.columns if c != "structure"]
     if len(df) == 0:
         raise CLIError(f"no usable structures in {root}")
@@ -507,7 +526,7 @@ def _build_graphs(root: Path, args: argparse.Namespace, graph_params: dict
         on_error="skip" if args.skip_errors else "raise", **graph_params)
     t0 = time.perf_counter()
     graphs = transformer.fit_transform(df["structure"])
-    _log_skipped(transformer.errors_, "structures without a graph")
+    skipped += _log_skipped(transformer.errors_, "structures without a graph")
     logger.info("%d crystal graphs (%d atoms) built in %.1f s", len(graphs),
                 len(graphs.numbers), time.perf_counter() - t0)
     targets = df[names].to_numpy(dtype=float)[transformer.kept_indices_] if names else \
@@ -891,7 +910,11 @@ def _run_train(args: argparse.Namespace) -> int:
     else:
         root = _existing_root(args.root_dir)
         source = str(root)
-        transformer, graphs, targets, names = _build_graphs(root, args, _graph_params(args))
+        skipped: list[tuple[str, str]] = []
+        transformer, graphs, targets, names = _build_graphs(root, args, _graph_params(args),
+                                                            skipped)
+        if args.skip_errors:  # written now, so that it is there even if training stops
+            _write_skipped(out_dir / "skipped.csv", skipped)
     column = _choose_target(names, args.target, source)
     target = names[column]
     y = np.asarray(targets, dtype=float)[:, column]
@@ -975,6 +998,8 @@ def _run_train(args: argparse.Namespace) -> int:
         for part, rows in (("train", train), ("val", val), ("test", test)):
             writer.writerows([ident, part] for ident in ids[rows])
     written.append("split.csv")
+    if args.graphs is None and args.skip_errors:
+        written.append("skipped.csv")
     history.to_file(str(out_dir / "history.json"))
     written.append("history.json")
     metrics = {

@@ -517,7 +517,7 @@ def test_predict_unreadable_cif(tmp_path):
     status, out, err = run(["predict", model, bad, good, "--skip-errors", "-q"])
     assert status == 0, err
     assert [r[0] for r in csv.reader(io.StringIO(out))] == ["9000046"]
-    assert "1 structures without a graph skipped (first: broken" in err
+    assert "1 structures without a graph skipped: broken (first: structure 0 (broken)" in err
 
 
 @needs_data
@@ -567,6 +567,44 @@ def test_cif_with_a_dummy_site_is_named_and_skipped(folder_with_dummy_site, tmp_
     assert status == 0, err
     assert stdout.startswith("5 crystal graphs")
     assert f"structure 2 ({ident}) has a dummy species" in err
+
+
+@needs_data
+def test_skip_errors_names_every_skipped_structure(folder60, tmp_path):
+    """All skipped ids are logged (not only the first) and train writes skipped.csv."""
+    root = tmp_path / "mixed"
+    root.mkdir()
+    rows = id_prop(folder60 / "id_prop.csv")
+    for ident in rows:
+        os.symlink(os.readlink(folder60 / f"{ident}.cif"), root / f"{ident}.cif")
+    (root / "broken1.cif").write_text("data_broken\n_cell_length_a 3\n")
+    (root / "broken2.cif").write_text("data_broken\n_cell_length_b 3\n")
+    from pymatgen.core import Lattice, Structure
+
+    Structure(Lattice.cubic(30), ["Fe"], [[0, 0, 0]]).to(filename=str(root / "lonely.cif"))
+    bad = ["broken1", "nocif", "broken2", "lonely"]
+    lines = [f"{i},{v}" for i, v in rows.items()] + [f"{i},-1.0" for i in bad]
+    (root / "id_prop.csv").write_text("\n".join(lines) + "\n")
+
+    out = tmp_path / "run"
+    status, stdout, err = run(["train", root, "--output-dir", out, "--skip-errors"] + TINY)
+    assert status == 0, err
+    assert "3 entries of the data folder skipped: nocif, broken1, broken2 (first: " in err
+    assert "1 structures without a graph skipped: lonely (first: " in err
+    written = read_rows(out / "skipped.csv")
+    assert written[0] == ["id", "reason"]
+    assert [r[0] for r in written[1:]] == ["nocif", "broken1", "broken2", "lonely"]
+    reasons = dict(written[1:])
+    assert reasons["nocif"] == f"no CIF file {root / 'nocif.cif'}"
+    assert reasons["broken1"].startswith("unreadable CIF file")
+    assert "no neighbour within radius" in reasons["lonely"]
+    assert "skipped.csv" in stdout
+    assert len(read_rows(out / "split.csv")) == 1 + len(rows)
+
+    status, _, err = run(["featurize", root, "--output", tmp_path / "g.pkl", "--skip-errors",
+                          "-q"])
+    assert status == 0, err
+    assert "skipped: nocif, broken1, broken2 (first: " in err and "skipped: lonely" in err
 
 
 @needs_data
