@@ -12,9 +12,9 @@ Parsing CIFs with pymatgen is slow (thousands of atoms per second), so the file-
 loaders parse in parallel (``n_jobs``) and keep the parsed structures in a compact cache
 (lattice matrices, atomic numbers, oxidation states, fractional coordinates and site
 labels in one ``.npz`` file per data source). A second load rebuilds the structures from
-that cache without parsing. Entries are checked against the size and modification time
-of their file (or of the archive / table that holds them), so an edited file is parsed
-again. The cache lives in ``$SKCGCNN_CACHE`` or ``~/.cache/skcgcnn`` (never the working
+that cache without parsing. Entries are checked against a digest of the bytes of their
+file (or of the archive / table that holds them), so an edited file is parsed again, even
+one rewritten with the same size and its old modification time. The cache lives in ``$SKCGCNN_CACHE`` or ``~/.cache/skcgcnn`` (never the working
 directory); pass ``cache=False`` to disable it or ``cache=<dir>`` to choose the folder.
 
 Structures are parsed exactly as the original CGCNN does (``Structure.from_file``; CIF
@@ -63,7 +63,7 @@ logger = logging.getLogger(__name__)
 PathLike = str | os.PathLike
 CacheOption = bool | str | os.PathLike | None
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: entries keyed by a digest of their file's bytes, not size + mtime
 _MP_CACHE_FORMAT = 1
 _MISSING_TOKENS = frozenset({"", "none", "nan", "na", "n/a", "null"})
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -344,16 +344,29 @@ def _parse_all(
 # the parsed-structure cache
 # ----------------------------------------------------------------------------------
 def _file_stamp(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns
+    """A digest of the file's bytes (128-bit BLAKE2b as two int64): the cache key of the
+    entries it holds.
+
+    Size and modification time are not enough: a file rewritten with the same size and
+    its old mtime restored (``cp -p``, ``rsync -t``, ``tar x``, ``os.utime``) would be
+    served stale.  Hashing costs little next to parsing: measured 0.03 s for the 14 MB
+    ``cifs.tar.gz`` of 36,737 crystals, and 4.4 ms per 500 CIF files of a folder (about
+    0.3 s for 36,737 files, against 0.1 s to stat them).
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    first, second = np.frombuffer(digest.digest(), dtype="<i8").tolist()
+    return first, second
 
 
 class _StructureCache:
     """One ``.npz`` file of encoded entries for one data source.
 
     ``source`` names the source (kind, resolved path, options); ``source_stamp`` is the
-    size / mtime of an archive or table that holds all entries (None for folders, whose
-    entries carry their own file stamps).
+    content digest (:func:`_file_stamp`) of an archive or table that holds all entries
+    (None for folders, whose entries carry the digests of their own files).
     """
 
     def __init__(

@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import logging
+import os
 import shutil
 import socket
 import tarfile
@@ -143,6 +144,59 @@ def test_edited_cif_is_parsed_again(tmp_path: Path) -> None:
     after = load_cgcnn_folder(root, cache=cache)
     assert after.loc["1000041", "structure"].composition.reduced_formula == "Si"
     assert same(after.loc["1000041", "structure"], from_file(REG / "9011998.cif"))
+
+
+def _rewrite_keeping_size_and_mtime(path: Path, text: str) -> None:
+    st = path.stat()
+    assert len(text.encode()) == st.st_size
+    path.write_text(text)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+def test_rewrite_with_same_size_and_mtime_is_not_served_stale(tmp_path: Path) -> None:
+    """The cache key is the file's content, not size + mtime (folder, archive, table)."""
+    def lattice_a(df: pd.DataFrame) -> float:
+        return df.iloc[0]["structure"].lattice.a
+
+    def plain_tar(member_text: str) -> bytes:  # uncompressed: same size for same lengths
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            raw = member_text.encode()
+            info = tarfile.TarInfo("cifs/1000041.cif")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+        return buffer.getvalue()
+
+    root = tmp_path / "root"
+    root.mkdir()
+    text = (REG / "1000041.cif").read_text()  # NaCl, a = b = c = 5.62
+    assert text.count("5.62\n") == 3
+    other = text.replace("5.62\n", "5.92\n")  # same length, another lattice
+    (root / "1000041.cif").write_text(text)
+    write_id_prop(root, ["1000041,1.0"])
+    cache = tmp_path / "cache"
+    assert lattice_a(load_cgcnn_folder(root, cache=cache)) == pytest.approx(5.62)
+    _rewrite_keeping_size_and_mtime(root / "1000041.cif", other)
+    again = load_cgcnn_folder(root, cache=cache)
+    assert lattice_a(again) == pytest.approx(5.92)
+    assert same(again.iloc[0]["structure"], from_file(root / "1000041.cif"))
+
+    archive = tmp_path / "cifs.tar"
+    archive.write_bytes(plain_tar(text))
+    write_id_prop(tmp_path, ["1000041,1.0"])
+    assert lattice_a(load_cgcnn_folder(archive, cache=cache)) == pytest.approx(5.62)
+    st = archive.stat()
+    archive.write_bytes(plain_tar(other))
+    os.utime(archive, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (archive.stat().st_size, archive.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert lattice_a(load_cgcnn_folder(archive, cache=cache)) == pytest.approx(5.92)
+
+    table = tmp_path / "table.csv"
+    pd.DataFrame({"id": ["a"], "cif": [text], "y": [1.0]}).to_csv(table, index=False)
+    assert lattice_a(load_cif_table(table, cache=cache)) == pytest.approx(5.62)
+    _rewrite_keeping_size_and_mtime(table, table.read_text().replace("5.62\n", "5.92\n"))
+    assert lattice_a(load_cif_table(table, cache=cache)) == pytest.approx(5.92)
 
 
 def test_disordered_structure_is_cached_as_json(tmp_path: Path) -> None:
