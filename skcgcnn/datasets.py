@@ -13,9 +13,10 @@ loaders parse in parallel (``n_jobs``) and keep the parsed structures in a compa
 (lattice matrices, atomic numbers, oxidation states, fractional coordinates and site
 labels in one ``.npz`` file per data source). A second load rebuilds the structures from
 that cache without parsing. Entries are checked against a digest of the bytes of their
-file (or of the archive / table that holds them), so an edited file is parsed again, even
-one rewritten with the same size and its old modification time. The cache lives in ``$SKCGCNN_CACHE`` or ``~/.cache/skcgcnn`` (never the working
-directory); pass ``cache=False`` to disable it or ``cache=<dir>`` to choose the folder.
+file (or of the archive / table that holds them), so an edited file is parsed again,
+even one rewritten with the same size and its old modification time. The cache lives in
+``$SKCGCNN_CACHE`` or ``~/.cache/skcgcnn`` (never the working directory); pass
+``cache=False`` to disable it or ``cache=<dir>`` to choose the folder.
 
 Structures are parsed exactly as the original CGCNN does (``Structure.from_file``; CIF
 text from archives and tables goes through ``Structure.from_str(text, fmt="cif")``, the

@@ -368,7 +368,8 @@ def test_infinite_targets_are_refused_with_ids(bad_root: Path, tmp_path: Path) -
             load_cgcnn_folder(bad_root, missing_target=missing_target, cache=False)
         errors = info.value.errors
         assert [e[0] for e in errors] == ["1000050", "9009743", "broken"]
-        assert errors[0][1].startswith("target 'target' is infinite ('inf') (line 2 of id_prop.csv)")
+        assert errors[0][1].startswith(
+            "target 'target' is infinite ('inf') (line 2 of id_prop.csv)")
         assert "('-Infinity') (line 3" in errors[1][1] and "('1e999') (line 4" in errors[2][1]
     df = load_cgcnn_folder(bad_root, on_error="skip", cache=False)
     assert list(df.index) == ["1000041"] and np.isfinite(df["target"]).all()
