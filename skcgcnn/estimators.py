@@ -183,12 +183,15 @@ class _CGCNNMixin:
         ]
 
     # -- validation ----------------------------------------------------------------
-    def _check_X(self, X: Any) -> GraphCollection:
+    def _check_X(self, X: Any, all_skipped_ok: bool = False) -> GraphCollection:
+        """X as a GraphCollection; with ``all_skipped_ok`` (prediction), also the output of
+        a transformer that skipped every structure it was given (NaN rows follow)."""
         if isinstance(X, GraphCollection):
             if X.atom_features is None:
                 raise ValueError("X has no atom-feature table; build it with "
                                  "StructureGraphTransformer")
-            if len(X) == 0:
+            all_skipped = X.input_positions is not None and X.n_inputs > 0
+            if len(X) == 0 and not (all_skipped_ok and all_skipped):
                 raise ValueError(
                     f"Found array with 0 sample(s): X holds no crystal graphs, but "
                     f"{type(self).__name__} needs at least one (with on_error='skip', "
@@ -281,7 +284,7 @@ class _CGCNNMixin:
         skorch passes during training (e.g. to EpochScoring with cached predictions)."""
         if isinstance(X, torch.utils.data.Dataset):
             return X
-        X = self._check_X(X)
+        X = self._check_X(X, all_skipped_ok=True)
         self._check_compatible(X)
         return X
 
