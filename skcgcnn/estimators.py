@@ -29,7 +29,7 @@ import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelEncoder, StandardScaler
-from skorch import NeuralNetClassifier, NeuralNetRegressor
+from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from skorch.callbacks import LRScheduler
 from skorch.dataset import Dataset as SkorchDataset
 
@@ -555,8 +555,22 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
         encoded = self.label_encoder_.transform(y).astype(np.int64)
         return self._fit_with_seed(X, encoded, **fit_params)
 
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """The criterion applied to the module's output as it is.
+
+        The CGCNN module returns log-probabilities (log-softmax, as the original),
+        which is what ``NLLLoss`` takes.  skorch's ``NeuralNetClassifier.get_loss``
+        expects probabilities and takes their log before ``NLLLoss``: done on
+        log-probabilities that gives NaN losses and a model that learns backwards, so
+        this goes straight to ``NeuralNet.get_loss``.  (``CrossEntropyLoss`` gives the
+        same loss here, as log-softmax of log-probabilities changes nothing.)
+        """
+        with self._resolved_device():
+            return NeuralNet.get_loss(self, y_pred, y_true, X=X, training=training)
+
     def predict_proba(self, X):
-        """Class probabilities, shape (n, n_classes).
+        """Class probabilities, shape (n, n_classes): the exp of the module's
+        log-probabilities (``predict_nonlinearity``).
 
         When X comes from a StructureGraphTransformer that skipped structures
         (``on_error="skip"``), there is one row per structure of its input, NaN for
