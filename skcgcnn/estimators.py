@@ -29,6 +29,7 @@ import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelEncoder, StandardScaler
+from sklearn.utils.multiclass import type_of_target
 from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from skorch.callbacks import LRScheduler
 from skorch.dataset import Dataset as SkorchDataset
@@ -502,7 +503,9 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
 
     The network ends in log-softmax with dropout before the hidden layers, as the
     original; the loss is the negative log-likelihood and ``predict_proba`` returns
-    probabilities.  Labels may be any values (encoded with a ``LabelEncoder``).
+    probabilities.  Labels may be any values (encoded with a ``LabelEncoder``); a
+    continuous target (``type_of_target(y) == "continuous"``, e.g. formation energies)
+    is refused: use :class:`CGCNNRegressor` or turn it into classes first.
 """ + _COMMON_DOC + """
     Attributes
     ----------
@@ -546,6 +549,17 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
             raise ValueError(f"CGCNNClassifier takes 1-D labels, got shape {y.shape}")
         if y.dtype.kind == "f" and not np.isfinite(y).all():
             raise ValueError("y has NaN or infinite labels; drop those rows first")
+        kind = type_of_target(y, input_name="y")
+        if kind == "continuous":
+            row = int(np.flatnonzero(y != np.round(y))[0])
+            raise ValueError(
+                f"CGCNNClassifier needs class labels but y is continuous (row {row}, id "
+                f"{X.ids[row]!r}: {y[row].item()!r}; {len(np.unique(y))} distinct values); use "
+                "CGCNNRegressor for a continuous target, or turn it into classes first "
+                "(e.g. y < threshold)")
+        if kind not in ("binary", "multiclass"):
+            raise ValueError(f"CGCNNClassifier needs binary or multiclass labels, but y is "
+                             f"of type {kind!r} (sklearn.utils.multiclass.type_of_target)")
         self.label_encoder_ = LabelEncoder().fit(y)
         if len(self.label_encoder_.classes_) < 2:
             raise ValueError(f"classification needs at least two classes; y only holds "

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -151,6 +152,18 @@ def test_classifier_learns_a_real_task(stable300):
 
     # 0.96 measured (0.95-0.96 over seeds 0-5); the NaN loss of the old code gave 0.05
     assert roc_auc_score(labels[200:], proba[:, 1]) >= 0.9
+
+
+@needs_shared
+def test_classifier_refuses_a_continuous_target(sample):
+    _, graphs, y = sample  # formation energies: 100 distinct values
+    expected = (f"CGCNNClassifier needs class labels but y is continuous (row 0, id 0: "
+                f"{float(y[0])!r}; 100 distinct values); use CGCNNRegressor")
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        CGCNNClassifier(max_epochs=1, **TINY).fit(graphs, y)
+    # whole numbers in a float array are class labels
+    clf = CGCNNClassifier(max_epochs=1, **TINY).fit(graphs[:20], np.round(y[:20]))
+    assert clf.classes_.dtype.kind == "f"
 
 
 # -- scikit-learn contract -------------------------------------------------------------
