@@ -748,7 +748,7 @@ def _valid_auc(net: Any, X: Any, y: Any) -> float:
     graphs = getattr(X, "X", X)
     proba = net.predict_proba(graphs)
     y = np.asarray(y)
-    if len(np.unique(y)) < 2:
+    if len(np.unique(y)) < 2 or not np.isfinite(proba).all():  # one class, or diverged
         return float("nan")
     return float(roc_auc_score(y, proba[:, 1]))
 
@@ -758,6 +758,19 @@ def _valid_accuracy(net: Any, X: Any, y: Any) -> float:
 
     graphs = getattr(X, "X", X)
     return float(np.mean(net.predict_proba(graphs).argmax(axis=1) == np.asarray(y)))
+
+
+def _check_losses(history: Any, args: argparse.Namespace) -> None:
+    """CLIError when a training or validation loss went NaN or infinite: such a model
+    is not reported (its metrics would describe a broken network)."""
+    for row in history:
+        for key, what in (("train_loss", "training"), ("valid_loss", "validation")):
+            value = row.get(key)
+            if value is not None and not math.isfinite(value):
+                raise CLIError(
+                    f"training diverged: the {what} loss is {value} at epoch {row['epoch']} "
+                    f"of {len(history)}; no model is written. Lower --lr (it is {args.lr:g}) "
+                    "or try another --optim")
 
 
 def _make_estimator(args: argparse.Namespace, valid_ds: Any, score: tuple[str, Any, bool],
@@ -958,6 +971,7 @@ def _run_train(args: argparse.Namespace) -> int:
         est.fit(graphs[train], y[train])
         fit_seconds = time.perf_counter() - t0
         history = est.history
+        _check_losses(history, args)
         improved = [row["epoch"] for row in history if row.get("event_cp")]
         best_epoch = improved[-1] if improved else None
         if best_epoch is not None:
