@@ -177,6 +177,38 @@ class _CGCNNMixin:
         with self._resolved_device():
             return super().get_loss(y_pred, y_true, X=X, training=training)
 
+    # -- resuming (skorch's LoadInitState, skcgcnn.training_state.LoadTrainingState) ----
+    def notify(self, method_name, **cb_kwargs):
+        """skorch's ``notify``; at ``on_train_begin`` the ``LoadInitState`` callbacks
+        run first, so that the learning-rate scheduler and the scoring callbacks (which
+        come before the user's callbacks) find the restored history, and ``fit`` knows
+        how many epochs it restored."""
+        if method_name != "on_train_begin":
+            return super().notify(method_name, **cb_kwargs)
+        from skorch.callbacks import LoadInitState
+
+        before = self.history
+        for _, cb in self.callbacks_:
+            if isinstance(cb, LoadInitState):
+                cb.on_train_begin(self, **cb_kwargs)
+        self._restored_epochs = len(self.history) if self.history is not before else None
+        return super().notify(method_name, **cb_kwargs)
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        """skorch's ``fit_loop``; in ``fit``, after a checkpoint's history of k epochs
+        was restored when training began, it trains the ``max_epochs - k`` epochs left
+        (``partial_fit`` keeps skorch's meaning: ``max_epochs`` more)."""
+        restored = self.__dict__.pop("_restored_epochs", None)
+        if epochs is None and restored is not None and self.__dict__.get("_in_fit"):
+            epochs = max(self.max_epochs - restored, 0)
+            if epochs == 0:
+                logger.info("the restored history holds %d epochs, max_epochs is %d: "
+                            "nothing left to train", restored, self.max_epochs)
+            else:
+                logger.info("resumed after epoch %d: training epochs %d-%d", restored,
+                            restored + 1, self.max_epochs)
+        return super().fit_loop(X, y, epochs=epochs, **fit_params)
+
     def get_default_callbacks(self):
         return list(super().get_default_callbacks()) + [
             ("lr_scheduler", LRScheduler(policy=torch.optim.lr_scheduler.MultiStepLR,
@@ -327,14 +359,19 @@ class _CGCNNMixin:
 
             keep_freed_memory()
         seed = _seed_of(self.random_state)
-        with self._resolved_device():
-            if seed is None:
-                return super().fit(X, y, **fit_params)
-            devices = [torch.cuda.current_device()] if (
-                str(self.device).startswith("cuda") and torch.cuda.is_available()) else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(seed)
-                return super().fit(X, y, **fit_params)
+        self.__dict__["_in_fit"] = True  # fit, not partial_fit: see fit_loop
+        try:
+            with self._resolved_device():
+                if seed is None:
+                    return super().fit(X, y, **fit_params)
+                devices = [torch.cuda.current_device()] if (
+                    str(self.device).startswith("cuda") and torch.cuda.is_available()) \
+                    else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(seed)
+                    return super().fit(X, y, **fit_params)
+        finally:
+            self.__dict__.pop("_in_fit", None)
 
     def predict_crystal_features(self, X: GraphCollection) -> np.ndarray:
         """Pooled crystal feature vectors (input of ``conv_to_fc``), shape (n, F)."""
