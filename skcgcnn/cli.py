@@ -18,13 +18,13 @@ import argparse
 import csv
 import importlib
 import importlib.util
+import io
 import json
 import logging
 import math
 import os
 import pickle
 import sys
-import tempfile
 import time
 import traceback
 import warnings
@@ -142,7 +142,10 @@ def _add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
             "with the best validation MAE (classification: ROC-AUC) are kept. Writes "
             "model.pt, test_results.csv (id,target,prediction without header, as main.py), "
             "metrics.json, split.csv, history.json, learning_curve.png and parity.png "
-            "(classification: roc_curve.png) into --output-dir."),
+            "(classification: roc_curve.png) into --output-dir. While it trains, the "
+            "training state (training_state.pt) and the best weights so far "
+            "(best_params.pt) are kept there after every epoch: a killed run continues "
+            "with --resume DIR."),
         epilog="example: skcgcnn train data/sample-regression --train-ratio 0.6 "
                "--val-ratio 0.2 --test-ratio 0.2 --epochs 30 --output-dir run1",
     )
@@ -164,6 +167,11 @@ def _add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                         "(default: 0)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
                    help="torch device; auto takes the GPU when there is one (default: auto)")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the run whose --output-dir is DIR (killed or stopped) "
+                        "from its last checkpoint, with its options and data, up to its "
+                        "final epoch; only -q, --debug, --device, --n-jobs and --no-cache "
+                        "may be given with it")
 
     opt = p.add_argument_group("training")
     opt.add_argument("--epochs", type=int, default=30, metavar="N",
@@ -183,6 +191,9 @@ def _add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                      help="SGD momentum (default: 0.9)")
     opt.add_argument("--weight-decay", "--wd", type=float, default=0.0, dest="weight_decay",
                      help="weight decay (default: 0)")
+    opt.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                     help="write the training state (for --resume) into --output-dir after "
+                          "every N epochs (default: 1)")
 
     net = p.add_argument_group("network")
     net.add_argument("--atom-fea-len", type=int, default=64, metavar="N",
@@ -651,6 +662,7 @@ def _check_train_args(args: argparse.Namespace) -> None:
             raise usage(f"{', '.join(given)} cannot be used with --graphs: the graphs are "
                         "already built (run 'skcgcnn featurize' again to change them)")
     for name, value, low in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
+                             ("--checkpoint-every", args.checkpoint_every, 1),
                              ("--atom-fea-len", args.atom_fea_len, 1),
                              ("--h-fea-len", args.h_fea_len, 1), ("--n-conv", args.n_conv, 1),
                              ("--n-h", args.n_h, 1)):
@@ -774,22 +786,34 @@ def _check_losses(history: Any, args: argparse.Namespace) -> None:
 
 
 def _make_estimator(args: argparse.Namespace, valid_ds: Any, score: tuple[str, Any, bool],
-                    checkpoint_dir: str) -> tuple[Any, Any]:
-    from skorch.callbacks import Checkpoint, EpochScoring, ProgressBar
+                    out_dir: Path) -> tuple[Any, Any]:
+    """The estimator of ``skcgcnn train`` and its best-weights checkpoint.
+
+    Both checkpoints go to ``out_dir`` as training goes, each file written atomically:
+    the best weights so far (``best_params.pt``) and, every ``--checkpoint-every``
+    epochs, the whole training state (``training_state.pt``), which ``--resume``
+    restores (the best checkpoint first, so that a state never names a best epoch whose
+    weights are not on disk)."""
+    from skorch.callbacks import EpochScoring, ProgressBar
     from skorch.helper import predefined_split
 
     from .estimators import CGCNNClassifier, CGCNNRegressor
+    from .training_state import AtomicCheckpoint, LoadTrainingState, TrainingCheckpoint
 
     name, scorer, lower = score
-    checkpoint = Checkpoint(monitor=f"{name}_best", f_params="best_params.pt",
-                            f_optimizer=None, f_criterion=None, f_history=None,
-                            dirname=checkpoint_dir)
-    callbacks: list = [("best_checkpoint", checkpoint)]
+    checkpoint = AtomicCheckpoint(monitor=f"{name}_best", f_params=_BEST_FILE,
+                                  f_optimizer=None, f_criterion=None, f_history=None,
+                                  dirname=str(out_dir))
+    state = TrainingCheckpoint(dirname=str(out_dir), every=args.checkpoint_every,
+                               filename=_STATE_FILE)
+    callbacks: list = [("best_checkpoint", checkpoint), ("training_state", state)]
     if name != "valid_acc":
         callbacks.insert(0, ("valid_score", EpochScoring(scorer, lower_is_better=lower,
                                                          name=name)))
     if not args.quiet:
         callbacks.append(("progress_bar", ProgressBar()))
+    if args.resume is not None:
+        callbacks.append(("resume", LoadTrainingState(state)))
     optimizer = args.optim.lower()
     # "auto" is resolved here: skorch's cached validation scoring reads net.device as is
     device = _check_device(args.device)
@@ -895,6 +919,130 @@ def _plot_roc(y_positive: Any, score: Any, auc: float | None, path: Path) -> Non
     fig.savefig(path, dpi=120)
 
 
+# -- the run folder: options, split and training state, for --resume ------------------
+_OPTIONS_FILE = "train_options.json"
+_OPTIONS_FORMAT = "skcgcnn-train-options"
+_STATE_FILE = "training_state.pt"
+_BEST_FILE = "best_params.pt"
+# options that do not change what is trained: the only ones --resume takes
+_RESUME_FREE = ("quiet", "debug", "device", "n_jobs", "no_cache")
+_NOT_SAVED = ("func", "command", "resume", "quiet", "debug")
+
+
+def _option_name(dest: str) -> str:
+    return "ROOT_DIR" if dest == "root_dir" else "--" + dest.replace("_", "-")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _resume_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The options of the run in ``--resume DIR`` (its ``train_options.json``), with
+    those of :data:`_RESUME_FREE` as given now; any other option given is refused."""
+    run_dir = Path(args.resume).expanduser()
+    file = run_dir / _OPTIONS_FILE
+    if not run_dir.is_dir():
+        raise CLIError(f"--resume {args.resume!r}: no such folder; give the --output-dir "
+                       "of the run to continue")
+    if not file.is_file():
+        raise CLIError(f"--resume {args.resume!r}: the folder holds no {_OPTIONS_FILE}, so "
+                       "it is not the --output-dir of a 'skcgcnn train' run that can be "
+                       "resumed")
+    defaults = vars(build_parser().parse_args(["train", "--resume", str(args.resume)]))
+    given = [key for key, value in vars(args).items()
+             if key in defaults and key not in _RESUME_FREE + _NOT_SAVED
+             and value != defaults[key]]
+    if given:
+        raise CLIError(f"{', '.join(_option_name(key) for key in given)} cannot be given "
+                       f"with --resume: the run continues with the options it was started "
+                       f"with (in {file}); start a new run to change them", status=2)
+    try:
+        saved = json.loads(file.read_text())
+        if saved.get("format") != _OPTIONS_FORMAT:
+            raise ValueError(f"no {_OPTIONS_FORMAT!r} format tag")
+        options = dict(saved["options"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CLIError(f"{file} is not readable ({_one_line(exc)}); the run cannot be "
+                       "resumed") from exc
+    merged = {**defaults, **{k: v for k, v in options.items() if k in defaults}}
+    for key in _RESUME_FREE:
+        if key in vars(args) and (key != "device" or args.device != defaults["device"]):
+            merged[key] = getattr(args, key)
+    merged.update(output_dir=str(run_dir), resume=str(run_dir), func=args.func,
+                  command=args.command)
+    return argparse.Namespace(**merged)
+
+
+def _epochs_done(run_dir: Path) -> int:
+    """Epochs in the training state of the run in ``run_dir`` (for --resume)."""
+    from .training_state import TrainingStateError, read_training_state
+
+    path = run_dir / _STATE_FILE
+    if not path.is_file():
+        raise CLIError(f"--resume {str(run_dir)!r}: the folder holds no {_STATE_FILE}: the "
+                       "run stopped before its first checkpoint; start it again without "
+                       "--resume")
+    try:
+        return int(read_training_state(path)["epoch"])
+    except TrainingStateError as exc:
+        raise CLIError(str(exc)) from exc
+
+
+def _start_run_dir(out_dir: Path, args: argparse.Namespace) -> None:
+    """Make ``out_dir`` and write the options of a new run (what --resume reads); the
+    training state and results of an earlier run there are removed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / _STATE_FILE).exists():
+        logger.warning("%s holds the training state of an earlier run; this new run "
+                       "replaces it (to continue that run instead: skcgcnn train --resume "
+                       "%s)", out_dir, out_dir)
+    for name in (_STATE_FILE, _BEST_FILE, "metrics.json"):
+        (out_dir / name).unlink(missing_ok=True)
+    options = {k: v for k, v in vars(args).items() if k not in _NOT_SAVED}
+    for key in ("root_dir", "graphs"):
+        if options.get(key) is not None:
+            options[key] = str(Path(options[key]).expanduser().resolve())
+    features = options.get("atom_features")
+    if features is not None and Path(features).expanduser().is_file():
+        options["atom_features"] = str(Path(features).expanduser().resolve())
+    _atomic_write_text(out_dir / _OPTIONS_FILE, json.dumps(
+        {"format": _OPTIONS_FORMAT, "version": 1, "options": options}, indent=2) + "\n")
+
+
+def _split_rows(ids: Any, parts: dict[str, Any]) -> list[list[str]]:
+    return [[str(ident), part] for part, rows in parts.items() for ident in ids[rows]]
+
+
+def _write_split(path: Path, rows: list[list[str]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "split"])
+    writer.writerows(rows)
+    _atomic_write_text(path, buffer.getvalue())
+
+
+def _check_resumed_split(path: Path, rows: list[list[str]], source: str) -> None:
+    """The split of the resumed run must be the one it started with."""
+    try:
+        with open(path, newline="") as handle:
+            saved = [row for row in csv.reader(handle) if row][1:]
+    except OSError as exc:
+        raise CLIError(f"cannot read {path} ({_one_line(exc)}); the run cannot be "
+                       "resumed") from exc
+    if saved != rows:
+        raise CLIError(f"the crystals of {source} are not those the run started with (its "
+                       f"train/val/test split differs from {path}); the data changed: "
+                       "start a new run")
+
+
 def _run_train(args: argparse.Namespace) -> int:
     import numpy as np
     from sklearn.pipeline import Pipeline
@@ -902,6 +1050,14 @@ def _run_train(args: argparse.Namespace) -> int:
     from .estimators import GraphDataset, save_model
     from .transformers import StructureGraphTransformer
 
+    done = None  # epochs of the run being resumed
+    if args.resume is not None:
+        args = _resume_args(args)
+        done = _epochs_done(Path(args.resume))
+        if done >= args.epochs and (Path(args.resume) / "metrics.json").is_file():
+            print(f"the run in {args.resume} already finished: {done} of {args.epochs} "
+                  "epochs trained and its results written; nothing to resume")
+            return 0
     _check_train_args(args)
     _check_device(args.device)  # before the data are read
     started = time.perf_counter()
@@ -965,20 +1121,30 @@ def _run_train(args: argparse.Namespace) -> int:
     logger.info("%s on %r: %d train, %d validation, %d test crystals (seed %d)",
                 args.task, target, len(train), len(val), len(test), args.seed)
 
-    with tempfile.TemporaryDirectory(prefix="skcgcnn-train-") as tmp:
-        est, checkpoint = _make_estimator(args, valid_ds, score, tmp)
-        t0 = time.perf_counter()
-        est.fit(graphs[train], y[train])
-        fit_seconds = time.perf_counter() - t0
-        history = est.history
-        _check_losses(history, args)
-        improved = [row["epoch"] for row in history if row.get("event_cp")]
-        best_epoch = improved[-1] if improved else None
-        if best_epoch is not None:
-            est.load_params(checkpoint=checkpoint)
-        else:
-            logger.warning("the validation %s was never defined; keeping the weights of the "
-                           "last epoch", score[0])
+    # -- training, with checkpoints in the output folder ---------------------------------
+    split_rows = _split_rows(ids, {"train": train, "val": val, "test": test})
+    if done is None:
+        _start_run_dir(out_dir, args)
+        _write_split(out_dir / "split.csv", split_rows)
+    else:
+        _check_resumed_split(out_dir / "split.csv", split_rows, source)
+    est, checkpoint = _make_estimator(args, valid_ds, score, out_dir)
+    t0 = time.perf_counter()
+    est.fit(graphs[train], y[train])
+    fit_seconds = time.perf_counter() - t0
+    history = est.history
+    _check_losses(history, args)
+    if len(history) < args.epochs:
+        logger.warning("training stopped after epoch %d of %d; the results are those of "
+                       "that model (continue the run with: skcgcnn train --resume %s)",
+                       len(history), args.epochs, out_dir)
+    improved = [row["epoch"] for row in history if row.get("event_cp")]
+    best_epoch = improved[-1] if improved else None
+    if best_epoch is not None:
+        est.load_params(checkpoint=checkpoint)
+    else:
+        logger.warning("the validation %s was never defined; keeping the weights of the "
+                       "last epoch", score[0])
     best_score = (None if best_epoch is None
                   else float(history[best_epoch - 1, score[0]]))
 
@@ -1006,12 +1172,7 @@ def _run_train(args: argparse.Namespace) -> int:
     written.append("model.pt")
     _write_results(out_dir / "test_results.csv", ids[test], y_test, shown)
     written.append("test_results.csv")
-    with open(out_dir / "split.csv", "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["id", "split"])
-        for part, rows in (("train", train), ("val", val), ("test", test)):
-            writer.writerows([ident, part] for ident in ids[rows])
-    written.append("split.csv")
+    written.append("split.csv")  # at the start
     if args.graphs is None and args.skip_errors:
         written.append("skipped.csv")
     history.to_file(str(out_dir / "history.json"))
@@ -1019,7 +1180,8 @@ def _run_train(args: argparse.Namespace) -> int:
     metrics = {
         "task": args.task, "target": target, "source": source,
         "n_train": len(train), "n_val": len(val), "n_test": len(test),
-        "epochs": args.epochs, "best_epoch": best_epoch,
+        "epochs": args.epochs, "epochs_trained": len(history), "resumed_after_epoch": done,
+        "best_epoch": best_epoch,
         "valid": {score[0].removeprefix("valid_"): best_score},
         "test": test_metrics,
         "seed": args.seed, "fit_seconds": round(fit_seconds, 3),
@@ -1056,8 +1218,14 @@ def _run_train(args: argparse.Namespace) -> int:
     # -- summary -------------------------------------------------------------------------
     best = ("no best epoch" if best_epoch is None
             else f"best epoch {best_epoch} (validation {_LABELS[score[0]]} {best_score:.4g})")
+    if done is None:
+        epochs = f"{len(history)} epochs"
+    elif len(history) > done:
+        epochs = f"epochs {done + 1}-{len(history)} (resumed after epoch {done})"
+    else:
+        epochs = f"no epoch left to train ({done} trained before)"
     print(f"trained on {len(train)} crystals ({len(val)} validation, {len(test)} test), "
-          f"{len(history)} epochs in {fit_seconds:.1f} s; {best}")
+          f"{epochs} in {fit_seconds:.1f} s; {best}")
     print("test " + ", ".join(f"{_LABELS[k]} {v:.4g}" for k, v in test_metrics.items()
                               if v is not None))
     print(f"wrote {', '.join(written)} to {out_dir} "

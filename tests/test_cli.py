@@ -229,7 +229,8 @@ def test_split_sizes_follow_main_py():
 def test_train_writes_every_output(trained):
     out = trained["out"]
     for name in ("model.pt", "test_results.csv", "metrics.json", "split.csv", "history.json",
-                 "learning_curve.png", "parity.png"):
+                 "learning_curve.png", "parity.png", "train_options.json",
+                 "training_state.pt", "best_params.pt"):
         assert (out / name).stat().st_size > 0, name
     for png in ("learning_curve.png", "parity.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -373,7 +374,9 @@ def test_train_refuses_a_model_whose_loss_went_nan(task, folder60, labelled60, t
                                "--lr", "1e10"] + TINY)
     assert_one_line_error(status, err, "train", "training diverged: the training loss is nan",
                           "no model is written", "Lower --lr (it is 1e+10)")
-    assert status == 1 and not out.exists() and stdout == ""
+    # the run's checkpoints stay (for a look at what went wrong), no model nor results
+    assert status == 1 and stdout == ""
+    assert not (out / "model.pt").exists() and not (out / "metrics.json").exists()
 
 
 @needs_data
@@ -389,7 +392,137 @@ def test_train_refuses_the_nan_loss_of_a_double_log(labelled60, tmp_path, monkey
     status, stdout, err = run(["train", labelled60, "--task", "classification",
                                "--output-dir", out] + TINY)
     assert_one_line_error(status, err, "train", "the training loss is nan at epoch 1 of 3")
-    assert not out.exists() and "ROC-AUC" not in stdout
+    assert not (out / "model.pt").exists() and "ROC-AUC" not in stdout
+
+
+# -- train: checkpoints in the output folder and --resume ---------------------------------
+# long enough (40 epochs of 3 batches) for a kill from outside to land in the middle
+RESUMABLE = ["--epochs", "40", "--atom-fea-len", "8", "--n-conv", "1", "--h-fea-len", "16",
+             "--batch-size", "16", "--train-ratio", "0.6", "--val-ratio", "0.2",
+             "--test-ratio", "0.2", "--seed", "0", "--device", "cpu", "--optim", "Adam",
+             "--lr", "0.005", "--lr-milestones", "25", "-q"]
+
+
+def _same_weights(a: dict, b: dict) -> None:
+    import torch
+
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@needs_data
+def test_train_killed_with_sigkill_resumes_to_the_result_of_an_uninterrupted_run(
+        folder60, tmp_path):
+    import signal
+    import time
+
+    import torch
+
+    from skcgcnn.training_state import read_training_state
+
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "skcgcnn", "train", str(folder60), "--output-dir",
+         str(killed)] + RESUMABLE, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = killed / "training_state.pt"
+    try:
+        while proc.poll() is None:  # kill it once the checkpoint of epoch 3 is there
+            if state.exists() and read_training_state(state)["epoch"] >= 3:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        stderr = proc.communicate(timeout=120)[1].decode()
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL, stderr
+    killed_at = read_training_state(state)["epoch"]
+    assert 3 <= killed_at < 40
+    assert not (killed / "metrics.json").exists() and not (killed / "model.pt").exists()
+    assert {"train_options.json", "split.csv", "best_params.pt"} <= \
+        {p.name for p in killed.iterdir()}
+
+    status, stdout, stderr = run(["train", "--resume", killed])
+    assert status == 0, stderr
+    assert f"epochs {killed_at + 1}-40 (resumed after epoch {killed_at})" in stdout
+    status, stdout, stderr = run(["train", folder60, "--output-dir", whole] + RESUMABLE)
+    assert status == 0, stderr
+
+    # the last epoch's weights, the best epoch's (model.pt) and every result: equal
+    last = [read_training_state(d / "training_state.pt") for d in (killed, whole)]
+    assert last[0]["epoch"] == last[1]["epoch"] == 40
+    _same_weights(last[0]["module"], last[1]["module"])
+    models = [torch.load(d / "model.pt", weights_only=True) for d in (killed, whole)]
+    _same_weights(models[0]["state_dict"], models[1]["state_dict"])
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in (killed, whole)]
+    assert metrics[0]["test"] == metrics[1]["test"]
+    assert metrics[0]["best_epoch"] == metrics[1]["best_epoch"]
+    assert (metrics[0]["resumed_after_epoch"], metrics[1]["resumed_after_epoch"]) == \
+        (killed_at, None)
+    assert (killed / "test_results.csv").read_text() == \
+        (whole / "test_results.csv").read_text()
+    histories = [json.loads((d / "history.json").read_text()) for d in (killed, whole)]
+    for key in ("epoch", "train_loss", "valid_loss", "valid_mae", "valid_mae_best"):
+        assert [h[key] for h in histories[0]] == [h[key] for h in histories[1]], key
+
+    # a finished run: said so, nothing trained or rewritten
+    before = {p.name: p.stat().st_mtime_ns for p in killed.iterdir()}
+    status, stdout, stderr = run(["train", "--resume", killed])
+    assert status == 0, stderr
+    assert "already finished: 40 of 40 epochs" in stdout and "nothing to resume" in stdout
+    assert {p.name: p.stat().st_mtime_ns for p in killed.iterdir()} == before
+
+
+@needs_data
+def test_resume_after_the_last_checkpoint_writes_the_results(trained, folder60, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained["out"], run_dir)
+    for name in ("metrics.json", "model.pt", "test_results.csv"):  # killed while writing
+        (run_dir / name).unlink()
+    # the data changed since: refused
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    lines = (folder60 / "id_prop.csv").read_text().splitlines()[1:]
+    (changed / "id_prop.csv").write_text("\n".join(lines) + "\n")
+    for line in lines:
+        os.symlink(folder60 / f"{line.split(',')[0]}.cif", changed / f"{line.split(',')[0]}.cif")
+    options = json.loads((run_dir / "train_options.json").read_text())
+    options["options"]["root_dir"] = str(changed)
+    (run_dir / "train_options.json").write_text(json.dumps(options))
+    status, _, err = run(["train", "--resume", run_dir])
+    assert_one_line_error(status, err, "train", "not those the run started with",
+                          "start a new run")
+    options["options"]["root_dir"] = str(folder60)
+    (run_dir / "train_options.json").write_text(json.dumps(options))
+
+    status, stdout, stderr = run(["train", "--resume", run_dir])
+    assert status == 0, stderr
+    assert "no epoch left to train (3 trained before)" in stdout
+    assert (run_dir / "test_results.csv").read_text() == \
+        (trained["out"] / "test_results.csv").read_text()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed_after_epoch"] == 3 and metrics["epochs_trained"] == 3
+
+
+def test_resume_refuses_what_cannot_be_resumed(tmp_path):
+    status, _, err = run(["train", "--resume", tmp_path / "nothing"])
+    assert_one_line_error(status, err, "train", "no such folder")
+    status, _, err = run(["train", "--resume", tmp_path])
+    assert_one_line_error(status, err, "train", "train_options.json",
+                          "not the --output-dir of a 'skcgcnn train' run")
+    (tmp_path / "train_options.json").write_text(json.dumps(
+        {"format": "skcgcnn-train-options", "version": 1, "options": {"epochs": 5}}))
+    status, _, err = run(["train", "--resume", tmp_path, "--epochs", "50", "--lr", "0.1"])
+    assert status == 2
+    assert_one_line_error(status, err, "train", "--epochs, --lr cannot be given with --resume")
+    status, _, err = run(["train", "--resume", tmp_path, "-q", "--n-jobs", "1"])
+    assert_one_line_error(status, err, "train", "no training_state.pt",
+                          "start it again without --resume")
+    status, _, err = run(["train", "--checkpoint-every", "0", "x"])
+    assert_one_line_error(status, err, "train", "--checkpoint-every 0")
 
 
 # -- predict with the original checkpoints ------------------------------------------
