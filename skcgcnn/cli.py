@@ -925,8 +925,10 @@ _OPTIONS_FORMAT = "skcgcnn-train-options"
 _STATE_FILE = "training_state.pt"
 _BEST_FILE = "best_params.pt"
 # options that do not change what is trained: the only ones --resume takes
-_RESUME_FREE = ("quiet", "debug", "device", "n_jobs", "no_cache")
-_NOT_SAVED = ("func", "command", "resume", "quiet", "debug")
+# --trusted is an opt-in to run code from a pickled graph file: never saved, so a
+# resumed run reads such a file only when it is given again
+_RESUME_FREE = ("quiet", "debug", "device", "n_jobs", "no_cache", "trusted")
+_NOT_SAVED = ("func", "command", "resume", "quiet", "debug", "trusted")
 
 
 def _option_name(dest: str) -> str:
