@@ -540,7 +540,7 @@ def test_table_errors(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mp_docs() -> list[dict]:
-    from skcgcnn._mp_server import build_summary_documents
+    from .mp_server import build_summary_documents
 
     pytest.importorskip("mp_api.client")
     return build_summary_documents(MP_DIR, limit=30)
@@ -548,7 +548,7 @@ def mp_docs() -> list[dict]:
 
 @pytest.fixture()
 def mp_server(mp_docs):
-    from skcgcnn._mp_server import MPTestServer
+    from .mp_server import MPTestServer
 
     with MPTestServer(mp_docs, api_key=KEY) as server:
         yield server
@@ -639,7 +639,7 @@ def test_mp_key_handling(mp_server, mp_docs, tmp_path: Path, monkeypatch) -> Non
 
 
 def test_mp_missing_ids_and_values(mp_docs, tmp_path: Path) -> None:
-    from skcgcnn._mp_server import MPTestServer
+    from .mp_server import MPTestServer
 
     docs = [dict(d) for d in mp_docs[:4]]
     docs[1]["efermi"] = None

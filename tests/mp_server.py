@@ -21,8 +21,9 @@ heartbeat does not); a wrong key gets HTTP 401. Unsupported query parameters get
 HTTP 400 rather than being ignored silently. ``fail_next`` makes the next summary
 requests fail with HTTP 503, to test retries.
 
-This module is test infrastructure: it has no dependency beyond the standard library
-and pymatgen, and it never touches the network beyond the loopback interface.
+This module is test infrastructure (it lives in tests/, not in the package): it has no
+dependency beyond the standard library and pymatgen, and it never touches the network
+beyond the loopback interface.
 """
 
 from __future__ import annotations
