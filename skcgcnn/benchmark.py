@@ -15,16 +15,15 @@ train/test split), times fit and predict, and scores the predictions with
 ``run.json``            the settings, sizes, wall time and package versions
 ======================  =================================================================
 
-:func:`add_benchmark_parser` and :func:`run_benchmark_command` make the
-``skcgcnn benchmark`` command.
+The ``skcgcnn benchmark`` command (:func:`add_benchmark_parser`,
+:func:`run_benchmark_command`) lives in :mod:`skcgcnn._benchmark_command`; both names
+are still importable from here.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -719,143 +718,11 @@ def make_models(
     return models
 
 
-# -- command line ---------------------------------------------------------------------
-def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``benchmark`` subcommand to an ``argparse`` subparsers object.
+def __getattr__(name: str) -> Any:
+    # The command depends on this module, not the other way round: its two public names
+    # are loaded on first use, so that importing the library never builds a parser.
+    if name in ("add_benchmark_parser", "run_benchmark_command"):
+        from . import _benchmark_command
 
-    The parser's default ``func`` is :func:`run_benchmark_command`.
-    """
-    p = subparsers.add_parser(
-        "benchmark",
-        help="compare CGCNN with descriptor baselines on the same cross-validation folds",
-        description=(
-            "Cross-validate CGCNN and matminer descriptor baselines on the same folds and "
-            "write a table (markdown, CSV), per-fold numbers, out-of-fold predictions, parity "
-            "plots and an MAE bar chart."
-        ),
-    )
-    p.add_argument(
-        "data_dir", nargs="?", metavar="DATA_DIR",
-        help="a CGCNN data folder: <id>.cif files and a header-less id_prop.csv "
-             "(id,target); not needed with --dataset",
-    )
-    p.add_argument(
-        "--dataset", metavar="NAME",
-        help="load a matbench dataset instead of DATA_DIR, e.g. matbench_mp_e_form "
-             "(downloads it: needs network)",
-    )
-    p.add_argument(
-        "--models", default=",".join(DEFAULT_MODELS),
-        help="comma-separated models among cgcnn, magpie-rf, structure-gb, dummy "
-             f"(default: {','.join(DEFAULT_MODELS)})",
-    )
-    p.add_argument("--cv", type=int, default=5, help="number of KFold folds (default: 5)")
-    p.add_argument(
-        "--limit", type=int, metavar="N",
-        help="use a random subset of N structures (seeded by --random-state)",
-    )
-    p.add_argument(
-        "--epochs", type=int, default=DEFAULT_EPOCHS,
-        help=f"CGCNN training epochs (default: {DEFAULT_EPOCHS})",
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-        help=f"CGCNN mini-batch size (default: {DEFAULT_BATCH_SIZE})",
-    )
-    p.add_argument(
-        "--output-dir", metavar="DIR",
-        help="write tables and plots here (default: only print the table)",
-    )
-    p.add_argument(
-        "--n-jobs", type=int, default=-1,
-        help="processes for featurization and graph building, trees of the random forest "
-             "(default: -1, all cores)",
-    )
-    p.add_argument("--random-state", type=int, default=0,
-                   help="seed of the subset, the folds and the models (default: 0)")
-    p.add_argument("--device", default="cpu", help="torch device of CGCNN: cpu, cuda or auto")
-    p.add_argument("--target", help="target column, when the data has several")
-    p.add_argument("--target-label", metavar="TEXT",
-                   help="name of the target in tables and plots, e.g. 'E_form (eV/atom)'")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log lines")
-    p.set_defaults(func=run_benchmark_command)
-    return p
-
-
-def _load_data(args: argparse.Namespace, verbose: int) -> tuple[pd.Series, np.ndarray, str]:
-    """Structures (Series indexed by id), targets and the target's name.
-
-    ``--limit N`` picks ``sorted(default_rng(seed).choice(n_rows, N, replace=False))`` of
-    the rows, so only those CIFs are parsed.
-    """
-    from skcgcnn import datasets
-
-    kwargs = {"n_jobs": args.n_jobs, "on_error": "skip", "verbose": verbose}
-    if args.dataset:
-        df = datasets.load_matbench(args.dataset, **kwargs)
-        keep = datasets.sample_rows(len(df), args.limit, args.random_state)
-        if keep is not None:
-            df = df.iloc[keep]
-    else:
-        data_dir = Path(args.data_dir)
-        all_ids = datasets.id_prop_ids(data_dir / "id_prop.csv")
-        if all_ids is not None and args.limit is not None:
-            keep = datasets.sample_rows(len(all_ids), args.limit, args.random_state)
-            ids = None if keep is None else [all_ids[i] for i in keep]
-            df = datasets.load_cgcnn_folder(data_dir, ids=ids, **kwargs)
-        else:
-            df = datasets.load_cgcnn_folder(data_dir, **kwargs)
-            keep = datasets.sample_rows(len(df), args.limit, args.random_state)
-            if keep is not None:
-                df = df.iloc[keep]
-    if "structure" not in df.columns:
-        raise ValueError("the loaded data has no 'structure' column")
-    return datasets.structures_and_target(df, args.target or None)
-
-
-def run_benchmark_command(args: argparse.Namespace) -> int:
-    """Run ``skcgcnn benchmark`` with parsed arguments; return the exit status."""
-    def fail(message: str) -> int:
-        sys.stderr.write(f"skcgcnn benchmark: error: {message}\n")
-        return 2
-
-    if not args.data_dir and not args.dataset:
-        return fail("give a DATA_DIR (a CGCNN folder) or --dataset NAME")
-    if args.data_dir and args.dataset:
-        return fail("give either DATA_DIR or --dataset, not both")
-    if args.data_dir and not Path(args.data_dir).is_dir():
-        return fail(f"DATA_DIR {args.data_dir!r} is not a directory")
-    if args.limit is not None and args.limit < 2:
-        return fail(f"--limit {args.limit}: use at least 2 structures")
-    names = [nm.strip() for nm in args.models.split(",") if nm.strip()]
-    verbose = 0 if args.quiet else 1
-    try:
-        models = make_models(
-            names,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            n_jobs=args.n_jobs,
-            random_state=args.random_state,
-            device=args.device,
-        )
-    except ValueError as exc:
-        return fail(str(exc))
-    try:
-        X, y, target = _load_data(args, verbose)
-    except (ValueError, FileNotFoundError, ConnectionError) as exc:
-        return fail(str(exc))
-    logger.info("%d structures from %s, target %r", len(y), args.dataset or args.data_dir,
-                target)
-    try:
-        result = run_benchmark(
-            models, X, y, cv=args.cv, output_dir=args.output_dir,
-            random_state=args.random_state, target_name=args.target_label or target,
-            verbose=verbose,
-        )
-    except ValueError as exc:
-        return fail(str(exc))
-    print(result.to_markdown())
-    print(f"\n{result.n_samples} structures, {len(result.folds) // len(models)} folds, "
-          f"wall time {result.wall_s:.0f} s"
-          + (f"; files in {result.output_dir}" if result.output_dir else ""))
-    return 0
+        return getattr(_benchmark_command, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
