@@ -32,6 +32,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from skcgcnn._featurizers import (
+    ElementPropertyPreset,
+    SineCoulombEigenvalues,
+    _items_and_ids,
+    _to_composition,
+    _to_structure,
+)
 from skcgcnn._optional import require
 
 # The whole module is about matminer: fail at import with the name of the extra.
@@ -60,97 +67,6 @@ BASELINES: dict[str, str] = {
 _INPUTS = ("structure", "composition")
 _ON_ERROR = ("nan", "raise")
 
-# 1 Angstrom in Bohr radii (CODATA 2018), the unit of the sine Coulomb matrix.
-_ANGSTROM_IN_BOHR = 1.8897261246257702
-
-
-class SineCoulombEigenvalues(BaseFeaturizer):
-    r"""The largest eigenvalues of the sine Coulomb matrix, a fixed-length vector.
-
-    The sine Coulomb matrix of Faber et al. (2015) is
-
-    .. math::
-
-        M_{ii} = \tfrac12 Z_i^{2.4}, \qquad
-        M_{ij} = \frac{Z_i Z_j}{\lVert \sum_k \hat a_k \sin^2(\pi (f_i - f_j)_k) \lVert a_k\rVert
-        \rVert}, \; i \neq j
-
-    with fractional coordinates :math:`f`, lattice vectors :math:`a_k` and distances in Bohr,
-    as matminer's ``SineCoulombMatrix(flatten=False)`` computes it. Its eigenvalues, sorted
-    by decreasing absolute value, are truncated or zero-padded to ``n_eigs`` values.
-
-    matminer's own ``SineCoulombMatrix(flatten=True)`` pads to the largest cell seen in
-    ``fit`` and fails on a larger cell at predict time; with a fixed ``n_eigs`` this
-    featurizer needs no fit and accepts cells of any size.
-
-    Parameters
-    ----------
-    n_eigs : int, default=32
-        Number of eigenvalues kept.
-    diag_elems : bool, default=True
-        Whether the diagonal holds :math:`\tfrac12 Z_i^{2.4}` (True) or zeros.
-
-    References
-    ----------
-    F. Faber, A. Lindmaa, O. A. von Lilienfeld and R. Armiento, "Crystal structure
-    representations for machine learning models of formation energies", Int. J. Quantum
-    Chem. 115, 1094 (2015).
-    """
-
-    def __init__(self, n_eigs: int = 32, diag_elems: bool = True) -> None:
-        self.n_eigs = n_eigs
-        self.diag_elems = diag_elems
-
-    def sine_matrix(self, structure: Any) -> np.ndarray:
-        """Return the sine Coulomb matrix of ``structure``, shape (n_sites, n_sites)."""
-        if not structure.is_ordered:
-            raise ValueError(
-                "the structure has partially occupied sites; the sine Coulomb matrix "
-                "needs an ordered structure"
-            )
-        z = np.array([site.specie.Z for site in structure], dtype=float)
-        frac = np.asarray(structure.frac_coords, dtype=float)
-        diff = frac[:, None, :] - frac[None, :, :]
-        trig = np.sin(np.pi * diff) ** 2 @ structure.lattice.matrix
-        dist = np.linalg.norm(trig, axis=-1) * _ANGSTROM_IN_BOHR
-        np.fill_diagonal(dist, 1.0)
-        if np.any(dist < 1e-8):
-            i, j = np.argwhere(dist < 1e-8)[0]
-            raise ValueError(
-                f"sites {i} and {j} are at the same position (or differ by a lattice "
-                "vector); remove the duplicate site"
-            )
-        matrix = np.outer(z, z) / dist
-        if self.diag_elems:
-            np.fill_diagonal(matrix, 0.5 * z**2.4)
-        else:
-            np.fill_diagonal(matrix, 0.0)
-        return matrix
-
-    def featurize(self, structure: Any) -> np.ndarray:
-        """Return the ``n_eigs`` largest-magnitude eigenvalues, zero-padded."""
-        eigs = np.linalg.eigvalsh(self.sine_matrix(structure))
-        eigs = eigs[np.argsort(-np.abs(eigs), kind="stable")][: self.n_eigs]
-        out = np.zeros(self.n_eigs)
-        out[: len(eigs)] = eigs
-        return out
-
-    def feature_labels(self) -> list[str]:
-        return [f"sine coulomb eigenvalue {i}" for i in range(self.n_eigs)]
-
-    def citations(self) -> list[str]:
-        return [
-            "@article{faber2015, author = {Faber, Felix and Lindmaa, Alexander and "
-            "von Lilienfeld, O. Anatole and Armiento, Rickard}, title = {Crystal structure "
-            "representations for machine learning models of formation energies}, "
-            "journal = {Int. J. Quantum Chem.}, volume = {115}, pages = {1094--1101}, "
-            "year = {2015}, doi = {10.1002/qua.24917}}"
-        ]
-
-    def implementors(self) -> list[str]:
-        return ["skcgcnn contributors"]
-
-
 def _effective_n_jobs(n_jobs: int | None) -> int:
     if n_jobs is None:
         return 1
@@ -159,69 +75,6 @@ def _effective_n_jobs(n_jobs: int | None) -> int:
     if n_jobs == 0:
         raise ValueError("n_jobs=0 is not allowed; use None or 1 (serial), k > 1 or -1 (all cores)")
     return int(n_jobs)
-
-
-def _items_and_ids(X: Any) -> tuple[list[Any], list[Any]]:
-    """Return the entries of X as a list, and their ids.
-
-    The id of an entry is its index label when X is a Series, else
-    ``structure.properties["id"]`` when present, else None.
-    """
-    import pandas as pd
-    from pymatgen.core import IStructure, Structure
-
-    if isinstance(X, pd.DataFrame):
-        if X.shape[1] != 1:
-            raise ValueError(
-                f"X is a DataFrame with {X.shape[1]} columns; pass the column of structures "
-                "(e.g. df['structure'])"
-            )
-        X = X.iloc[:, 0]
-    if isinstance(X, pd.Series):
-        return list(X.to_numpy()), list(X.index)
-    if isinstance(X, (Structure, IStructure)):
-        raise TypeError("X is a single Structure; pass a list of structures, e.g. [structure]")
-    if isinstance(X, np.ndarray):
-        if X.ndim == 2 and X.shape[1] == 1:
-            X = X[:, 0]
-        if X.ndim != 1:
-            raise ValueError(f"X has shape {X.shape}; pass a 1-D list, array or Series of structures")
-    if isinstance(X, (str, bytes)) or not hasattr(X, "__iter__"):
-        raise TypeError(f"X must be a list, array or Series of structures, got {type(X).__name__}")
-    items = list(X)
-    ids = [
-        x.properties.get("id") if isinstance(getattr(x, "properties", None), dict) else None
-        for x in items
-    ]
-    return items, ids
-
-
-def _to_structure(x: Any) -> Any:
-    """Convert one entry to a pymatgen Structure (Structure, ASE Atoms or CIF path)."""
-    from pymatgen.core import IStructure, Structure
-
-    if isinstance(x, (Structure, IStructure)):
-        return x
-    if isinstance(x, (str, os.PathLike)):
-        return Structure.from_file(os.fspath(x))
-    if type(x).__name__ == "Atoms" and type(x).__module__.startswith("ase"):
-        from pymatgen.io.ase import AseAtomsAdaptor
-
-        return AseAtomsAdaptor.get_structure(x)
-    raise TypeError(
-        f"expected a pymatgen Structure, ASE Atoms or a CIF path, got {type(x).__name__}"
-    )
-
-
-def _to_composition(x: Any) -> Any:
-    """Convert one entry to a pymatgen Composition (also accepts formulas)."""
-    from pymatgen.core import Composition
-
-    if isinstance(x, Composition):
-        return x
-    if isinstance(x, str) and not os.path.exists(x):
-        return Composition(x)
-    return _to_structure(x).composition
 
 
 def _short_error(text: str) -> str:
@@ -643,52 +496,3 @@ def make_baseline(
         verbose=verbose,
     )
     return Pipeline([("featurize", featurize), ("model", model)])
-
-
-class ElementPropertyPreset(BaseFeaturizer):
-    """matminer's ``ElementProperty.from_preset(preset)`` on a structure's composition.
-
-    Takes Structures (their ``composition`` is used) or Compositions, so that composition
-    and structure features can share one :class:`MatminerFeaturizer` (one pass, one
-    progress bar, one error list). Its only parameters are the preset's name and
-    ``impute_nan``, so scikit-learn's ``clone`` rebuilds it quietly (cloning an
-    ``ElementProperty`` itself passes its data-source object back to ``__init__``,
-    which makes matminer warn on every clone).
-
-    Parameters
-    ----------
-    preset : str, default="magpie"
-        A preset of ``ElementProperty.from_preset``: "magpie", "deml", "matminer",
-        "matscholar_el" or "megnet_el".
-    impute_nan : bool, default=True
-        Replace missing element data by the mean over elements (matminer's option).
-    """
-
-    def __init__(self, preset: str = "magpie", impute_nan: bool = True) -> None:
-        self.preset = preset
-        self.impute_nan = impute_nan
-
-    def _element_property(self) -> Any:
-        key = (self.preset, self.impute_nan)
-        if getattr(self, "_built_for", None) != key:
-            composition = require("matminer.featurizers.composition")
-            self._built = composition.ElementProperty.from_preset(
-                self.preset, impute_nan=self.impute_nan
-            )
-            self._built_for = key
-        return self._built
-
-    def featurize(self, x: Any) -> list[Any]:
-        from pymatgen.core import Composition
-
-        comp = x if isinstance(x, Composition) else x.composition
-        return self._element_property().featurize(comp)
-
-    def feature_labels(self) -> list[str]:
-        return self._element_property().feature_labels()
-
-    def citations(self) -> list[str]:
-        return self._element_property().citations()
-
-    def implementors(self) -> list[str]:
-        return self._element_property().implementors()
