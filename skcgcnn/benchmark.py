@@ -21,7 +21,6 @@ are still importable from here.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -33,19 +32,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
-from sklearn.model_selection import KFold
+
+from . import reporting
+from .model_selection import resolve_cv, take_rows
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "BenchmarkResult",
-    "DEFAULT_MODELS",
-    "add_benchmark_parser",
-    "make_models",
-    "run_benchmark",
-    "run_benchmark_command",
-]
+__all__ = ["BenchmarkResult", "DEFAULT_MODELS", "add_benchmark_parser", "make_models",
+           "run_benchmark", "run_benchmark_command"]
 
 #: Models of ``skcgcnn benchmark`` when ``--models`` is not given.
 DEFAULT_MODELS = ("cgcnn", "magpie-rf", "dummy")
@@ -56,13 +50,7 @@ DEFAULT_EPOCHS = 40
 DEFAULT_BATCH_SIZE = 64
 
 _METRICS = ("mae", "rmse", "r2", "fit_s", "predict_s")
-_METRIC_TITLES = {
-    "mae": "MAE",
-    "rmse": "RMSE",
-    "r2": "R²",
-    "fit_s": "fit (s)",
-    "predict_s": "predict (s)",
-}
+_DIGITS = {"fit_s": 2, "predict_s": 2}  # the others: 3
 
 
 @dataclass
@@ -104,101 +92,13 @@ class BenchmarkResult:
 
     def to_markdown(self) -> str:
         """The summary as a markdown table (mean ± std over folds)."""
-        return _markdown_table(self.summary)
+        return reporting.summary_markdown(self.summary, _METRICS, digits=_DIGITS)
 
     def __str__(self) -> str:
         return self.to_markdown()
 
 
-# -- folds --------------------------------------------------------------------------
-def _is_index_array(a: Any) -> bool:
-    if isinstance(a, (str, bytes, tuple)):
-        return False
-    try:
-        arr = np.asarray(a)
-    except (ValueError, TypeError):
-        return False
-    return arr.ndim == 1 and (arr.dtype.kind in "iub" or arr.size == 0)
-
-
-def _as_indices(a: Any, n: int, what: str) -> np.ndarray:
-    arr = np.asarray(a)
-    if arr.dtype.kind == "b":
-        if arr.size != n:
-            raise ValueError(f"{what} is a boolean mask of length {arr.size}, X has {n} rows")
-        arr = np.flatnonzero(arr)
-    arr = arr.astype(np.int64)
-    if arr.size and (arr.min() < -n or arr.max() >= n):
-        raise ValueError(f"{what} has indices outside 0..{n - 1} (X has {n} rows)")
-    return np.where(arr < 0, arr + n, arr)
-
-
-def _resolve_folds(
-    cv: Any, y: np.ndarray, random_state: int | None
-) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
-    """Turn ``cv`` into a list of (train, test) index arrays and a description."""
-    n = len(y)
-    if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
-        if cv < 2:
-            raise ValueError(
-                f"cv={cv}: cross-validation needs at least 2 folds; for one split pass "
-                "cv=(train_indices, test_indices)"
-            )
-        if cv > n:
-            raise ValueError(f"cv={cv} folds but only {n} structures; use fewer folds")
-        splitter = KFold(n_splits=int(cv), shuffle=True, random_state=random_state)
-        folds = list(splitter.split(np.zeros((n, 1))))
-        desc = f"{cv}-fold KFold(shuffle=True, random_state={random_state})"
-    elif hasattr(cv, "split"):
-        folds = list(cv.split(np.zeros((n, 1)), y))
-        desc = repr(cv)
-    elif (
-        isinstance(cv, (tuple, list))
-        and len(cv) == 2
-        and _is_index_array(cv[0])
-        and _is_index_array(cv[1])
-    ):
-        folds = [(cv[0], cv[1])]
-        desc = "one fixed train/test split"
-    elif hasattr(cv, "__iter__") and not isinstance(cv, (str, bytes)):
-        folds = list(cv)
-        desc = f"{len(folds)} given train/test splits"
-    else:
-        raise TypeError(
-            "cv must be an int (number of KFold folds), a scikit-learn splitter, a "
-            f"(train_indices, test_indices) pair or a list of such pairs; got {cv!r}"
-        )
-    if not folds:
-        raise ValueError("cv gave no train/test splits")
-    out = []
-    for k, fold in enumerate(folds):
-        try:
-            train, test = fold
-        except (TypeError, ValueError):
-            raise TypeError(f"split {k} of cv is not a (train_indices, test_indices) pair") from None
-        train = _as_indices(train, n, f"split {k}: train indices")
-        test = _as_indices(test, n, f"split {k}: test indices")
-        if train.size == 0 or test.size == 0:
-            raise ValueError(f"split {k} has an empty train or test set")
-        out.append((train, test))
-    return out, desc
-
-
 # -- data helpers ---------------------------------------------------------------------
-def _take(X: Any, idx: np.ndarray) -> Any:
-    """Rows ``idx`` of X, keeping its type (list, array, Series, GraphCollection)."""
-    if isinstance(X, (pd.Series, pd.DataFrame)):
-        return X.iloc[idx]
-    if isinstance(X, np.ndarray):
-        return X[idx]
-    if isinstance(X, (list, tuple)):
-        return [X[i] for i in idx]
-    try:
-        return X[idx]
-    except (TypeError, IndexError, KeyError):
-        return [X[int(i)] for i in idx]
-
-
 def _default_ids(X: Any, n: int) -> np.ndarray:
     if isinstance(X, (pd.Series, pd.DataFrame)):
         return np.asarray(X.index)
@@ -265,20 +165,11 @@ def _check_models(models: Any) -> dict[str, Any]:
 
 
 # -- the run --------------------------------------------------------------------------
-def run_benchmark(
-    models: dict[str, Any],
-    X: Any,
-    y: Any,
-    *,
-    cv: Any = 5,
-    output_dir: str | Path | None = None,
-    random_state: int | None = 0,
-    ids: Any = None,
-    target_name: str = "target",
-    error_score: str | float = "raise",
-    plots: bool = True,
-    verbose: int = 1,
-) -> BenchmarkResult:
+def run_benchmark(models: dict[str, Any], X: Any, y: Any, *, cv: Any = 5,
+                  output_dir: str | Path | None = None, random_state: int | None = 0,
+                  ids: Any = None, target_name: str = "target",
+                  error_score: str | float = "raise", plots: bool = True,
+                  verbose: int = 1) -> BenchmarkResult:
     """Fit and score every model on the same folds.
 
     Each model is cloned for every fold (:func:`sklearn.base.clone`), fitted on the
@@ -351,69 +242,56 @@ def run_benchmark(
     if len(ids_arr) != n:
         raise ValueError(f"ids has {len(ids_arr)} entries, X has {n}")
     y_arr = _check_target(y, ids_arr, n)
-    folds, cv_desc = _resolve_folds(cv, y_arr, random_state)
+    folds, cv_desc = resolve_cv(cv, y_arr, random_state=random_state)
 
     out_dir = Path(output_dir) if output_dir is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    logger.info(
-        "benchmark of %d models on %d structures, %s", len(models), n, cv_desc
-    )
+    logger.info("benchmark of %d models on %d structures, %s", len(models), n, cv_desc)
 
+    # One loop of our own, not sklearn's cross_validate per model: the out-of-fold
+    # predictions (predictions.csv, the parity plots) come from the same predict call
+    # that is timed and scored (cross_validate returns scores only: a second predict would
+    # featurize every test set again); predict time is kept apart from scoring; the runs
+    # go fold by fold across the models, with folds.csv rewritten after every fit, so an
+    # interrupted long run keeps every model's finished folds; and a model that drops
+    # structures gets an error naming the fold (see _run_one).
     fold_rows: list[dict[str, Any]] = []
     pred_frames: list[pd.DataFrame] = []
-    with tqdm(
-        total=len(models) * len(folds), desc="benchmark", unit="fit", disable=verbose < 1
-    ) as bar:
+    with tqdm(total=len(models) * len(folds), desc="benchmark", unit="fit",
+              disable=verbose < 1) as bar:
         for k, (train, test) in enumerate(folds):
-            X_train, X_test = _take(X, train), _take(X, test)
+            X_train, X_test = take_rows(X, train), take_rows(X, test)
             y_train, y_test = y_arr[train], y_arr[test]
             for name, model in models.items():
                 bar.set_postfix_str(f"{name}, fold {k + 1}/{len(folds)}")
-                row, pred = _run_one(
-                    name, model, k, X_train, y_train, X_test, y_test, error_score
-                )
+                row, pred = _run_one(name, model, k, X_train, y_train, X_test, y_test,
+                                     error_score)
                 row.update(n_train=len(train), n_test=len(test))
                 fold_rows.append(row)
                 if pred is not None:
-                    pred_frames.append(
-                        pd.DataFrame(
-                            {
-                                "model": name,
-                                "fold": k,
-                                "index": test,
-                                "id": ids_arr[test],
-                                "y_true": y_test,
-                                "y_pred": pred,
-                            }
-                        )
-                    )
+                    pred_frames.append(pd.DataFrame({
+                        "model": name, "fold": k, "index": test, "id": ids_arr[test],
+                        "y_true": y_test, "y_pred": pred}))
                 if verbose:
                     logger.info(
                         "%s fold %d/%d: MAE %.4f, RMSE %.4f, R2 %.4f (fit %.1f s, predict %.1f s)",
                         name, k + 1, len(folds), row["mae"], row["rmse"], row["r2"],
-                        row["fit_s"], row["predict_s"],
-                    )
+                        row["fit_s"], row["predict_s"])
                 if out_dir is not None:
                     _folds_frame(fold_rows).to_csv(out_dir / "folds.csv", index=False)
                 bar.update(1)
 
     folds_df = _folds_frame(fold_rows)
-    summary = _summarize(folds_df, list(models))
+    summary = reporting.summarize(folds_df, _METRICS, order=list(models))
     predictions = (
         pd.concat(pred_frames, ignore_index=True)
         if pred_frames
         else pd.DataFrame(columns=["model", "fold", "index", "id", "y_true", "y_pred"])
     )
-    result = BenchmarkResult(
-        summary=summary,
-        folds=folds_df,
-        predictions=predictions,
-        n_samples=n,
-        wall_s=time.perf_counter() - start,
-        output_dir=out_dir,
-        target_name=target_name,
-    )
+    result = BenchmarkResult(summary=summary, folds=folds_df, predictions=predictions,
+                             n_samples=n, wall_s=time.perf_counter() - start,
+                             output_dir=out_dir, target_name=target_name)
     if out_dir is not None:
         result.files = _write_outputs(result, cv_desc, plots)
         result.wall_s = time.perf_counter() - start
@@ -421,16 +299,9 @@ def run_benchmark(
     return result
 
 
-def _run_one(
-    name: str,
-    model: Any,
-    k: int,
-    X_train: Any,
-    y_train: np.ndarray,
-    X_test: Any,
-    y_test: np.ndarray,
-    error_score: str | float,
-) -> tuple[dict[str, Any], np.ndarray | None]:
+def _run_one(name: str, model: Any, k: int, X_train: Any, y_train: np.ndarray, X_test: Any,
+             y_test: np.ndarray, error_score: str | float
+             ) -> tuple[dict[str, Any], np.ndarray | None]:
     row: dict[str, Any] = {"model": name, "fold": k}
     estimator = clone(model)
     try:
@@ -461,45 +332,14 @@ def _run_one(
         row.setdefault("fit_s", float("nan"))
         row.setdefault("predict_s", float("nan"))
         return row, None
-    row["mae"] = mean_absolute_error(y_test, pred)
-    row["rmse"] = root_mean_squared_error(y_test, pred)
-    row["r2"] = r2_score(y_test, pred) if len(y_test) > 1 else float("nan")
+    scores = reporting.regression_metrics(y_test, pred)
+    row.update({k: float("nan") if v is None else v for k, v in scores.items()})
     return row, pred
 
 
 def _folds_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     cols = ["model", "fold", "n_train", "n_test", *_METRICS]
     return pd.DataFrame(rows).reindex(columns=cols)
-
-
-def _summarize(folds: pd.DataFrame, order: list[str]) -> pd.DataFrame:
-    records = []
-    for name in order:
-        part = folds[folds["model"] == name]
-        rec: dict[str, Any] = {"model": name, "n_folds": len(part)}
-        for m in _METRICS:
-            values = part[m].to_numpy(dtype=float)
-            rec[f"{m}_mean"] = float(np.mean(values)) if len(values) else float("nan")
-            rec[f"{m}_std"] = float(np.std(values)) if len(values) else float("nan")
-        records.append(rec)
-    return pd.DataFrame(records).set_index("model")
-
-
-def _markdown_table(summary: pd.DataFrame) -> str:
-    def fmt(mean: float, std: float, digits: int) -> str:
-        if not np.isfinite(mean):
-            return "n/a"
-        return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-    header = "| model | " + " | ".join(_METRIC_TITLES[m] for m in _METRICS) + " |"
-    lines = [header, "|" + "---|" * (len(_METRICS) + 1)]
-    for name, rec in summary.iterrows():
-        cells = [
-            fmt(rec[f"{m}_mean"], rec[f"{m}_std"], 3 if m in ("mae", "rmse", "r2") else 2)
-            for m in _METRICS
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 # -- files ----------------------------------------------------------------------------
@@ -527,21 +367,8 @@ def _write_outputs(result: BenchmarkResult, cv_desc: str, plots: bool) -> list[P
     return files
 
 
-def _write_run_info(
-    result: BenchmarkResult,
-    cv_desc: str,
-    random_state: int | None,
-    models: dict[str, Any],
-    n_folds: int,
-) -> None:
-    import importlib.metadata as md
-
-    versions = {}
-    for pkg in ("skcgcnn", "scikit-learn", "matminer", "torch", "skorch", "pymatgen"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
+def _write_run_info(result: BenchmarkResult, cv_desc: str, random_state: int | None,
+                    models: dict[str, Any], n_folds: int) -> None:
     info = {
         "n_samples": result.n_samples,
         "n_folds": n_folds,
@@ -549,117 +376,46 @@ def _write_run_info(
         "random_state": random_state,
         "target": result.target_name,
         "wall_s": round(result.wall_s, 2),
-        "models": {name: _describe_model(model) for name, model in models.items()},
-        "versions": versions,
+        "models": {name: reporting.describe_model(model) for name, model in models.items()},
+        "versions": reporting.package_versions(),
     }
-    path = result.output_dir / "run.json"
-    path.write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
-    result.files.append(path)
-
-
-def _describe_model(model: Any) -> dict[str, Any]:
-    """Class and plain-valued parameters of a model, for run.json."""
-    params: dict[str, Any] = {}
-    try:
-        all_params = model.get_params(deep=True)
-    except Exception:  # not a scikit-learn estimator: the class is all we can say
-        all_params = {}
-    for key, value in sorted(all_params.items()):
-        if "callbacks__" in key:  # skorch's default callbacks' settings: noise here
-            continue
-        if value is None or isinstance(value, (bool, int, float, str)):
-            params[key] = value
-        elif isinstance(value, (list, tuple)) and all(
-            isinstance(v, (bool, int, float, str)) for v in value
-        ):
-            params[key] = list(value)
-    steps = getattr(model, "steps", None)
-    if steps:
-        classes = [f"{name}: {type(step).__name__}" for name, step in steps]
-        return {"class": type(model).__name__, "steps": classes, "params": params}
-    return {"class": type(model).__name__, "params": params}
+    result.files.append(reporting.write_json(result.output_dir / "run.json", info))
 
 
 def _plot_all(result: BenchmarkResult) -> list[Path]:
-    # Figure objects directly (no pyplot): no global state, no display needed (Agg).
-    from matplotlib.figure import Figure
-
-    out = result.output_dir
-    preds = result.predictions
-    summary = result.summary
-    files = []
+    """parity_<model>.png (shared limits, so they compare), parity_overlay.png, mae_bar.png."""
+    out, preds, summary = result.output_dir, result.predictions, result.summary
     if preds.empty:
-        return files
-    lo = float(min(preds["y_true"].min(), preds["y_pred"].min()))
-    hi = float(max(preds["y_true"].max(), preds["y_pred"].max()))
-    pad = 0.03 * (hi - lo or 1.0)
-    lims = (lo - pad, hi + pad)
-    colors = [f"C{i}" for i in range(10)]
-
-    def parity_axes(fig: Any, title: str) -> Any:
-        ax = fig.add_subplot()
-        ax.plot(lims, lims, color="0.4", lw=1, ls="--", zorder=0)
-        ax.set_xlim(lims)
-        ax.set_ylim(lims)
-        ax.set_aspect("equal")
-        ax.set_xlabel(f"true {result.target_name}")
-        ax.set_ylabel(f"predicted {result.target_name}")
-        ax.set_title(title)
-        return ax
-
+        return []
+    lims = reporting.parity_limits(preds["y_true"], preds["y_pred"])
+    color = {name: f"C{i % 10}" for i, name in enumerate(summary.index)}
     names = [m for m in summary.index if (preds["model"] == m).any()]
-    for i, name in enumerate(names):
-        part = preds[preds["model"] == name]
+    parts = {m: preds[preds["model"] == m] for m in names}
+    files = []
+    for name in names:
         rec = summary.loc[name]
-        fig = Figure(figsize=(5, 5), layout="constrained")
-        ax = parity_axes(fig, f"{name}: MAE {rec['mae_mean']:.3f}, R² {rec['r2_mean']:.3f}")
-        ax.scatter(part["y_true"], part["y_pred"], s=6, alpha=0.5, color=colors[i % 10],
-                   linewidths=0)
-        path = out / f"parity_{_safe_name(name)}.png"
-        fig.savefig(path, dpi=120)
-        files.append(path)
-
-    fig = Figure(figsize=(6, 6), layout="constrained")
-    ax = parity_axes(fig, "all models")
-    for i, name in enumerate(names):
-        part = preds[preds["model"] == name]
-        ax.scatter(part["y_true"], part["y_pred"], s=5, alpha=0.4, color=colors[i % 10],
-                   linewidths=0, label=f"{name} (MAE {summary.loc[name, 'mae_mean']:.3f})")
-    ax.legend(loc="upper left", markerscale=3, frameon=False)
-    path = out / "parity_overlay.png"
-    fig.savefig(path, dpi=120)
-    files.append(path)
-
-    fig = Figure(figsize=(1.2 + 1.1 * len(summary), 4), layout="constrained")
-    ax = fig.add_subplot()
-    x = np.arange(len(summary))
-    ax.bar(x, summary["mae_mean"], yerr=summary["mae_std"], capsize=4,
-           color=[colors[i % 10] for i in range(len(summary))])
-    ax.set_xticks(x, list(summary.index), rotation=20, ha="right")
-    ax.set_ylabel(f"MAE of {result.target_name}")
-    ax.set_title("MAE, mean ± std over folds")
-    for xi, v, sd in zip(x, summary["mae_mean"], summary["mae_std"]):
-        if np.isfinite(v):
-            top = v + (sd if np.isfinite(sd) else 0.0)
-            ax.annotate(f"{v:.3f}", (xi, top), textcoords="offset points", xytext=(0, 3),
-                        ha="center", va="bottom", fontsize=8)
-    path = out / "mae_bar.png"
-    fig.savefig(path, dpi=120)
-    files.append(path)
+        files.append(reporting.plot_parity(
+            {name: (parts[name]["y_true"], parts[name]["y_pred"])},
+            out / f"parity_{_safe_name(name)}.png", target=result.target_name, lims=lims,
+            title=f"{name}: MAE {rec['mae_mean']:.3f}, R² {rec['r2_mean']:.3f}",
+            colors=[color[name]]))
+    files.append(reporting.plot_parity(
+        {f"{m} (MAE {summary.loc[m, 'mae_mean']:.3f})": (parts[m]["y_true"], parts[m]["y_pred"])
+         for m in names},
+        out / "parity_overlay.png", target=result.target_name, lims=lims, title="all models",
+        colors=[color[m] for m in names], size=(6, 6), point_size=5))
+    files.append(reporting.plot_bars(
+        summary["mae_mean"].to_dict(), out / "mae_bar.png",
+        errors=summary["mae_std"].to_dict(), label=f"MAE of {result.target_name}",
+        title="MAE, mean ± std over folds"))
     return files
 
 
 # -- models by name -------------------------------------------------------------------
-def make_models(
-    names: list[str] | tuple[str, ...] = DEFAULT_MODELS,
-    *,
-    epochs: int = DEFAULT_EPOCHS,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    n_jobs: int | None = None,
-    random_state: int | None = 0,
-    device: str = "cpu",
-    verbose: int = 0,
-) -> dict[str, Any]:
+def make_models(names: list[str] | tuple[str, ...] = DEFAULT_MODELS, *,
+                epochs: int = DEFAULT_EPOCHS, batch_size: int = DEFAULT_BATCH_SIZE,
+                n_jobs: int | None = None, random_state: int | None = 0,
+                device: str = "cpu", verbose: int = 0) -> dict[str, Any]:
     """Build the named models with the benchmark's settings.
 
     Parameters
