@@ -34,6 +34,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from . import reporting
+from ._defaults import BENCHMARK_BATCH_SIZE
 from .model_selection import resolve_cv, take_rows
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ DEFAULT_MODELS = ("cgcnn", "magpie-rf", "dummy")
 DEFAULT_EPOCHS = 40
 #: Mini-batch size of the CGCNN model in ``skcgcnn benchmark``: on a few hundred crystals
 #: the original 256 gives two optimizer steps per epoch (see docs/benchmark.md).
-DEFAULT_BATCH_SIZE = 64
+DEFAULT_BATCH_SIZE = BENCHMARK_BATCH_SIZE
 
 _METRICS = ("mae", "rmse", "r2", "fit_s", "predict_s")
 _DIGITS = {"fit_s": 2, "predict_s": 2}  # the others: 3
