@@ -17,11 +17,6 @@ from torch import Tensor, nn
 from torch.nn import functional as fn
 
 
-def n_gaussians(dmin: float, dmax: float, step: float) -> int:
-    """Number of Gaussian centres, ``len(numpy.arange(dmin, dmax + step, step))``."""
-    return len(np.arange(dmin, dmax + step, step))
-
-
 class GaussianExpansion(nn.Module):
     """Expand distances on Gaussians: ``exp(-(d - mu_k)^2 / var^2)``.
 
@@ -276,9 +271,4 @@ class CGCNN(nn.Module):
         return self.head(mean_pool(atom_fea, crystal_idx))
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-__all__ = ["CGCNN", "ConvLayer", "Edges", "SimpleConvLayer", "GaussianExpansion", "mean_pool",
-           "n_gaussians", "count_parameters"]
+__all__ = ["CGCNN", "ConvLayer", "Edges", "SimpleConvLayer", "GaussianExpansion", "mean_pool"]

@@ -6,8 +6,7 @@ import torch
 
 from skcgcnn.graph import build_graph, GraphCollection
 from skcgcnn.atom_features import get_atom_features
-from skcgcnn.model import (CGCNN, ConvLayer, Edges, GaussianExpansion, SimpleConvLayer,
-                           count_parameters, mean_pool)
+from skcgcnn.model import CGCNN, ConvLayer, Edges, GaussianExpansion, SimpleConvLayer, mean_pool
 
 from ._shared import SAMPLE_REGRESSION, load_structures, needs_shared
 from .test_graph import bcc_iron, perovskite, rock_salt
@@ -38,7 +37,7 @@ def test_parameter_names_and_shapes_follow_the_original():
         assert tuple(state[key].shape) == shape, key
     assert {k.split(".")[1] for k in state if k.startswith("convs.")} == {"0", "1", "2"}
     assert not any("expansion" in k for k in state)  # the centres are not persistent
-    assert count_parameters(CGCNN()) == 80833
+    assert sum(p.numel() for p in CGCNN().parameters()) == 80833
     deep = CGCNN(n_h=3, n_conv=2).state_dict()
     assert "fcs.1.weight" in deep and "convs.2.fc_full.weight" not in deep
 
