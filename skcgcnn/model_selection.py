@@ -350,26 +350,21 @@ def train_val_test_split(
     -------
     train, val, test : ndarray of int
     """
-    n_train, n_val, n_test = sizes
     idx = np.arange(len(y))
     if stratify:
         try:
-            return _stratified_three_way(y, idx, sizes, random_state)
+            return _three_way(idx, np.asarray(y), sizes, random_state)
         except ValueError as exc:
             _warn_unstratified(exc)
-    rest, test = train_test_split(idx, train_size=n_train + n_val, test_size=n_test,
-                                  random_state=random_state)
-    train, val = train_test_split(rest, train_size=n_train, test_size=n_val,
-                                  random_state=random_state)
-    return train, val, test
+    return _three_way(idx, None, sizes, random_state)
 
 
-def _stratified_three_way(y: Any, idx: np.ndarray, sizes: tuple[int, int, int],
-                          random_state: int | None) -> tuple[np.ndarray, ...]:
+def _three_way(idx: np.ndarray, classes: np.ndarray | None, sizes: tuple[int, int, int],
+               random_state: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n_train, n_val, n_test = sizes
-    y = np.asarray(y)
     rest, test = train_test_split(idx, train_size=n_train + n_val, test_size=n_test,
-                                  random_state=random_state, stratify=y)
+                                  random_state=random_state, stratify=classes)
     train, val = train_test_split(rest, train_size=n_train, test_size=n_val,
-                                  random_state=random_state, stratify=y[rest])
+                                  random_state=random_state,
+                                  stratify=None if classes is None else classes[rest])
     return train, val, test
