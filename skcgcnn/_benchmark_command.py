@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._defaults import DEVICES
 from .benchmark import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_MODELS, make_models,
                         run_benchmark)
 
@@ -76,7 +77,8 @@ def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--random-state", type=int, default=0,
                    help="seed of the subset, the folds and the models (default: 0)")
-    p.add_argument("--device", default="cpu", help="torch device of CGCNN: cpu, cuda or auto")
+    p.add_argument("--device", default="cpu",
+                   help=f"torch device of CGCNN: {', '.join(DEVICES)} (default: cpu)")
     p.add_argument("--target", help="target column, when the data has several")
     p.add_argument("--target-label", metavar="TEXT",
                    help="name of the target in tables and plots, e.g. 'E_form (eV/atom)'")
