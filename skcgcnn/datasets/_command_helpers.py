@@ -1,0 +1,66 @@
+"""Helpers of the ``benchmark`` and ``tune`` commands: the ids of an ``id_prop.csv``, the
+seeded ``--limit`` subset, and one target from a loader's frame.
+
+They serve the command line, not the loaders; they sit here until the CLI has its own
+package."""
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._cache import PathLike
+from ._cgcnn import _looks_like_header
+
+logger = logging.getLogger(__name__)
+
+
+def id_prop_ids(path: PathLike) -> list[str] | None:
+    """The ids (first column) of a CGCNN ``id_prop.csv``, in file order, or None if there
+    is no such file.  A header row is skipped as :func:`load_cgcnn_folder` skips it."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        rows = [row for row in csv.reader(handle) if row and row[0].strip()]
+    if rows and _looks_like_header(rows[0]):
+        rows = rows[1:]
+    return [row[0].strip() for row in rows]
+
+
+def sample_rows(n_rows: int, limit: int | None, random_state: int | None
+                ) -> np.ndarray | None:
+    """Positions of a seeded random subset of ``limit`` rows, in order; None for all rows.
+
+    The rule of ``skcgcnn benchmark --limit`` and ``skcgcnn tune --limit``:
+    ``sorted(default_rng(random_state).choice(n_rows, limit, replace=False))``.
+    """
+    if limit is None or limit >= n_rows:
+        return None
+    return np.sort(np.random.default_rng(random_state).choice(n_rows, size=limit,
+                                                               replace=False))
+
+
+def structures_and_target(df: pd.DataFrame, target: str | None = None
+                          ) -> tuple[pd.Series, np.ndarray, str]:
+    """The ``structure`` column, one numeric target and its name, from a loader's frame.
+
+    ``target`` defaults to the first column other than ``structure``; rows whose target
+    is missing or not a number are dropped with a warning.
+    """
+    targets = [c for c in df.columns if c != "structure"]
+    if target is not None:
+        if target not in targets:
+            raise ValueError(f"--target {target!r} is not among the columns {targets}")
+    elif targets:
+        target = targets[0]
+    else:
+        raise ValueError("the loaded data has no target column")
+    y = pd.to_numeric(df[target], errors="coerce")
+    keep_rows = y.notna().to_numpy()
+    if not keep_rows.all():
+        logger.warning("dropping %d rows whose %r is missing", int((~keep_rows).sum()), target)
+    return df["structure"][keep_rows], y[keep_rows].to_numpy(dtype=float), str(target)
