@@ -27,7 +27,7 @@ coordinates and labels bit for bit; structures that the compact form cannot hold
 
 from __future__ import annotations
 
-from ._cache import default_cache_dir
+from .._defaults import default_cache_dir
 from ._cgcnn import load_cgcnn_folder
 from ._errors import DatasetError
 from ._matbench import load_matbench

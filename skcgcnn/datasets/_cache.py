@@ -1,5 +1,9 @@
 """The parsed-structure cache: one ``.npz`` per data source, entries keyed by a digest of
-their file's bytes, and :func:`_structures_for`, which serves entries from it or parses them."""
+their file's bytes; :func:`_structures_for` serves entries from it or parses them, and
+:func:`_parsed_frame` turns them into the loaders' frame.
+
+The cache folder is :func:`skcgcnn._defaults.default_cache_dir` (re-exported as
+``skcgcnn.datasets.default_cache_dir``) unless the loader's ``cache=`` names another."""
 from __future__ import annotations
 
 import hashlib
@@ -11,9 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
+from .._defaults import default_cache_dir
 from ._codec import _decode, _Entry, _parse_all
+from ._errors import _report
+from ._targets import _frame, _Table, _targets_array
 
 logger = logging.getLogger(__name__)
 
@@ -22,19 +30,6 @@ PathLike = str | os.PathLike
 CacheOption = bool | str | os.PathLike | None
 
 _CACHE_FORMAT = 2  # 2: entries keyed by a digest of their file's bytes, not size + mtime
-
-
-def default_cache_dir() -> Path:
-    """Folder of the parsed-structure and download caches.
-
-    ``$SKCGCNN_CACHE`` if set, else ``$XDG_CACHE_HOME/skcgcnn``, else
-    ``~/.cache/skcgcnn``.
-    """
-    env = os.environ.get("SKCGCNN_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "skcgcnn"
 
 
 def _cache_folder(cache: CacheOption, sub: str) -> Path | None:
@@ -242,3 +237,32 @@ def _structures_for(
         bar.update(1)
     bar.close()
     return ready, errors
+
+
+def _parsed_frame(
+    entries: list[_Entry],
+    store: _StructureCache,
+    table: _Table,
+    errors: list[tuple[str, str]],
+    *,
+    on_error: str,
+    what: str,
+    n_jobs: int | None,
+    verbose: int,
+    desc: str,
+) -> pd.DataFrame:
+    """The loaders' frame of ``entries`` (cached or parsed) with their targets in ``table``.
+
+    ``errors`` are the entries dropped before parsing (already reported); parse failures
+    are reported against ``table.total`` and listed after them in ``df.attrs["errors"]``.
+    """
+    structures, parse_errors = _structures_for(entries, store, n_jobs, verbose, desc)
+    _report(parse_errors, on_error, what, table.total)
+    keep = [e.ident for e in entries if e.ident in structures]
+    return _frame(
+        keep,
+        [structures[i] for i in keep],
+        _targets_array(table, keep),
+        table.names,
+        [*errors, *parse_errors],
+    )

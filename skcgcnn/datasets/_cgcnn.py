@@ -16,12 +16,12 @@ from ._cache import (
     PathLike,
     _cache_folder,
     _file_stamp,
+    _parsed_frame,
     _StructureCache,
-    _structures_for,
 )
 from ._codec import _Entry
 from ._errors import DatasetError, _check_missing_target, _check_on_error, _report
-from ._targets import _MISSING_TOKENS, _frame, _parse_targets, _select, _Table, _targets_array
+from ._targets import _MISSING_TOKENS, _parse_targets, _select, _Table
 
 
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -340,14 +340,7 @@ def load_cgcnn_folder(
                 reason = problems.get(ident, f"no {ident}.cif in {source.name}")
                 missing.append((ident, reason))
     _report(missing, on_error, what, table.total)
-    errors += missing
-
-    structures, parse_errors = _structures_for(
-        entries, store, n_jobs, verbose, f"parsing CIFs ({root.name})"
-    )
-    _report(parse_errors, on_error, what, table.total)
-    errors += parse_errors
-    keep = [e.ident for e in entries if e.ident in structures]
-    return _frame(
-        keep, [structures[i] for i in keep], _targets_array(table, keep), table.names, errors
+    return _parsed_frame(
+        entries, store, table, errors + missing, on_error=on_error, what=what, n_jobs=n_jobs,
+        verbose=verbose, desc=f"parsing CIFs ({root.name})",
     )

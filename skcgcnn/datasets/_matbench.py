@@ -7,7 +7,8 @@ from typing import Literal
 
 import pandas as pd
 
-from ._cache import PathLike, default_cache_dir
+from .._defaults import default_cache_dir
+from ._cache import PathLike
 from ._errors import _check_on_error
 from ._tables import _frame_from_table, _read_json_table
 

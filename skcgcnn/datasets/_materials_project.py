@@ -16,10 +16,10 @@ from typing import Any, Literal
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ._cache import CacheOption, _cache_folder, _StructureCache, _structures_for
+from ._cache import CacheOption, _cache_folder, _parsed_frame, _StructureCache
 from ._codec import _Entry, _structure_entry
 from ._errors import _check_missing_target, _check_on_error, _report
-from ._targets import _frame, _parse_targets, _Table, _targets_array
+from ._targets import _parse_targets, _Table
 
 logger = logging.getLogger(__name__)
 
@@ -268,17 +268,9 @@ def load_materials_project(
         table.targets.append(parsed)
     what = f"the Materials Project query at {base}"
     _report(table.errors, on_error, what, table.total)
-    structures, parse_errors = _structures_for(
-        entries, _StructureCache(None, "", None), n_jobs, verbose, "building structures"
-    )
-    _report(parse_errors, on_error, what, table.total)
-    keep = [e.ident for e in entries if e.ident in structures]
-    return _frame(
-        keep,
-        [structures[i] for i in keep],
-        _targets_array(table, keep),
-        fields,
-        errors + table.errors + parse_errors,
+    return _parsed_frame(
+        entries, _StructureCache(None, "", None), table, errors + table.errors,
+        on_error=on_error, what=what, n_jobs=n_jobs, verbose=verbose, desc="building structures",
     )
 
 

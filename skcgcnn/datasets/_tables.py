@@ -16,20 +16,12 @@ from ._cache import (
     PathLike,
     _cache_folder,
     _file_stamp,
+    _parsed_frame,
     _StructureCache,
-    _structures_for,
 )
 from ._codec import _Entry, _structure_entry
 from ._errors import _check_missing_target, _check_on_error, _report
-from ._targets import (
-    _frame,
-    _is_numeric_column,
-    _object_array,
-    _parse_targets,
-    _select,
-    _Table,
-    _targets_array,
-)
+from ._targets import _is_numeric_column, _object_array, _parse_targets, _select, _Table
 
 logger = logging.getLogger(__name__)
 
@@ -173,17 +165,9 @@ def _frame_from_table(
     store = _StructureCache(
         _cache_folder(cache, "structures") if source_key else None, source_key or "", source_stamp
     )
-    structures, parse_errors = _structures_for(
-        entries, store, n_jobs, verbose, "parsing structures"
-    )
-    _report(parse_errors, on_error, what, table.total)
-    keep = [e.ident for e in entries if e.ident in structures]
-    return _frame(
-        keep,
-        [structures[i] for i in keep],
-        _targets_array(table, keep),
-        table.names,
-        table.errors + parse_errors,
+    return _parsed_frame(
+        entries, store, table, table.errors, on_error=on_error, what=what, n_jobs=n_jobs,
+        verbose=verbose, desc="parsing structures",
     )
 
 
