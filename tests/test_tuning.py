@@ -558,10 +558,10 @@ def test_processes_creating_one_new_sqlite_study_at_once_all_succeed(tmp_path, m
     import contextlib
     import multiprocessing
 
-    from skcgcnn import tuning
+    from skcgcnn.tuning import _storage
 
     if not lock:
-        monkeypatch.setattr(tuning, "_storage_lock", lambda url: contextlib.nullcontext())
+        monkeypatch.setattr(_storage, "_storage_lock", lambda url: contextlib.nullcontext())
     ctx = multiprocessing.get_context("fork")  # the children inherit the patch
     for round_ in range(4):
         url = f"sqlite:///{tmp_path / f'study-{round_}.db'}"
@@ -615,7 +615,7 @@ def test_cli_runs_resumes_and_refuses_other_settings(tmp_path, monkeypatch, caps
 def test_cli_exits_nonzero_when_every_new_trial_failed(tmp_path, monkeypatch, capsys):
     """A resumed study keeps its old best: if all of this run's trials fail (a disk or
     data fault), the command must not report that best and exit 0."""
-    from skcgcnn import tuning
+    from skcgcnn.tuning._study import _Run
 
     monkeypatch.setenv("SKCGCNN_CACHE", str(tmp_path / "cache"))
     storage = f"sqlite:///{tmp_path / 'study.db'}"
@@ -631,7 +631,7 @@ def test_cli_exits_nonzero_when_every_new_trial_failed(tmp_path, monkeypatch, ca
     def broken(self, trial):
         raise OSError("simulated: graph cache unreadable")
 
-    monkeypatch.setattr(tuning._Run, "_evaluate", broken)
+    monkeypatch.setattr(_Run, "_evaluate", broken)
     assert main(args(4)) == 2
     err = capsys.readouterr().err
     assert "all 2 trials run in study 's' failed; the first was trial 2: OSError: " \

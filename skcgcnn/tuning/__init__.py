@@ -1,0 +1,65 @@
+"""Optuna searches over CGCNN's atom features, depth, widths, optimiser and graphs.
+
+:func:`tune` runs an Optuna study whose trials train a :class:`CGCNNRegressor` on a
+fixed train/validation split (or k folds) and minimise the validation mean absolute
+error, in the target's units.  What it adds to a plain ``study.optimize`` loop:
+
+* a :class:`SearchSpace` over the atom-feature set (named sets and subsets of the nine
+  CGCNN property groups), ``n_conv``, ``atom_fea_len``, ``h_fea_len``, ``n_h``, the
+  convolution kind, optimiser, learning rate, weight decay, batch size and the graph
+  parameters ``radius`` and ``max_num_nbr``;
+* a :class:`GraphCache`: neighbour lists are built once per graph-parameter set (in
+  memory, and on disk to share them between processes); the atom-feature choice only
+  swaps the feature table (:meth:`GraphCollection.with_atom_features`);
+* pruning: :class:`ValidationMAE` records the validation MAE each epoch and
+  :class:`PruningCallback` reports it to the trial and stops unpromising ones;
+* storages: an SQLite file by default, any SQLAlchemy URL (PostgreSQL, MySQL) or an
+  Optuna journal file, shared by many worker processes (``n_workers``) or machines;
+  a trial budget (``n_trials``) that counts finished trials of the whole study, so
+  workers stop together and a killed study resumes where it stopped: finished trials
+  stay, trials of dead workers are found by their heartbeat and run again;
+* results: optimisation history, learning curves and parameter importances as PNG,
+  tables of the best trials, and the MAE of descriptor baselines
+  (:mod:`skcgcnn.baselines`) and the default CGCNN on the same split, drawn beside the
+  study's best.
+
+:func:`add_tune_parser` and :func:`run_tune_command` make the ``skcgcnn tune`` command.
+:func:`pipeline_distributions` gives the same space for optuna-integration's
+``OptunaSearchCV`` on :func:`~skcgcnn.estimators.make_cgcnn_pipeline`.
+
+The private modules, in the order data flows through them: ``_space`` (search space),
+``_pipeline`` (trial -> Pipeline, OptunaSearchCV distributions), ``_graph_cache``,
+``_callbacks`` (skorch), ``_storage`` (storages, creation races, dead workers),
+``_study`` (one process's trials), ``_workers`` (worker processes), ``_baselines``,
+``_results`` (tables, plots, :class:`TuneResult`), ``_tune`` (:func:`tune`) and
+``_command`` (``skcgcnn tune``).
+"""
+from ._baselines import DEFAULT_CGCNN, evaluate_baselines, read_benchmark_maes
+from ._callbacks import PruningCallback, ValidationMAE
+from ._command import add_tune_parser, load_tuning_data, main, run_tune_command
+from ._graph_cache import GraphCache, structures_fingerprint
+from ._pipeline import pipeline_distributions, pipeline_from_params
+from ._results import (TuneResult, best_trials_markdown, plot_against_baselines,
+                       trials_table, write_results)
+from ._space import (CGCNN_GROUPS_CHOICE, SearchSpace, TrialConfig,
+                     usable_atom_feature_choices)
+from ._storage import HEARTBEAT_ATTR, default_storage, make_storage, recover_stale_trials
+from ._tune import tune
+
+__all__ = [
+    "GraphCache",
+    "PruningCallback",
+    "SearchSpace",
+    "TrialConfig",
+    "TuneResult",
+    "ValidationMAE",
+    "add_tune_parser",
+    "evaluate_baselines",
+    "make_storage",
+    "pipeline_distributions",
+    "pipeline_from_params",
+    "recover_stale_trials",
+    "run_tune_command",
+    "tune",
+    "write_results",
+]

@@ -1,0 +1,229 @@
+"""What a study leaves behind: tables, markdown, plots, ``summary.json`` and :class:`TuneResult`."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._optional import require
+from ._space import SearchSpace, TrialConfig
+
+logger = logging.getLogger(__name__)
+
+_TABLE_PARAMS = ("n_conv", "atom_fea_len", "h_fea_len", "n_h", "conv", "optimizer", "lr",
+                 "weight_decay", "batch_size", "radius", "max_num_nbr")
+
+
+def trials_table(study: Any, space: SearchSpace | None = None) -> pd.DataFrame:
+    """One row per trial: number, state, value, epochs run, duration, the configuration."""
+    space = space or SearchSpace()
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name,
+                               "valid_mae": t.value,
+                               "epochs": len(t.intermediate_values),
+                               "duration_s": (t.duration.total_seconds()
+                                              if t.duration is not None else np.nan),
+                               "atom_features": t.user_attrs.get("atom_features")}
+        try:
+            cfg = space.config(t.params)
+            est = cfg.estimator_params
+            row.update(n_conv=est["module__n_conv"], atom_fea_len=est["module__atom_fea_len"],
+                       h_fea_len=est["module__h_fea_len"], n_h=est["module__n_h"],
+                       conv=est["module__conv"], optimizer=est["optimizer"], lr=est["lr"],
+                       weight_decay=est["optimizer__weight_decay"],
+                       batch_size=est["batch_size"], radius=cfg.radius,
+                       max_num_nbr=cfg.max_num_nbr)
+        except ValueError:
+            pass  # a trial that failed before sampling everything
+        row["worker"] = t.user_attrs.get("worker")
+        row["retry_of"] = t.user_attrs.get("retry_of")
+        row["error"] = t.user_attrs.get("error") or t.user_attrs.get("skipped")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    def fmt(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(fmt(row[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def best_trials_markdown(study: Any, space: SearchSpace | None = None, k: int = 10) -> str:
+    """The ``k`` best complete trials as a markdown table (lowest validation MAE first)."""
+    table = trials_table(study, space)
+    if table.empty:
+        return "(no trials)"
+    done = table[table["state"] == "COMPLETE"].sort_values("valid_mae").head(k)
+    cols = ["number", "valid_mae", "atom_features"] + [c for c in _TABLE_PARAMS
+                                                        if c in done.columns]
+    cols += ["epochs", "duration_s"]
+    return _markdown(done[cols])
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def plot_against_baselines(best_value: float, baselines: Mapping[str, float], path: Path,
+                           label: str = "tuned CGCNN", title: str = "validation MAE") -> Path:
+    """Horizontal bars: the study's best validation MAE beside the baselines' MAE."""
+    from matplotlib.figure import Figure
+
+    names = [label] + list(baselines)
+    values = [best_value] + [float(v) for v in baselines.values()]
+    fig = Figure(figsize=(6.4, 0.6 * len(names) + 1.2))
+    ax = fig.subplots()
+    colors = ["tab:blue"] + ["tab:gray"] * len(baselines)
+    bars = ax.barh(names[::-1], values[::-1], color=colors[::-1])
+    for bar, value in zip(bars, values[::-1]):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:.4f}",
+                va="center")
+    ax.set_xlabel("MAE")
+    ax.set_title(title)
+    ax.set_xlim(0, max(values) * 1.25 if values and max(values) > 0 else 1)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def write_results(study: Any, output_dir: str | os.PathLike, *, space: SearchSpace | None = None,
+                  baselines: Mapping[str, float] | None = None, target_name: str = "target",
+                  extra: Mapping[str, Any] | None = None) -> list[Path]:
+    """Write tables and plots of a study into ``output_dir``.
+
+    ========================  =========================================================
+    ``trials.csv``            every trial (:func:`trials_table`)
+    ``best_trials.md/.csv``   the ten best complete trials
+    ``history.png``           optimisation history (Optuna's matplotlib plot)
+    ``intermediate.png``      validation MAE per epoch of every trial (pruning at work)
+    ``importances.png``       parameter importances (fANOVA), when 2+ trials completed
+    ``baselines.png``         the best validation MAE beside the baselines' MAE
+    ``summary.json``          counts per state, the best trial, baselines, ``extra``
+    ========================  =========================================================
+    """
+    optuna = require("optuna")
+    from optuna.visualization import matplotlib as ovm
+    from optuna.trial import TrialState
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    table = trials_table(study, space)
+    table.to_csv(out / "trials.csv", index=False)
+    files.append(out / "trials.csv")
+    md = best_trials_markdown(study, space)
+    (out / "best_trials.md").write_text(
+        f"# Best trials of study {study.study_name!r}\n\nValidation MAE of {target_name}.\n\n"
+        f"{md}\n", encoding="utf-8")
+    files.append(out / "best_trials.md")
+    if not table.empty:
+        done = table[table["state"] == "COMPLETE"].sort_values("valid_mae").head(10)
+        done.to_csv(out / "best_trials.csv", index=False)
+        files.append(out / "best_trials.csv")
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # fANOVA's "some regimes ... have less than 2 trials": expected in small studies
+        warnings.filterwarnings("ignore", message="Some regimes for parameter")
+        plots = [("history.png", ovm.plot_optimization_history, 1),
+                 ("intermediate.png", ovm.plot_intermediate_values, 1),
+                 ("importances.png", ovm.plot_param_importances, 2)]
+        for name, plot, needed in plots:
+            if len(complete) < needed:
+                continue
+            try:
+                ax = plot(study)
+            except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+                logger.warning("%s not drawn: %s", name, exc)
+                continue
+            if name == "history.png":
+                ax.set_ylabel(f"validation MAE, {target_name}")
+            elif name == "intermediate.png":
+                ax.set_ylabel(f"validation MAE, {target_name}")
+                ax.set_xlabel("epoch (with k folds: fold × max_epochs + epoch)")
+            files.append(_save(ax.figure, out / name))
+    best = min(complete, key=lambda t: t.value) if complete else None
+    if best is not None and baselines:
+        files.append(plot_against_baselines(
+            best.value, baselines, out / "baselines.png",
+            label=f"tuned CGCNN (trial {best.number})",
+            title=f"validation MAE, {target_name}"))
+    states = {s.name: sum(1 for t in study.trials if t.state == s) for s in TrialState}
+    summary = {"study_name": study.study_name, "trials": states,
+               "best_trial": None if best is None else best.number,
+               "best_valid_mae": None if best is None else best.value,
+               "best_params": None if best is None else best.params,
+               "best_atom_features": None if best is None else
+               best.user_attrs.get("atom_features"),
+               "baselines": dict(baselines or {}), **dict(extra or {})}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str),
+                                      encoding="utf-8")
+    files.append(out / "summary.json")
+    return files
+
+
+# ----------------------------------------------------------------------------------
+# tune
+# ----------------------------------------------------------------------------------
+@dataclass
+
+
+class TuneResult:
+    """What :func:`tune` returns; unpacks as ``study, best_pipeline = tune(...)``.
+
+    Attributes
+    ----------
+    study : optuna.Study
+    best_pipeline : sklearn Pipeline or None
+        The best configuration refitted on all the data (None with ``refit=False``).
+    best_params : dict
+    best_value : float
+        The best validation MAE.
+    best_config : TrialConfig
+    baselines : dict of str -> float
+        Validation MAE of the reference models on the same split(s).
+    trials : DataFrame
+        :func:`trials_table` of the study.
+    wall_s : float
+        Wall time of this call.
+    files : list of Path
+        Files written into ``output_dir``.
+    graph_builds : int
+        Neighbour searches run by this process.
+    """
+
+    study: Any
+    best_pipeline: Any
+    best_params: dict
+    best_value: float
+    best_config: TrialConfig
+    baselines: dict
+    trials: pd.DataFrame
+    wall_s: float
+    files: list = field(default_factory=list)
+    graph_builds: int = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.study, self.best_pipeline))

@@ -1,0 +1,326 @@
+"""The search space: what a study searches, and the trial configuration it samples."""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from ..atom_features import CGCNN_GROUPS, NAMED_SETS, get_atom_features
+
+logger = logging.getLogger(__name__)
+
+#: The choice of :attr:`SearchSpace.atom_features` that searches subsets of the nine
+#: CGCNN property groups (one yes/no parameter ``group_<name>`` per group).
+CGCNN_GROUPS_CHOICE = "cgcnn_groups"
+_RANGE_FIELDS = {"n_conv": ("int", False), "n_h": ("int", False),
+                 "lr": ("float", True), "weight_decay": ("float", True)}
+_CHOICE_FIELDS = ("atom_features", "atom_fea_len", "h_fea_len", "conv", "optimizer",
+                  "batch_size", "radius", "max_num_nbr")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """What one trial trains: graph parameters, atom features and estimator parameters.
+
+    Attributes
+    ----------
+    atom_features : str or tuple of str
+        A named set or a tuple of CGCNN property groups.
+    radius : float
+    max_num_nbr : int
+    dmin, step : float
+        The Gaussian expansion of the distances (fixed by the space).
+    estimator_params : dict
+        Arguments of :class:`~skcgcnn.estimators.CGCNNRegressor` (``module__n_conv``,
+        ``lr``, ``optimizer``, ...).
+    """
+
+    atom_features: Any
+    radius: float
+    max_num_nbr: int
+    dmin: float
+    step: float
+    estimator_params: dict
+
+    @property
+    def graph_params(self) -> dict:
+        """Arguments of :class:`~skcgcnn.transformers.StructureGraphTransformer`."""
+        return {"radius": self.radius, "max_num_nbr": self.max_num_nbr, "dmin": self.dmin,
+                "step": self.step, "atom_features": self.atom_features}
+
+
+@dataclass
+class SearchSpace:
+    """The hyper-parameters a study searches, and their ranges.
+
+    Every field takes either a single value (fixed: not searched) or what to search:
+
+    * ``n_conv``, ``n_h`` (integers), ``lr`` and ``weight_decay`` (log scale): a pair
+      ``(low, high)``, both ends included;
+    * every other field: a list or tuple of choices.
+
+    Parameter names in the study are the field names; a subset of CGCNN groups appears
+    as ``atom_features="cgcnn_groups"`` plus one boolean ``group_<name>`` per group of
+    ``cgcnn_groups`` (an empty subset means all nine groups).
+
+    Parameters
+    ----------
+    atom_features : sequence of str, default=("cgcnn", "onehot", "magpie", "matscholar", \
+"megnet", "cgcnn_groups")
+        Named atom-feature sets (see :func:`skcgcnn.atom_features.get_atom_features`)
+        and ``"cgcnn_groups"``.  Sets that miss an element of the data, or need an
+        uninstalled package (magpie, matscholar and megnet need matminer), are left out
+        with a warning.
+    cgcnn_groups : sequence of str, default=all nine of ``CGCNN_GROUPS``
+        The groups that ``"cgcnn_groups"`` picks from.
+    n_conv : (int, int) or int, default=(1, 6)
+    atom_fea_len : sequence of int or int, default=(32, 64, 128)
+    h_fea_len : sequence of int or int, default=(64, 128, 256)
+    n_h : (int, int) or int, default=(1, 4)
+    conv : sequence of {"gated", "simple"} or str, default=("gated", "simple")
+    optimizer : sequence of {"sgd", "adam", "adamw"} or str, default=("sgd", "adam", "adamw")
+        SGD keeps CGCNN's momentum of 0.9.
+    lr : (float, float) or float, default=(1e-4, 5e-2)
+    weight_decay : (float, float) or float, default=(1e-8, 1e-3)
+        A fixed 0 turns weight decay off.
+    batch_size : sequence of int or int, default=(32, 64, 128, 256)
+    radius : sequence of float or float, default=(6.0, 8.0)
+        Neighbour cut-off in Å; every value needs its own neighbour search (cached).
+    max_num_nbr : sequence of int or int, default=(8, 12, 16)
+    dmin, step : float, default=0.0, 0.2
+        Fixed parameters of the Gaussian distance expansion.
+
+    Examples
+    --------
+    >>> space = SearchSpace(atom_features=("cgcnn", "cgcnn_groups"), n_conv=(1, 3),
+    ...                     radius=8.0, max_num_nbr=12, optimizer="adam")
+    >>> sorted(space.searched())
+    ['atom_fea_len', 'atom_features', 'batch_size', 'conv', 'h_fea_len', 'lr', 'n_conv', \
+'n_h', 'weight_decay']
+    """
+
+    atom_features: Any = ("cgcnn", "onehot", "magpie", "matscholar", "megnet",
+                          CGCNN_GROUPS_CHOICE)
+    cgcnn_groups: Sequence[str] = tuple(CGCNN_GROUPS)
+    n_conv: Any = (1, 6)
+    atom_fea_len: Any = (32, 64, 128)
+    h_fea_len: Any = (64, 128, 256)
+    n_h: Any = (1, 4)
+    conv: Any = ("gated", "simple")
+    optimizer: Any = ("sgd", "adam", "adamw")
+    lr: Any = (1e-4, 5e-2)
+    weight_decay: Any = (1e-8, 1e-3)
+    batch_size: Any = (32, 64, 128, 256)
+    radius: Any = (6.0, 8.0)
+    max_num_nbr: Any = (8, 12, 16)
+    dmin: float = 0.0
+    step: float = 0.2
+
+    # -- conversion ----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """The fields as plain JSON values (tuples become lists)."""
+        return json.loads(json.dumps({f.name: getattr(self, f.name) for f in fields(self)}))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SearchSpace":
+        """A space from :meth:`to_dict`'s output or a JSON object with some of the fields."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown SearchSpace field(s) {unknown}; the fields are "
+                             f"{sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    # -- checks --------------------------------------------------------------------
+    def _choices(self, name: str) -> list:
+        """The choices of a choice field (one element when it is fixed)."""
+        value = getattr(self, name)
+        if not isinstance(value, (list, tuple)):
+            return [value]
+        if name == "atom_features" and value and all(g in CGCNN_GROUPS for g in value):
+            return [tuple(value)]  # one fixed subset of CGCNN groups
+        return list(value)
+
+    def searched(self) -> list[str]:
+        """Names of the fields that are searched (not fixed)."""
+        out = [name for name in _CHOICE_FIELDS if len(self._choices(name)) > 1]
+        for name in _RANGE_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)) and value[0] != value[1]:
+                out.append(name)
+        return out
+
+    def validate(self) -> None:
+        """Check every field; raise ValueError naming the field, its value and what is allowed."""
+        for name in _RANGE_FIELDS:
+            value = getattr(self, name)
+            kind, log = _RANGE_FIELDS[name]
+            ends = value if isinstance(value, (list, tuple)) else (value, value)
+            if len(ends) != 2 or not all(isinstance(v, (int, float, np.number))
+                                         and not isinstance(v, bool) for v in ends):
+                raise ValueError(f"SearchSpace.{name}={value!r}: give a number or a pair "
+                                 "(low, high)")
+            low, high = ends
+            if low > high:
+                raise ValueError(f"SearchSpace.{name}={value!r}: low is above high")
+            if kind == "int" and not all(float(v).is_integer() and v >= 1 for v in ends):
+                raise ValueError(f"SearchSpace.{name}={value!r}: use integers >= 1")
+            if name == "lr" and low <= 0:
+                raise ValueError(f"SearchSpace.lr={value!r}: learning rates must be > 0")
+            if name == "weight_decay" and low < 0:
+                raise ValueError(f"SearchSpace.weight_decay={value!r}: must be >= 0")
+            if log and low != high and low <= 0:
+                raise ValueError(f"SearchSpace.{name}={value!r}: a searched {name} is on a "
+                                 "log scale, so low must be > 0 (fix it at 0 to turn it off)")
+        allowed = {"conv": ("gated", "simple"), "optimizer": ("sgd", "adam", "adamw")}
+        for name in _CHOICE_FIELDS:
+            choices = self._choices(name)
+            if not choices:
+                raise ValueError(f"SearchSpace.{name} is empty; give at least one value")
+            if name in allowed:
+                bad = [c for c in choices if c not in allowed[name]]
+                if bad:
+                    raise ValueError(f"SearchSpace.{name}: {bad} not among {allowed[name]}")
+            elif name in ("atom_fea_len", "h_fea_len", "batch_size", "max_num_nbr"):
+                bad = [c for c in choices if isinstance(c, bool)
+                       or not isinstance(c, (int, np.integer)) or c < 1]
+                if bad:
+                    raise ValueError(f"SearchSpace.{name}: {bad} are not integers >= 1")
+            elif name == "radius":
+                bad = [c for c in choices if isinstance(c, bool)
+                       or not isinstance(c, (int, float, np.number)) or c <= 0]
+                if bad:
+                    raise ValueError(f"SearchSpace.radius: {bad} are not radii > 0 Å")
+            elif name == "atom_features" and len(choices) > 1:
+                bad = [c for c in choices if not isinstance(c, str)]
+                if bad:
+                    raise ValueError(
+                        f"SearchSpace.atom_features: searched choices must be names "
+                        f"({list(NAMED_SETS)} or {CGCNN_GROUPS_CHOICE!r}), got {bad}; a "
+                        "fixed tuple of groups or a path is fine as the only value")
+        unknown = [g for g in self.cgcnn_groups if g not in CGCNN_GROUPS]
+        if unknown or not self.cgcnn_groups:
+            raise ValueError(f"SearchSpace.cgcnn_groups: {unknown or 'empty'}; choose from "
+                             f"{list(CGCNN_GROUPS)}")
+
+    # -- sampling ------------------------------------------------------------------
+    def atom_feature_choices(self) -> list:
+        """The atom-feature choices as given (before the data check)."""
+        return self._choices("atom_features")
+
+    def suggest(self, trial: Any, atom_feature_choices: Sequence | None = None) -> TrialConfig:
+        """Ask ``trial`` for every searched parameter; return the trial's configuration.
+
+        Parameters
+        ----------
+        trial : optuna.trial.Trial
+        atom_feature_choices : sequence, optional
+            The atom-feature choices to use instead of :attr:`atom_features` (the ones
+            that cover the data).
+        """
+        choices = list(atom_feature_choices) if atom_feature_choices is not None else \
+            self.atom_feature_choices()
+        fixed: dict[str, Any] = {}
+        if len(choices) > 1:
+            trial.suggest_categorical("atom_features", choices)
+        else:
+            fixed["atom_features"] = choices[0]
+        if trial.params.get("atom_features", fixed.get("atom_features")) == CGCNN_GROUPS_CHOICE:
+            for group in self.cgcnn_groups:
+                trial.suggest_categorical(f"group_{group}", [True, False])
+        for name in _CHOICE_FIELDS[1:]:
+            values = self._choices(name)
+            if len(values) > 1:
+                trial.suggest_categorical(name, values)
+        for name, (kind, log) in _RANGE_FIELDS.items():
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or value[0] == value[1]:
+                continue
+            if kind == "int":
+                trial.suggest_int(name, int(value[0]), int(value[1]))
+            else:
+                trial.suggest_float(name, float(value[0]), float(value[1]), log=log)
+        return self.config({**fixed, **trial.params})
+
+    def config(self, params: Mapping[str, Any]) -> TrialConfig:
+        """The configuration of a trial with parameters ``params`` (e.g. ``study.best_params``).
+
+        Fields that the space fixes take their fixed value; a parameter missing from
+        ``params`` for a searched field is an error.
+        """
+        def value(name: str) -> Any:
+            if name in params:
+                return params[name]
+            spec = getattr(self, name)
+            if name in _RANGE_FIELDS:
+                if isinstance(spec, (list, tuple)):
+                    if spec[0] == spec[1]:
+                        return spec[0]
+                    raise KeyError(name)
+                return spec
+            choices = self._choices(name)
+            if len(choices) == 1:
+                return choices[0]
+            raise KeyError(name)
+
+        try:
+            atom = value("atom_features")
+            if atom == CGCNN_GROUPS_CHOICE:
+                groups = tuple(g for g in self.cgcnn_groups if params.get(f"group_{g}", False))
+                atom = groups if groups else "cgcnn"
+            est = {
+                "module__n_conv": int(value("n_conv")),
+                "module__atom_fea_len": int(value("atom_fea_len")),
+                "module__h_fea_len": int(value("h_fea_len")),
+                "module__n_h": int(value("n_h")),
+                "module__conv": str(value("conv")),
+                "optimizer": str(value("optimizer")),
+                "lr": float(value("lr")),
+                "optimizer__weight_decay": float(value("weight_decay")),
+                "batch_size": int(value("batch_size")),
+            }
+            radius, max_num_nbr = float(value("radius")), int(value("max_num_nbr"))
+        except KeyError as exc:
+            raise ValueError(f"parameter {exc.args[0]!r} is searched by this SearchSpace but "
+                             f"missing from {dict(params)}") from None
+        return TrialConfig(atom, radius, max_num_nbr, float(self.dmin), float(self.step), est)
+
+
+def _resolve_table(spec: Any, cache: dict) -> Any:
+    key = spec if isinstance(spec, (str, tuple)) else id(spec)
+    if key not in cache:
+        cache[key] = get_atom_features(spec)
+    return cache[key]
+
+
+def usable_atom_feature_choices(choices: Sequence, numbers: np.ndarray,
+                                tables: dict | None = None) -> list:
+    """The atom-feature choices that cover every atomic number in ``numbers``.
+
+    A set that misses an element, or needs a package that is not installed, is
+    dropped with a warning naming the reason.
+    """
+    tables = {} if tables is None else tables
+    present = np.unique(np.asarray(numbers, dtype=np.int64))
+    keep = []
+    for choice in choices:
+        spec = "cgcnn" if choice == CGCNN_GROUPS_CHOICE else choice
+        try:
+            table = _resolve_table(spec, tables)
+        except ImportError as exc:
+            logger.warning("atom-feature set %r left out of the search: %s", choice, exc)
+            continue
+        missing = table.missing(present)
+        if missing.size:
+            from pymatgen.core.periodic_table import Element
+
+            symbols = [Element.from_Z(int(z)).symbol for z in missing if 1 <= z <= 118]
+            logger.warning("atom-feature set %r left out of the search: it has no entry "
+                           "for %s, which the data contains", choice, ", ".join(symbols))
+            continue
+        keep.append(choice)
+    return keep

@@ -1,0 +1,357 @@
+""":func:`tune`: check the inputs, open the study, run its workers, report, refit the best."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._optional import require
+from ._baselines import _baseline_values
+from ._graph_cache import GraphCache, _site_numbers
+from ._results import TuneResult, trials_table, write_results
+from ._space import SearchSpace, TrialConfig, _resolve_table, usable_atom_feature_choices
+from ._storage import _storage_kind, default_storage, make_storage
+from ._study import _Run, _silenced_optuna
+from ._workers import worker_processes
+
+logger = logging.getLogger(__name__)
+
+
+def _as_structures(structures: Any) -> tuple[list, list]:
+    from ..transformers import to_structure
+
+    if isinstance(structures, pd.DataFrame):
+        if "structure" not in structures.columns:
+            raise ValueError("a DataFrame passed to tune needs a 'structure' column")
+        structures = structures["structure"]
+    if isinstance(structures, pd.Series):
+        items, ids = list(structures.values), list(structures.index)
+    else:
+        items = list(structures)
+        ids = list(range(len(items)))
+    out = []
+    for i, obj in enumerate(items):
+        name = f"structure {i}" if ids[i] == i else f"structure {i} ({ids[i]})"
+        structure = to_structure(obj, name)
+        if not (hasattr(structure, "lattice") and hasattr(structure, "frac_coords")):
+            raise TypeError(f"{name} is a {type(obj).__name__}, not a crystal structure; pass "
+                            "pymatgen Structures, ASE Atoms or CIF file paths")
+        out.append(structure)
+    return out, ids
+
+
+def _splits(n: int, cv: Any, validation_fraction: float,
+            random_state: int | None) -> tuple[list, str]:
+    from sklearn.model_selection import KFold, train_test_split
+
+    positions = np.arange(n)
+    if cv is None:
+        if not 0 < validation_fraction < 1:
+            raise ValueError(f"validation_fraction={validation_fraction!r}: use a fraction "
+                             "between 0 and 1")
+        train, valid = train_test_split(positions, test_size=validation_fraction,
+                                        random_state=random_state)
+        return [(np.sort(train), np.sort(valid))], (
+            f"holdout validation_fraction={validation_fraction} seed={random_state}")
+    if isinstance(cv, (int, np.integer)):
+        if cv < 2:
+            raise ValueError(f"cv={cv}: use at least 2 folds, or cv=None for one "
+                             "validation split")
+        splitter = KFold(int(cv), shuffle=True, random_state=random_state)
+        desc = f"KFold({int(cv)}) seed={random_state}"
+    else:
+        splitter, desc = cv, repr(cv)
+    return [(np.asarray(a), np.asarray(b)) for a, b in splitter.split(positions)], desc
+
+
+def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
+         n_trials: int | None = 20, timeout: float | None = None, max_epochs: int = 30,
+         cv: Any = None, validation_fraction: float = 0.2, storage: Any = None,
+         study_name: str | None = None, pruner: Any = "median", sampler: Any = None,
+         random_state: int | None = 0, n_workers: int = 1, output_dir: Any = None,
+         graph_cache: Any = None, baselines: Any = None, refit: bool = True,
+         refit_epochs: int | None = None, enqueue: Sequence[Mapping] | None = None,
+         device: str = "cpu", heartbeat_interval: float = 20.0, grace_period: float = 90.0,
+         max_retries: int = 2, n_jobs: int | None = None, on_error: str = "raise",
+         target_name: str = "target", verbose: int = 1) -> TuneResult:
+    """Search CGCNN hyper-parameters with Optuna; refit the best on all the data.
+
+    Every trial trains a :class:`~skcgcnn.estimators.CGCNNRegressor` for ``max_epochs``
+    on the training rows and scores the mean absolute error on the validation rows
+    after the last epoch (mean over folds with ``cv``); the study minimises it.  The
+    validation MAE is reported each epoch for pruning.
+
+    Parameters
+    ----------
+    structures : list, array or Series of Structure (or CIF paths / ASE Atoms)
+        A Series' index gives the ids.
+    y : array-like of shape (n,)
+    space : SearchSpace, optional
+        What to search (default ``SearchSpace()``).
+    n_trials : int or None, default=20
+        Finished trials (complete, pruned, or failed on an error) the *study* should
+        have: workers stop when it has them, and a resumed study only runs the rest.
+        Pass a larger number to add trials to an existing study.  None: until
+        ``timeout``.
+    timeout : float, optional
+        Seconds after which no new trial is started (per call).
+    max_epochs : int, default=30
+        Epochs per trial (and per fold).
+    cv : int or splitter, optional
+        k-fold cross-validation instead of one validation split; pruning steps run
+        over ``fold * max_epochs + epoch``.
+    validation_fraction : float, default=0.2
+        Share of the rows held out for validation when ``cv`` is None.
+    storage : str, path or optuna storage, optional
+        Where the study lives (see :func:`make_storage`).  Default: an SQLite file,
+        ``<output_dir>/study.db`` or ``<skcgcnn cache>/studies/<study_name>.db``.
+        ``":memory:"`` keeps nothing.
+    study_name : str, optional
+        An existing study of that name is resumed (it must have been run on the same
+        data, split, epochs and search space).  Default: ``skcgcnn-<hash>`` of the data
+        and those settings, so running the same call again resumes its study.
+    pruner : {"median", "hyperband", "successive-halving", "none"} or optuna pruner
+        ``"median"``: ``MedianPruner(n_startup_trials=4, n_warmup_steps=max_epochs // 2)``
+        (CGCNN's early validation error says little about its final one, see
+        docs/tuning.md).
+    sampler : optuna sampler, optional
+        Default: ``TPESampler`` seeded from ``random_state``, the worker and the trials
+        already in the study (so workers and resumed runs do not repeat each other).
+    random_state : int or None, default=0
+        Seeds the split, the samplers and each trial's network (seed + trial number).
+    n_workers : int, default=1
+        Processes that run trials at once on one storage (this one and
+        ``n_workers - 1`` started ones, each with ``cpu_count // n_workers`` torch
+        threads).  Needs a storage that is not ``":memory:"``.  For more machines, run
+        ``tune`` (or ``skcgcnn tune``) on each with the same storage and study name.
+    output_dir : str or Path, optional
+        Write :func:`write_results`'s tables and plots here (and the default SQLite file).
+    graph_cache : str or Path, optional
+        Folder for graph files shared between processes and runs.  With
+        ``n_workers > 1`` and none given, a temporary folder is used for this call.
+    baselines : sequence of str, mapping, str or Path, optional
+        Reference MAEs drawn beside the best: names for :func:`evaluate_baselines` on
+        the same split(s) (``"cgcnn"``, ``"magpie-rf"``, ``"structure-gb"``,
+        ``"dummy"``), a mapping ``{name: mae}``, or a ``skcgcnn benchmark``
+        ``results.csv``.  Computed values are kept in the study and not recomputed.
+    refit : bool, default=True
+        Fit the best configuration on all rows and return it as a Pipeline.
+    refit_epochs : int, optional
+        Epochs of the refit (default ``max_epochs``).
+    enqueue : sequence of dict, optional
+        Parameter sets to try first (``study.enqueue_trial``; skipped when the study
+        already has them).
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+    heartbeat_interval, grace_period : float, default=20, 90
+        Running trials write a heartbeat every ``heartbeat_interval`` s; one silent for
+        ``grace_period`` s belongs to a dead worker and is failed and run again (at most
+        ``max_retries`` times).
+    n_jobs : int, optional
+        Processes for the neighbour search.
+    on_error : {"raise", "skip"}, default="raise"
+        Structures that cannot become graphs: an error, or left out.
+    target_name : str, default="target"
+        Name of the target for tables and plots.
+    verbose : int, default=1
+        0: quiet; 1: a progress bar and a log line per trial; 2: also Optuna's own logs.
+
+    Returns
+    -------
+    TuneResult
+        ``result.study``, ``result.best_pipeline`` (also ``study, model = tune(...)``).
+
+    Examples
+    --------
+    >>> from skcgcnn.datasets import load_cgcnn_folder
+    >>> df = load_cgcnn_folder("../shared/data/mp-formation-energy-36737/sample-500")  # doctest: +SKIP
+    >>> result = tune(df["structure"], df["target"], n_trials=20, max_epochs=30,
+    ...               output_dir="results/tune", baselines=["cgcnn", "magpie-rf"])  # doctest: +SKIP
+    >>> result.best_pipeline.predict(new_structures)  # doctest: +SKIP
+    """
+    optuna = require("optuna")
+    start = time.perf_counter()
+    space = space or SearchSpace()
+    space.validate()
+    if n_trials is not None and (not isinstance(n_trials, (int, np.integer)) or n_trials < 1):
+        raise ValueError(f"n_trials={n_trials!r}: use a positive integer or None")
+    if n_trials is None and timeout is None:
+        raise ValueError("give n_trials or timeout (or both); otherwise the study never ends")
+    if not isinstance(max_epochs, (int, np.integer)) or max_epochs < 1:
+        raise ValueError(f"max_epochs={max_epochs!r}: use a positive integer")
+    if not isinstance(n_workers, (int, np.integer)) or n_workers < 1:
+        raise ValueError(f"n_workers={n_workers!r}: use a positive integer")
+    items, ids = _as_structures(structures)
+    y_arr = np.asarray(y, dtype=float)
+    if y_arr.ndim != 1 or len(y_arr) != len(items):
+        raise ValueError(f"y must be 1-D with one value per structure: {len(items)} "
+                         f"structures, y of shape {y_arr.shape}")
+    bad = np.flatnonzero(~np.isfinite(y_arr))
+    if bad.size:
+        raise ValueError(f"y is NaN or infinite for structure(s) {bad[:5].tolist()} (ids "
+                         f"{[ids[i] for i in bad[:5]]}); drop them first")
+    if n_workers > 1 and storage is not None and \
+            _storage_kind(storage) in ("memory", "object"):
+        raise ValueError("n_workers > 1 needs a storage the worker processes can open: give "
+                         "a URL or a file path, not ':memory:' or a storage object")
+    splits, split_desc = _splits(len(items), cv, validation_fraction, random_state)
+    tmp_cache = None
+    if graph_cache is None and n_workers > 1:
+        tmp_cache = tempfile.mkdtemp(prefix="skcgcnn-graphs-")
+        graph_cache = tmp_cache
+    cache = GraphCache(items, ids=ids, dmin=space.dmin, step=space.step, cache_dir=graph_cache,
+                       n_jobs=n_jobs, on_error=on_error)
+    numbers = np.asarray([z for s in items for z in _site_numbers(s)], dtype=np.int64)
+    tables: dict = {}
+    choices = usable_atom_feature_choices(space.atom_feature_choices(), numbers, tables)
+    if not choices:
+        raise ValueError(f"none of the atom-feature sets {space.atom_feature_choices()} covers "
+                         "every element of the data (see the warnings above)")
+    digest = hashlib.sha1(cache.fingerprint.encode() + y_arr.tobytes()).hexdigest()
+    study_attrs = {"n_samples": len(items), "data_sha1": digest, "validation": split_desc,
+                   "max_epochs": int(max_epochs),
+                   "atom_feature_choices": [str(c) for c in choices],
+                   "space": space.to_dict()}
+    if study_name is None:
+        # the same data and settings give the same name: running again resumes
+        key = json.dumps(study_attrs, sort_keys=True).encode()
+        study_name = f"skcgcnn-{hashlib.sha1(key).hexdigest()[:10]}"
+    if storage is None:
+        storage = default_storage(output_dir, study_name)
+    logger.info("study %r in %s", study_name,
+                storage if isinstance(storage, (str, os.PathLike)) else type(storage).__name__)
+    run = _Run(cache=cache, y=y_arr, splits=splits, space=space, choices=choices,
+               storage=storage if _storage_kind(storage) != "object" else None,
+               study_name=study_name, pruner=pruner, sampler=sampler, n_trials=n_trials,
+               max_epochs=int(max_epochs), random_state=random_state, device=device,
+               heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+               max_retries=max_retries, verbose=verbose,
+               study_attrs=study_attrs)
+    run._tables.update(tables)
+    storage_obj = make_storage(storage)
+    if _storage_kind(storage) == "object":
+        run.storage = storage_obj
+    with _silenced_optuna(verbose):
+        # created here, before any worker process starts: the workers only load it
+        study = run.open_study(0, storage_obj, check=True)
+    first_new = len(study.get_trials(deepcopy=False))  # trials from here on are this call's
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for params in enqueue or ():
+            study.enqueue_trial(dict(params), skip_if_exists=True)
+
+    deadline = None if timeout is None else time.monotonic() + float(timeout)
+    with worker_processes(run, int(n_workers), timeout, verbose):
+        study = _work_with_progress(run, deadline, verbose, storage_obj)
+
+    from optuna.trial import TrialState
+
+    _check_new_trials(study, first_new, tmp_cache)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        errors = [t.user_attrs["error"] for t in study.trials if "error" in t.user_attrs]
+        if tmp_cache:
+            shutil.rmtree(tmp_cache, ignore_errors=True)
+        raise RuntimeError(
+            f"study {study_name!r} has no complete trial"
+            + (f"; the first error was: {errors[0]}" if errors else
+               " (all were pruned, or time ran out: allow more trials or time)"))
+    best = min(complete, key=lambda t: t.value)
+    best_cfg = space.config(best.params)
+
+    base_values = _baseline_values(baselines, study, items, y_arr, splits, max_epochs,
+                                   random_state, cache, n_jobs, device)
+    files: list = []
+    wall = time.perf_counter() - start
+    if output_dir is not None:
+        files = write_results(study, output_dir, space=space, baselines=base_values,
+                              target_name=target_name,
+                              extra={"wall_s_this_call": round(wall, 1),
+                                     "validation": split_desc, "max_epochs": int(max_epochs),
+                                     "n_samples": len(items)})
+    pipeline = None
+    if refit:
+        pipeline = _refit(best_cfg, cache, y_arr, refit_epochs or max_epochs, random_state,
+                          device, tables)
+    if tmp_cache:
+        shutil.rmtree(tmp_cache, ignore_errors=True)
+    return TuneResult(study=study, best_pipeline=pipeline, best_params=dict(best.params),
+                      best_value=float(best.value), best_config=best_cfg,
+                      baselines=base_values, trials=trials_table(study, space),
+                      wall_s=time.perf_counter() - start, files=files,
+                      graph_builds=cache.builds)
+
+
+def _check_new_trials(study: Any, first_new: int, tmp_cache: str | None) -> None:
+    """Refuse a call whose every trial failed on an error; warn when some did.
+
+    Failed trials count toward ``n_trials`` (so a trial that always fails cannot loop
+    forever), and a resumed study keeps its earlier complete trials: without this check
+    a call whose own trials all failed (on a broken disk, bad data) would report the
+    old best as its result and exit 0.
+    """
+    from optuna.trial import TrialState
+
+    ran = [t for t in study.get_trials(deepcopy=False) if t.number >= first_new
+           and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+           and "skipped" not in t.user_attrs]
+    failed = [t for t in ran if t.state == TrialState.FAIL and "error" in t.user_attrs]
+    if not failed:
+        return
+    first = f"trial {failed[0].number}: {failed[0].user_attrs['error']}"
+    if len(failed) < len(ran):
+        logger.warning("%d of the %d trials run in study %r failed; the first was %s",
+                       len(failed), len(ran), study.study_name, first)
+        return
+    if tmp_cache:
+        shutil.rmtree(tmp_cache, ignore_errors=True)
+    raise RuntimeError(
+        f"all {len(ran)} trials run in study {study.study_name!r} failed; the first was "
+        f"{first}. Failed trials count toward n_trials: fix the cause, then run again with "
+        "a larger n_trials (or another study name)")
+
+
+def _work_with_progress(run: _Run, deadline: float | None, verbose: int, storage: Any) -> Any:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=run.n_trials, desc=f"study {run.study_name}", unit="trial",
+               disable=verbose < 1)
+
+    def progress(study: Any, trials: Sequence[Any], done: int) -> None:
+        bar.n = done
+        values = [t.value for t in trials if t.value is not None]
+        if values:
+            bar.set_postfix_str(f"best valid MAE {min(values):.4f}", refresh=False)
+        bar.refresh()
+
+    try:
+        return run.work(0, deadline, progress, storage)
+    finally:
+        bar.close()
+
+
+def _refit(cfg: TrialConfig, cache: GraphCache, y: np.ndarray, epochs: int,
+           random_state: int | None, device: str, tables: dict) -> Any:
+    """The best configuration fitted on every row, as a Pipeline, from the cached graphs."""
+    from ..estimators import make_cgcnn_pipeline
+
+    start = time.perf_counter()
+    pipe = make_cgcnn_pipeline(graph_params=cfg.graph_params, max_epochs=int(epochs),
+                               random_state=random_state, device=device,
+                               **cfg.estimator_params)
+    graphs, kept = cache.get(cfg.radius, cfg.max_num_nbr)
+    graphs = graphs.with_atom_features(_resolve_table(cfg.atom_features, tables))
+    pipe.named_steps["graph"].fit()  # learns nothing from the data
+    pipe.named_steps["cgcnn"].fit(graphs, y[kept])
+    logger.info("best configuration refitted on %d structures in %.0f s", len(kept),
+                time.perf_counter() - start)
+    return pipe
