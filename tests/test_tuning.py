@@ -18,6 +18,7 @@ optuna = pytest.importorskip("optuna")
 
 from optuna.trial import TrialState  # noqa: E402
 
+from skcgcnn.cli import main  # noqa: E402
 from skcgcnn.tuning import (  # noqa: E402
     CGCNN_GROUPS_CHOICE,
     GraphCache,
@@ -25,7 +26,6 @@ from skcgcnn.tuning import (  # noqa: E402
     SearchSpace,
     ValidationMAE,
     load_tuning_data,
-    main,
     make_storage,
     pipeline_distributions,
     pipeline_from_params,
@@ -69,10 +69,10 @@ def _tiny() -> SearchSpace:
 
 
 def _cli(args: list[str], tmp_path: Path) -> subprocess.Popen:
-    """``skcgcnn tune ...`` in another process (the CLI entry of skcgcnn.tuning)."""
+    """``skcgcnn tune ...`` in another process."""
     env = dict(os.environ, SKCGCNN_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(REPO),
                OMP_NUM_THREADS="1")
-    code = "import sys; from skcgcnn.tuning import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from skcgcnn.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.Popen([sys.executable, "-c", code, "tune", str(DATA), *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

@@ -36,7 +36,7 @@ The private modules, in the order data flows through them: ``_space`` (search sp
 """
 from ._baselines import DEFAULT_CGCNN, evaluate_baselines, read_benchmark_maes
 from ._callbacks import PruningCallback, ValidationMAE
-from ._command import add_tune_parser, load_tuning_data, main, run_tune_command
+from ._command import add_tune_parser, load_tuning_data, run_tune_command
 from ._graph_cache import GraphCache, structures_fingerprint
 from ._pipeline import pipeline_distributions, pipeline_from_params
 from ._results import (TuneResult, best_trials_markdown, plot_against_baselines,

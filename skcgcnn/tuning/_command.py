@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -217,14 +216,3 @@ def run_tune_command(args: argparse.Namespace) -> int:
     if result.files:
         print(f"files in {args.output_dir}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``skcgcnn tune`` on its own (until the command is registered in :mod:`skcgcnn.cli`)."""
-    parser = argparse.ArgumentParser(prog="skcgcnn")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_tune_parser(sub)
-    args = parser.parse_args(argv)
-    if not getattr(args, "quiet", False):
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
