@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._defaults import BENCHMARK_BATCH_SIZE, MAX_NUM_NBR, RADIUS
 from ._graph_cache import GraphCache
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def evaluate_baselines(structures: Sequence[Any], y: np.ndarray, splits: Sequenc
     names : sequence of str
         ``"cgcnn"`` (CGCNN as ``skcgcnn benchmark`` trains it: the original settings,
         SGD with lr 0.01, radius 8 Å, 12 neighbours, the full CGCNN features, mini-batches
-        of :data:`skcgcnn.benchmark.DEFAULT_BATCH_SIZE`, for ``max_epochs``) and names of
+        of :data:`skcgcnn._defaults.BENCHMARK_BATCH_SIZE`, for ``max_epochs``) and names of
         :data:`skcgcnn.baselines.BASELINES` (``"magpie-rf"``, ``"structure-gb"``,
         ``"dummy"``).
     max_epochs : int, default=30
@@ -60,15 +61,13 @@ def evaluate_baselines(structures: Sequence[Any], y: np.ndarray, splits: Sequenc
         for train, valid in splits:
             if name == DEFAULT_CGCNN:
                 cache = graph_cache or GraphCache(items, n_jobs=n_jobs)
-                graphs, kept = cache.get(8.0, 12)
+                graphs, kept = cache.get(RADIUS, MAX_NUM_NBR)
                 graphs = graphs.with_atom_features("cgcnn")
                 row_of = np.full(len(y), -1, dtype=np.int64)
                 row_of[kept] = np.arange(len(kept))
                 r_train = row_of[train][row_of[train] >= 0]
                 r_valid = row_of[valid][row_of[valid] >= 0]
-                from ..benchmark import DEFAULT_BATCH_SIZE
-
-                est = CGCNNRegressor(max_epochs=max_epochs, batch_size=DEFAULT_BATCH_SIZE,
+                est = CGCNNRegressor(max_epochs=max_epochs, batch_size=BENCHMARK_BATCH_SIZE,
                                      random_state=random_state, device=device)
                 est.fit(graphs[r_train], y[kept][r_train])
                 maes.append(mean_absolute_error(y[kept][r_valid], est.predict(graphs[r_valid])))

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._defaults import DMIN, STEP
+
 logger = logging.getLogger(__name__)
 
 _GRAPH_FORMAT = 2  # 2: with a checksum of the arrays
@@ -122,8 +124,9 @@ class GraphCache:
     """
 
     def __init__(self, structures: Sequence[Any], ids: Sequence[Any] | None = None,
-                 dmin: float = 0.0, step: float = 0.2, cache_dir: str | os.PathLike | None = None,
-                 n_jobs: int | None = None, on_error: str = "raise"):
+                 dmin: float = DMIN, step: float = STEP,
+                 cache_dir: str | os.PathLike | None = None, n_jobs: int | None = None,
+                 on_error: str = "raise"):
         self.structures = list(structures)
         self.ids = list(range(len(self.structures))) if ids is None else list(ids)
         if len(self.ids) != len(self.structures):

@@ -1,4 +1,4 @@
-"""What a study leaves behind: tables, markdown, plots, ``summary.json`` and :class:`TuneResult`."""
+"""What a study leaves behind: tables, markdown, plots, ``summary.json``, :class:`TuneResult`."""
 from __future__ import annotations
 
 import json

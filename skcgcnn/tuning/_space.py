@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._defaults import DMIN, STEP
 from ..atom_features import CGCNN_GROUPS, NAMED_SETS, get_atom_features
 
 logger = logging.getLogger(__name__)
@@ -117,8 +118,8 @@ class SearchSpace:
     batch_size: Any = (32, 64, 128, 256)
     radius: Any = (6.0, 8.0)
     max_num_nbr: Any = (8, 12, 16)
-    dmin: float = 0.0
-    step: float = 0.2
+    dmin: float = DMIN
+    step: float = STEP
 
     # -- conversion ----------------------------------------------------------------
     def to_dict(self) -> dict:

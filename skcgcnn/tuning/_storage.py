@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .._defaults import default_cache_dir
 from .._optional import require
 from ._graph_cache import _file_lock
 
@@ -27,8 +28,6 @@ def default_storage(output_dir: str | os.PathLike | None, study_name: str) -> st
     ``<output_dir>/study.db`` when there is an output folder, else
     ``<skcgcnn cache>/studies/<study_name>.db`` (never the working directory).
     """
-    from ..datasets import default_cache_dir
-
     if output_dir is not None:
         path = Path(output_dir).expanduser().resolve() / "study.db"
     else:
