@@ -247,20 +247,27 @@ def test_damaged_graph_cache_file_is_rebuilt_and_trials_complete(data, tmp_path,
 
 # -- callbacks --------------------------------------------------------------------
 @needs_data
-def test_validation_mae_is_the_mae_of_predict(data):
+@pytest.mark.parametrize("scale, shift", [(1.0, 0.0), (1000.0, 500.0)])
+def test_validation_mae_is_the_mae_of_predict(data, scale, shift):
+    """In the target's units: the regressor standardises y inside; for 1000 y + 500 an
+    MAE in standard deviations would be about a thousand times too small."""
     from sklearn.metrics import mean_absolute_error
+    from skorch.callbacks import EpochScoring
     from skorch.helper import predefined_split
 
     from skcgcnn.estimators import CGCNNRegressor, GraphDataset
     from skcgcnn.transformers import StructureGraphTransformer
 
     X, y = data
+    y = scale * y + shift
     graphs = StructureGraphTransformer(max_num_nbr=8).fit_transform(X)
     train, valid = np.arange(60), np.arange(60, N_DATA)
+    callback = ValidationMAE()
+    assert isinstance(callback, EpochScoring) and callback.use_caching
     est = CGCNNRegressor(max_epochs=2, batch_size=16, random_state=0,
                          module__atom_fea_len=8, module__h_fea_len=16, module__n_conv=1,
                          train_split=predefined_split(GraphDataset(graphs[valid], y[valid])),
-                         callbacks=[ValidationMAE()])
+                         callbacks=[callback])
     est.fit(graphs[train], y[train])
     expected = mean_absolute_error(y[valid], est.predict(graphs[valid]))
     assert est.history[-1, "valid_mae"] == pytest.approx(expected, rel=1e-5)

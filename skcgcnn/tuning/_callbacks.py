@@ -4,19 +4,25 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-from skorch.callbacks import Callback
+from sklearn.metrics import mean_absolute_error
+from skorch.callbacks import Callback, EpochScoring
 
 from .._optional import require
 
 
-class ValidationMAE(Callback):
+class ValidationMAE(EpochScoring):
     """Record the validation mean absolute error, in the target's units, every epoch.
 
-    It adds ``valid_mae`` to the net's history from the predictions skorch already made
-    for ``valid_loss`` (no second pass over the validation data).  Needs a
-    :class:`~skcgcnn.estimators.CGCNNRegressor` with a ``train_split``; for several
-    targets it is the mean over all of them.
+    skorch's :class:`~skorch.callbacks.EpochScoring` with scikit-learn's
+    ``mean_absolute_error`` and ``use_caching=True``: it adds ``valid_mae`` (and
+    ``valid_mae_best``) to the net's history from the predictions skorch already made
+    for ``valid_loss`` (no second pass over the validation data).  The regressor
+    standardises the targets internally; the scorer calls
+    :meth:`CGCNNRegressor.predict <skcgcnn.estimators.CGCNNRegressor.predict>`, which
+    undoes that, so the MAE is in the target's units, not in standard deviations.  Needs
+    a :class:`~skcgcnn.estimators.CGCNNRegressor` with a ``train_split`` and a concrete
+    ``device`` (skorch moves the cached predictions to ``net.device`` as it is, so
+    resolve ``"auto"`` first); for several targets it is the mean over all of them.
 
     Parameters
     ----------
@@ -24,31 +30,10 @@ class ValidationMAE(Callback):
         History key.
     """
 
+    # only the name is a parameter: the scorer is what this callback is
     def __init__(self, name: str = "valid_mae"):
-        self.name = name
-
-    def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
-        self._sum = 0.0
-        self._count = 0
-
-    def on_batch_end(self, net: Any, batch: Any = None, training: bool = False,
-                     **kwargs: Any) -> None:
-        if training or "y_pred" not in kwargs:
-            return
-        import torch
-
-        with torch.no_grad():
-            y_pred = kwargs["y_pred"].detach().cpu().double().numpy()
-        y_pred = y_pred.reshape(len(y_pred), -1)
-        y_pred = y_pred * net.target_scaler_.scale_ + net.target_scaler_.mean_
-        y_true = np.asarray(batch[1].cpu() if hasattr(batch[1], "cpu") else batch[1],
-                            dtype=np.float64).reshape(y_pred.shape)
-        self._sum += float(np.abs(y_pred - y_true).sum())
-        self._count += y_pred.size
-
-    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
-        if getattr(self, "_count", 0):
-            net.history.record(self.name, self._sum / self._count)
+        super().__init__(mean_absolute_error, lower_is_better=True, on_train=False,
+                         name=name, use_caching=True)
 
 
 class PruningCallback(Callback):

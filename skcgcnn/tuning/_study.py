@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .._defaults import resolve_device
 from .._optional import require
 from ._callbacks import PruningCallback, ValidationMAE
 from ._graph_cache import GraphCache
@@ -222,12 +223,14 @@ class _Run:
         row_of[kept] = np.arange(len(kept))
         root = int(trial.user_attrs.get("retry_of", trial.number))
         seed = None if self.random_state is None else int(self.random_state) + root
+        # a concrete device: ValidationMAE's cached predictions are moved to net.device
+        device = resolve_device(self.device)
         maes, bests = [], []
         for k, (train, valid) in enumerate(self.splits):
             r_train = row_of[train][row_of[train] >= 0]
             r_valid = row_of[valid][row_of[valid] >= 0]
             est = CGCNNRegressor(
-                max_epochs=self.max_epochs, random_state=seed, device=self.device,
+                max_epochs=self.max_epochs, random_state=seed, device=device,
                 train_split=predefined_split(GraphDataset(graphs[r_valid], y[r_valid])),
                 callbacks=[("valid_mae", ValidationMAE()),
                            ("pruning", PruningCallback(
