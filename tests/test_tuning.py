@@ -290,6 +290,11 @@ def test_pruning_callback_reports_and_prunes():
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=1.0))
     trial = study.ask()
     cb = PruningCallback(trial, "valid_mae", step_offset=10)
+    from optuna_integration import SkorchPruningCallback
+
+    assert isinstance(cb, SkorchPruningCallback)
+    assert cb.get_params() == {"trial": trial, "monitor": "valid_mae", "step_offset": 10,
+                               "prune_last_epoch": False}
     net = Net([0.5])
     net.history = History(net.history)
     cb.on_epoch_end(net)

@@ -9,6 +9,11 @@ from skorch.callbacks import Callback, EpochScoring
 
 from .._optional import require
 
+try:
+    from optuna_integration.skorch import SkorchPruningCallback as _SkorchPruningCallback
+except ImportError:  # no tune extra: the package still imports (as optuna-integration
+    _SkorchPruningCallback = Callback  # itself does without skorch); PruningCallback asks
+
 
 class ValidationMAE(EpochScoring):
     """Record the validation mean absolute error, in the target's units, every epoch.
@@ -36,7 +41,7 @@ class ValidationMAE(EpochScoring):
                          name=name, use_caching=True)
 
 
-class PruningCallback(Callback):
+class PruningCallback(_SkorchPruningCallback):
     """Report a history value to an Optuna trial each epoch; stop the trial when pruned.
 
     At the end of epoch ``e`` (0-based) it calls ``trial.report(history[-1, monitor],
@@ -45,6 +50,16 @@ class PruningCallback(Callback):
     ``KeyboardInterrupt`` around the training loop), so ``fit`` stops at once and
     Optuna records the trial as pruned.  A non-finite value (a diverged net) prunes
     the trial whatever the pruner says.
+
+    It is optuna-integration's :class:`~optuna_integration.SkorchPruningCallback` with
+    three deliberate differences, so it overrides ``on_epoch_end``: the step offset
+    (k-fold trials report ``fold * max_epochs + epoch``; the parent reports the epoch
+    of each fit, so every fold after the first would report steps already reported,
+    which Optuna ignores), divergence (a NaN or infinite value prunes at once; the
+    parent leaves it to the pruner, which trains a diverged trial on through its
+    warm-up steps and start-up trials) and the last epoch (reported,
+    not pruned on, unless ``prune_last_epoch``: stopping there saves no training, and
+    before the last fold it would throw away a finished fold).
 
     Parameters
     ----------
@@ -62,10 +77,30 @@ class PruningCallback(Callback):
 
     def __init__(self, trial: Any, monitor: str = "valid_mae", step_offset: int = 0,
                  prune_last_epoch: bool = False):
-        self.trial = trial
-        self.monitor = monitor
+        if _SkorchPruningCallback is Callback:
+            require("optuna_integration")  # raises, naming the extra to install
+        super().__init__(trial, monitor)
         self.step_offset = step_offset
         self.prune_last_epoch = prune_last_epoch
+
+    # The parent keeps the trial and the monitor as _trial and _monitor; skorch's
+    # get_params (and so clone) lists the instance's public attributes.  Keep them
+    # public, as before, and point the parent's names at them.
+    @property
+    def _trial(self) -> Any:
+        return self.trial
+
+    @_trial.setter
+    def _trial(self, trial: Any) -> None:
+        self.trial = trial
+
+    @property
+    def _monitor(self) -> str:
+        return self.monitor
+
+    @_monitor.setter
+    def _monitor(self, monitor: str) -> None:
+        self.monitor = monitor
 
     def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
         optuna = require("optuna")
