@@ -383,6 +383,8 @@ def test_two_workers_on_a_journal_file_finish_n_trials(data, tmp_path):
     assert all(t.state in FINISHED or "skipped" in t.user_attrs for t in trials)
     assert len({t.user_attrs["worker"] for t in trials if t.state in FINISHED}) == 2
     assert result.best_value == min(t.value for t in trials if t.value is not None)
+    # a journal file has no heartbeat of Optuna's: the trials carry ours
+    assert all("heartbeat" in t.user_attrs for t in trials if t.state in FINISHED)
 
 
 @needs_data
@@ -444,6 +446,9 @@ def test_killed_worker_resumes_without_losing_trials(data, tmp_path):
     assert after[killed[0]].state == TrialState.FAIL
     retries = [t for t in after.values() if t.user_attrs.get("retry_of") == killed[0]]
     assert len(retries) == 1
+    # an RDB storage: Optuna's own heartbeat and RetryHeartbeatStaleTrialCallback did it
+    assert retries[0].system_attrs["failed_trial"] == killed[0]
+    assert not any("heartbeat" in t.user_attrs for t in after.values())
     # the parameters the killed trial had drawn are kept (it may have died before drawing all)
     assert after[killed[0]].params.items() <= retries[0].params.items()
     assert retries[0].state in FINISHED
@@ -470,6 +475,31 @@ def test_recover_stale_trials_fails_and_requeues_once():
     retry = study.ask()
     retry.set_user_attr("heartbeat", time.time() - 100)
     assert recover_stale_trials(study, grace_period=10, max_retries=1) == [retry.number]
+    assert not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+def test_rdb_storage_requeues_stale_trials_with_optunas_heartbeat(tmp_path):
+    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1,
+                           grace_period=1, max_retries=1)
+    study = optuna.create_study(storage=storage)
+    x = {"x": optuna.distributions.FloatDistribution(0, 2)}
+    trial = study.ask(x)
+    storage.record_heartbeat(trial._trial_id)  # then its worker dies
+    time.sleep(2.5)  # SQLite's clock counts whole seconds
+    optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    assert trials[trial.number].state == TrialState.FAIL
+    (waiting,) = [t for t in trials if t.state == TrialState.WAITING]
+    assert waiting.params == {"x": trial.params["x"]}
+    assert waiting.user_attrs == {"retry_of": trial.number, "retry_count": 1}
+    # the retry dies too: max_retries=1, not queued again
+    retry = study.ask(x)
+    assert retry.number == waiting.number
+    storage.record_heartbeat(retry._trial_id)
+    time.sleep(2.5)
+    optuna.storages.fail_stale_trials(study)
     assert not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
 
 

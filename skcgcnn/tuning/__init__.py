@@ -29,7 +29,8 @@ error, in the target's units.  What it adds to a plain ``study.optimize`` loop:
 
 The private modules, in the order data flows through them: ``_space`` (search space),
 ``_pipeline`` (trial -> Pipeline, OptunaSearchCV distributions), ``_graph_cache``,
-``_callbacks`` (skorch), ``_storage`` (storages, creation races, dead workers),
+``_callbacks`` (skorch), ``_storage`` (storages, creation races), ``_recovery``
+(heartbeats, trials of dead workers),
 ``_study`` (one process's trials), ``_workers`` (worker processes), ``_baselines``,
 ``_results`` (tables, plots, :class:`TuneResult`), ``_tune`` (:func:`tune`) and
 ``_command`` (``skcgcnn tune``).
@@ -43,7 +44,8 @@ from ._results import (TuneResult, best_trials_markdown, plot_against_baselines,
                        trials_table, write_results)
 from ._space import (CGCNN_GROUPS_CHOICE, SearchSpace, TrialConfig,
                      usable_atom_feature_choices)
-from ._storage import HEARTBEAT_ATTR, default_storage, make_storage, recover_stale_trials
+from ._recovery import HEARTBEAT_ATTR, recover_stale_trials
+from ._storage import default_storage, make_storage
 from ._tune import tune
 
 __all__ = [

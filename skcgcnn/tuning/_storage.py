@@ -1,11 +1,11 @@
-"""Optuna storages from a URL or path, safe creation by many processes, dead-worker recovery."""
+"""Optuna storages from a URL or a path, created safely by many processes at once."""
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,11 +13,10 @@ from typing import Any
 from .._defaults import default_cache_dir
 from .._optional import require
 from ._graph_cache import _file_lock
+from ._recovery import heartbeat_arguments
 
 logger = logging.getLogger(__name__)
 
-#: Trial user attribute that holds the time (``time.time()``) of a worker's last sign of life.
-HEARTBEAT_ATTR = "heartbeat"
 _JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
@@ -70,7 +69,8 @@ def _with_postgres_driver(url: str) -> str:
     return url
 
 
-def make_storage(spec: Any) -> Any:
+def make_storage(spec: Any, *, heartbeat_interval: float | None = None,
+                 grace_period: float | None = None, max_retries: int = 2) -> Any:
     """An Optuna storage from a URL, a path or an existing storage object.
 
     Parameters
@@ -85,6 +85,13 @@ def make_storage(spec: Any) -> Any:
         :class:`optuna.storages.journal.JournalFileBackend` (many processes, also over
         NFS); a path ending in ``.db``/``.sqlite``: that SQLite file; ``":memory:"``:
         in memory (one process, nothing kept).
+    heartbeat_interval, grace_period : float, optional
+        For an RDB storage: Optuna's own heartbeat (``RDBStorage(heartbeat_interval=...,
+        grace_period=...)``): running trials beat every ``heartbeat_interval`` s, and a
+        trial silent for ``grace_period`` s is failed and queued again, at most
+        ``max_retries`` times (see :mod:`skcgcnn.tuning._recovery`).  Ignored for other
+        storages; by default there is no heartbeat.
+    max_retries : int, default=2
 
     Returns
     -------
@@ -113,10 +120,13 @@ def make_storage(spec: Any) -> Any:
     if text.startswith("sqlite:///") and text != "sqlite:///:memory:":
         Path(text[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
+    beat = {} if heartbeat_interval is None else heartbeat_arguments(
+        heartbeat_interval, grace_period, max_retries)
     try:
-        with _storage_lock(text):
+        with _storage_lock(text), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return _retry_creation(
-                lambda: optuna.storages.RDBStorage(text, engine_kwargs=engine_kwargs),
+                lambda: optuna.storages.RDBStorage(text, engine_kwargs=engine_kwargs, **beat),
                 f"storage {text.split('://')[0]}://")
     except ImportError as exc:
         raise ImportError(f"storage {text.split('://')[0]}:// needs a database driver that is "
@@ -184,90 +194,3 @@ def _retry_creation(action: Any, what: str, tries: int = _CREATE_TRIES) -> Any:
             logger.info("%s: another process was creating it at the same moment (%s); "
                         "trying again in %.2f s", what, type(exc).__name__, pause)
             time.sleep(pause)
-
-
-def _is_persistent(storage: Any) -> bool:
-    optuna = require("optuna")
-    return not isinstance(storage, optuna.storages.InMemoryStorage)
-
-
-class _Heartbeat:
-    """Writes ``time.time()`` to a running trial's user attribute every ``interval`` s."""
-
-    def __init__(self, trial: Any, interval: float):
-        self.trial = trial
-        self.interval = float(interval)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _beat(self) -> None:
-        while True:
-            try:
-                self.trial.set_user_attr(HEARTBEAT_ATTR, time.time())
-            except Exception:  # the trial finished under us, or the storage hiccuped
-                logger.debug("heartbeat of trial %d not written", self.trial.number,
-                             exc_info=True)
-            if self._stop.wait(self.interval):
-                return
-
-    def __enter__(self) -> "_Heartbeat":
-        self._thread = threading.Thread(target=self._beat, daemon=True,
-                                        name=f"skcgcnn-heartbeat-{self.trial.number}")
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-
-def _last_sign_of_life(trial: Any) -> float | None:
-    beat = trial.user_attrs.get(HEARTBEAT_ATTR)
-    if beat is not None:
-        return float(beat)
-    if trial.datetime_start is not None:
-        return trial.datetime_start.timestamp()
-    return None
-
-
-def recover_stale_trials(study: Any, grace_period: float, max_retries: int = 2) -> list[int]:
-    """Fail the running trials of dead workers and queue them again.
-
-    A running trial whose heartbeat (:data:`HEARTBEAT_ATTR`, written by :func:`tune`'s
-    workers) is older than ``grace_period`` seconds is marked FAIL and, unless it was
-    already retried ``max_retries`` times, queued again with the same parameters (user
-    attributes ``retry_of``: the first trial's number, ``retry_count``).  Several
-    workers may call this at once: a trial is failed and queued by one of them only.
-
-    Returns
-    -------
-    list of int
-        Numbers of the trials this call failed.
-    """
-    require("optuna")
-    from optuna.exceptions import UpdateFinishedTrialError
-    from optuna.trial import TrialState
-
-    now = time.time()
-    failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        last = _last_sign_of_life(trial)
-        if last is None or now - last < grace_period:
-            continue
-        try:
-            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=False)
-        except (UpdateFinishedTrialError, ValueError, RuntimeError):
-            continue  # another worker got there first, or the trial just finished
-        failed.append(trial.number)
-        root = trial.user_attrs.get("retry_of", trial.number)
-        count = int(trial.user_attrs.get("retry_count", 0)) + 1
-        if count > max_retries:
-            logger.warning("trial %d: its worker stopped answering %.0f s ago; it was tried "
-                           "%d times, not again", trial.number, now - last, count)
-            continue
-        study.enqueue_trial(dict(trial.params),
-                            user_attrs={"retry_of": root, "retry_count": count})
-        logger.warning("trial %d: its worker stopped answering %.0f s ago; marked failed and "
-                       "queued again", trial.number, now - last)
-    return failed

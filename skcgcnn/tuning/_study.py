@@ -20,8 +20,8 @@ from .._optional import require
 from ._callbacks import PruningCallback, ValidationMAE
 from ._graph_cache import GraphCache
 from ._space import SearchSpace, _resolve_table
-from ._storage import (_Heartbeat, _is_persistent, _retry_creation, _storage_lock,
-                       make_storage, recover_stale_trials)
+from ._recovery import _Heartbeat, heartbeat_keeper, recover_stale_trials
+from ._storage import _retry_creation, _storage_lock, make_storage
 
 logger = logging.getLogger(__name__)
 
@@ -125,10 +125,15 @@ class _Run:
         return state
 
     # -- study ---------------------------------------------------------------------
+    def make_storage(self) -> Any:
+        """The run's storage; an RDB one keeps the heartbeats itself (see ``_recovery``)."""
+        return make_storage(self.storage, heartbeat_interval=self.heartbeat_interval,
+                            grace_period=self.grace_period, max_retries=self.max_retries)
+
     def open_study(self, worker: int, storage: Any = None, check: bool = False) -> Any:
         """Create or load the study; with ``check``, also :meth:`check_study` it."""
         optuna = require("optuna")
-        storage = make_storage(self.storage) if storage is None else storage
+        storage = self.make_storage() if storage is None else storage
         sampler = self.sampler
         if sampler is None:
             seed = None
@@ -192,8 +197,10 @@ class _Run:
             self._check_budget(trial)
         self._last_number = trial.number
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        # optuna's own heartbeat (RDB storages) beats in study.optimize
         beat = (_Heartbeat(trial, self.heartbeat_interval)
-                if getattr(self, "_persistent", True) else contextlib.nullcontext())
+                if getattr(self, "_beats", "skcgcnn") == "skcgcnn"
+                else contextlib.nullcontext())
         with beat:
             try:
                 return self._evaluate(trial)
@@ -258,8 +265,8 @@ class _Run:
         starting process that they are about to run trials).
         """
         optuna = require("optuna")
-        storage = make_storage(self.storage) if storage is None else storage
-        persistent = self._persistent = _is_persistent(storage)
+        storage = self.make_storage() if storage is None else storage
+        beats = self._beats = heartbeat_keeper(storage)
         poll = max(0.1, min(float(self.heartbeat_interval), 1.0))
         catch = (Exception,)
         self._quiet = _QuietSkips()
@@ -271,17 +278,22 @@ class _Run:
             if ready is not None:
                 Path(ready).touch()
             try:
-                self._loop(study, worker, deadline, progress, persistent, poll, catch)
+                self._loop(study, worker, deadline, progress, beats, poll, catch)
             finally:
                 optuna_log.removeFilter(self._quiet)
         return study
 
     def _loop(self, study: Any, worker: int, deadline: float | None, progress: Any,
-              persistent: bool, poll: float, catch: tuple) -> None:
+              beats: str | None, poll: float, catch: tuple) -> None:
+        optuna = require("optuna")
         from optuna.trial import TrialState
 
         while True:
-            if persistent:
+            # also while waiting below for the last trials in flight elsewhere, where
+            # study.optimize (which fails stale trials of RDB storages) is not called
+            if beats == "optuna":
+                optuna.storages.fail_stale_trials(study)
+            elif beats == "skcgcnn":
                 recover_stale_trials(study, self.grace_period, self.max_retries)
             trials = study.get_trials(deepcopy=False)
             done = _finished_count(trials)

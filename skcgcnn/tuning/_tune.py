@@ -20,7 +20,7 @@ from ._baselines import _baseline_values
 from ._graph_cache import GraphCache, _site_numbers
 from ._results import TuneResult, trials_table, write_results
 from ._space import SearchSpace, TrialConfig, _resolve_table, usable_atom_feature_choices
-from ._storage import _storage_kind, default_storage, make_storage
+from ._storage import _storage_kind, default_storage
 from ._study import _Run, _silenced_optuna
 from ._workers import worker_processes
 
@@ -237,7 +237,7 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
                max_retries=max_retries, verbose=verbose,
                study_attrs=study_attrs)
     run._tables.update(tables)
-    storage_obj = make_storage(storage)
+    storage_obj = run.make_storage() if run.storage is not None else storage
     if _storage_kind(storage) == "object":
         run.storage = storage_obj
     with _silenced_optuna(verbose):
