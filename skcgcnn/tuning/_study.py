@@ -45,12 +45,13 @@ class _QuietSkips(logging.Filter):
 
 
 # The trial budget is ours, not optuna.study.MaxTrialsCallback: that callback stops a
-# worker after one of its trials ends, once the study has n_trials COMPLETE/PRUNED ones,
+# worker after one of its trials ends, once the study has n_trials in the given states,
 # so workers whose trials were in flight all finish them and overshoot (up to
-# n_workers - 1 extra trials), and it counts neither running trials nor trials failed on
-# an error.  Ours counts finished trials (failed-on-error included, so a trial that
-# always fails cannot loop forever) plus the running ones ahead, before each trial
-# draws its parameters, so many workers (or machines) end at exactly n_trials.
+# n_workers - 1 extra trials); it does not count running trials, and by state alone it
+# cannot tell a trial failed on an error from a skipped or a dead worker's one.  Ours
+# counts finished trials (failed-on-error included, so a trial that always fails cannot
+# loop forever) plus the running ones ahead, before each trial draws its parameters, so
+# many workers (or machines) end at exactly n_trials.
 def _finished_count(trials: Sequence[Any]) -> int:
     """Trials that count against ``n_trials``: complete, pruned, failed on an error."""
     from optuna.trial import TrialState
