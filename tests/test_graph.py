@@ -280,7 +280,7 @@ def test_scikit_learn_indexing():
 
 
 def test_selection_breaks_ties_in_search_order():
-    from skcgcnn.graph import _nearest
+    from skcgcnn.graph._neighbors import _nearest
 
     rng = np.random.default_rng(1)
     n, k = 30, 12

@@ -113,7 +113,7 @@ def test_a_raise_in_parallel_work_cleans_up():
 
 
 def test_chunks_cover_every_position_once():
-    from skcgcnn.transformers import _chunks
+    from skcgcnn.graph._parallel import _chunks
 
     sizes = np.random.default_rng(0).integers(1, 200, size=1000)
     for n_jobs in (1, 2, 4):

@@ -1,0 +1,24 @@
+"""Crystal graphs: neighbour search, compact storage and batching, graph files.
+
+* :func:`build_graph` -- the graph of one structure (``_neighbors``);
+* :class:`GraphCollection` -- the graphs of many, in flat arrays (``_collection``);
+* :func:`save_graphs` / :func:`load_graphs` -- graph files that run no code (``_io``);
+* :func:`build_graphs` -- the one parallel map over structures (``_parallel``).
+
+This subpackage knows numpy and pymatgen only; the scikit-learn transformer over it is
+:class:`skcgcnn.transformers.StructureGraphTransformer`.
+"""
+from ..structures import StructureError
+from ._collection import GraphCollection, concatenate
+from ._io import (GraphBundle, GraphFileError, UntrustedGraphFileError, load_graphs,
+                  save_graphs)
+from ._neighbors import (MAX_ATOMIC_NUMBER, NUMERICAL_TOL, FewNeighborsWarning, build_graph,
+                         gaussian_centers, graph_from_arrays, neighbor_arrays,
+                         structure_arrays)
+from ._parallel import build_graphs
+
+__all__ = ["FewNeighborsWarning", "GraphBundle", "GraphCollection", "GraphFileError",
+           "MAX_ATOMIC_NUMBER", "NUMERICAL_TOL", "StructureError", "UntrustedGraphFileError",
+           "build_graph", "build_graphs", "concatenate", "gaussian_centers",
+           "graph_from_arrays", "load_graphs", "neighbor_arrays", "save_graphs",
+           "structure_arrays"]
