@@ -1,0 +1,35 @@
+"""CGCNNRegressor and CGCNNClassifier: the CGCNN network behind skorch.
+
+The estimators are thin skorch subclasses.  What they add to skorch:
+
+* a dataset and collate function for :class:`~skcgcnn.graph.GraphCollection` inputs
+  (X must come from :class:`~skcgcnn.transformers.StructureGraphTransformer`)
+  (``_data``);
+* module parameters that come from the data (atom-feature length, distance
+  expansion, number of outputs), set when the module is initialised (``_base``);
+* target standardisation (regression) fitted on the rows passed to ``fit`` only,
+  with ``predict`` in the original units (``_regressor``); label encoding
+  (``_classifier``);
+* the original ``main.py`` defaults: SGD (lr 0.01, momentum 0.9), batch 256, the
+  learning rate multiplied by 0.1 at epoch 100, 30 epochs;
+* ``random_state`` without touching the global random generators;
+* resumable training callbacks (``_callbacks``);
+* loading of the original CGCNN checkpoints and a safe save format of their own
+  (``_persistence``).
+"""
+from ._base import DEFAULT_MOMENTUM, OPTIMIZERS
+from ._callbacks import (AtomicCheckpoint, LoadTrainingState, TrainingCheckpoint,
+                         TrainingStateError, atomic_torch_save, read_training_state)
+from ._classifier import CGCNNClassifier
+from ._classifier import _exp  # noqa: F401 (estimators pickled before the split name it here)
+from ._data import GraphDataset, collate_graphs
+from ._persistence import (CheckpointError, is_torch_file, load_cgcnn_checkpoint, load_model,
+                           save_model)
+from ._pipeline import make_cgcnn_pipeline
+from ._regressor import CGCNNRegressor
+
+__all__ = ["CGCNNRegressor", "CGCNNClassifier", "GraphDataset", "collate_graphs",
+           "make_cgcnn_pipeline", "load_cgcnn_checkpoint", "save_model", "load_model",
+           "CheckpointError", "is_torch_file", "TrainingCheckpoint", "LoadTrainingState",
+           "AtomicCheckpoint", "TrainingStateError", "read_training_state",
+           "atomic_torch_save", "DEFAULT_MOMENTUM", "OPTIMIZERS"]

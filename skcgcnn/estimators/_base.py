@@ -1,0 +1,346 @@
+"""What CGCNNRegressor and CGCNNClassifier share: the skorch glue around the CGCNN module."""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.exceptions import NotFittedError
+from skorch.callbacks import LRScheduler
+
+from ..graph import GraphCollection
+from ._data import GraphDataset
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+DEFAULT_MOMENTUM = 0.9
+
+
+def _resolve_device(device: str | None) -> str | None:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _seed_of(random_state: Any) -> int | None:
+    if random_state is None:
+        return None
+    if isinstance(random_state, (int, np.integer)):
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2 ** 31 - 1))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2 ** 31 - 1))
+    raise ValueError(f"random_state must be None, an int or a numpy RandomState/Generator, "
+                     f"got {random_state!r}")
+
+
+_GRAPH_KEYS = ("radius", "max_num_nbr", "dmin", "step")
+
+
+def _atom_features_digest(table: Any) -> str:
+    """A digest of an atom-feature table's values (equal tables, equal digests)."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(np.ascontiguousarray(table.table, dtype=np.float32).tobytes())
+    digest.update(np.ascontiguousarray(table.available, dtype=bool).tobytes())
+    return digest.hexdigest()
+
+
+def _graph_params_of(X: GraphCollection) -> dict:
+    """The settings a collection's graphs were built with, as the model records them."""
+    params = {"radius": float(X.radius), "max_num_nbr": int(X.max_num_nbr),
+              "dmin": float(X.dmin), "step": float(X.step)}
+    if X.atom_features is not None:
+        params["atom_features"] = str(getattr(X.atom_features, "name", "?"))
+        params["atom_features_digest"] = _atom_features_digest(X.atom_features)
+    return params
+
+
+def _setting(key: str, params: dict) -> str:
+    if key == "atom_features_digest":  # the values differ: show the tables' names
+        return repr(params.get("atom_features", "?"))
+    return repr(params[key])
+
+# -- shared behaviour ---------------------------------------------------------------
+class _CGCNNMixin:
+    """What CGCNNRegressor and CGCNNClassifier share."""
+
+    _classification = False
+
+    # `device` may be "auto": skorch reads self.device in many places (initialize,
+    # infer, get_loss, the scoring callbacks' cached predictions), so fit, predict and
+    # those entry points run with the resolved value; the parameter stays as given.
+    @contextlib.contextmanager
+    def _resolved_device(self):
+        given = self.__dict__.get("device")
+        self.__dict__["device"] = _resolve_device(given)
+        try:
+            yield
+        finally:
+            self.__dict__["device"] = given
+
+    def initialize(self):
+        with self._resolved_device():
+            return super().initialize()
+
+    def infer(self, x, **fit_params):
+        with self._resolved_device():
+            return super().infer(x, **fit_params)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        with self._resolved_device():
+            return super().get_loss(y_pred, y_true, X=X, training=training)
+
+    # -- resuming (skorch's LoadInitState, skcgcnn.training_state.LoadTrainingState) ----
+    def notify(self, method_name, **cb_kwargs):
+        """skorch's ``notify``; at ``on_train_begin`` the ``LoadInitState`` callbacks
+        run first, so that the learning-rate scheduler and the scoring callbacks (which
+        come before the user's callbacks) find the restored history, and ``fit`` knows
+        how many epochs it restored."""
+        if method_name != "on_train_begin":
+            return super().notify(method_name, **cb_kwargs)
+        from skorch.callbacks import LoadInitState
+
+        before = self.history
+        for _, cb in self.callbacks_:
+            if isinstance(cb, LoadInitState):
+                cb.on_train_begin(self, **cb_kwargs)
+        self._restored_epochs = len(self.history) if self.history is not before else None
+        return super().notify(method_name, **cb_kwargs)
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        """skorch's ``fit_loop``; in ``fit``, after a checkpoint's history of k epochs
+        was restored when training began, it trains the ``max_epochs - k`` epochs left
+        (``partial_fit`` keeps skorch's meaning: ``max_epochs`` more)."""
+        restored = self.__dict__.pop("_restored_epochs", None)
+        if epochs is None and restored is not None and self.__dict__.get("_in_fit"):
+            epochs = max(self.max_epochs - restored, 0)
+            if epochs == 0:
+                logger.info("the restored history holds %d epochs, max_epochs is %d: "
+                            "nothing left to train", restored, self.max_epochs)
+            else:
+                logger.info("resumed after epoch %d: training epochs %d-%d", restored,
+                            restored + 1, self.max_epochs)
+        return super().fit_loop(X, y, epochs=epochs, **fit_params)
+
+    def get_default_callbacks(self):
+        return list(super().get_default_callbacks()) + [
+            ("lr_scheduler", LRScheduler(policy=torch.optim.lr_scheduler.MultiStepLR,
+                                         milestones=[100], gamma=0.1)),
+        ]
+
+    # -- validation ----------------------------------------------------------------
+    def _check_X(self, X: Any, all_skipped_ok: bool = False) -> GraphCollection:
+        """X as a GraphCollection; with ``all_skipped_ok`` (prediction), also the output of
+        a transformer that skipped every structure it was given (NaN rows follow)."""
+        if isinstance(X, GraphCollection):
+            if X.atom_features is None:
+                raise ValueError("X has no atom-feature table; build it with "
+                                 "StructureGraphTransformer")
+            all_skipped = X.input_positions is not None and X.n_inputs > 0
+            if len(X) == 0 and not (all_skipped_ok and all_skipped):
+                raise ValueError(
+                    f"Found array with 0 sample(s): X holds no crystal graphs, but "
+                    f"{type(self).__name__} needs at least one (with on_error='skip', "
+                    "every structure may have been left out: see the transformer's errors_)")
+            return X
+        raise TypeError(
+            f"{type(self).__name__} takes the GraphCollection made by "
+            f"StructureGraphTransformer, not {type(X).__name__}; put "
+            "StructureGraphTransformer() before it in a Pipeline, or call "
+            "StructureGraphTransformer().fit_transform(structures) first")
+
+    def _check_y(self, X: GraphCollection, y: Any) -> np.ndarray:
+        if y is None:
+            raise ValueError(f"{type(self).__name__}.fit needs targets y")
+        y = np.asarray(y)
+        if y.ndim == 0:
+            raise ValueError(f"y must be an array with one row per crystal, got {y!r}")
+        if y.shape[0] != len(X) and X.input_positions is not None \
+                and y.shape[0] == X.n_inputs:
+            # a Pipeline whose StructureGraphTransformer skipped structures: y still has
+            # a row per input structure; keep the rows of the structures with a graph
+            logger.info("fitting on the %d of %d rows whose structures have a graph "
+                        "(StructureGraphTransformer skipped positions %s)", len(X),
+                        X.n_inputs, X.skipped_positions[:10].tolist())
+            return y[X.input_positions]
+        if y.shape[0] != len(X):
+            raise ValueError(f"y has {y.shape[0]} rows but X has {len(X)} crystals; they "
+                             "must match (with on_error='skip', keep y[transformer."
+                             "kept_indices_])")
+        return y
+
+    @staticmethod
+    def _align(X: Any, values: np.ndarray) -> np.ndarray:
+        """One row per input of the transformer that made X: NaN rows for the structures
+        it skipped (``X.input_positions``); ``values`` unchanged when none were."""
+        positions = getattr(X, "input_positions", None)
+        if positions is None:
+            return values
+        out = np.full((X.n_inputs,) + values.shape[1:], np.nan)
+        out[positions] = values
+        return out
+
+    def _refuse_skipped(self, X: Any, what: str) -> None:
+        """A clear error for methods that cannot give skipped structures a NaN row."""
+        skipped = X.skipped_positions if isinstance(X, GraphCollection) else []
+        if len(skipped):
+            raise ValueError(
+                f"{type(self).__name__}.{what} cannot answer for the {len(skipped)} "
+                f"structure(s) that StructureGraphTransformer(on_error='skip') left out "
+                f"(input positions {skipped[:10].tolist()}); remove them from the input "
+                "(see the transformer's errors_), or use predict_proba / the regressor's "
+                "predict, which give NaN rows for them")
+
+    def _data_kwargs(self, X: GraphCollection, n_out: int) -> dict:
+        return {"orig_atom_fea_len": X.atom_features.n_features, "n_out": n_out,
+                "classification": self._classification, "radius": X.radius,
+                "dmin": X.dmin, "step": X.step}
+
+    def _check_compatible(self, X: GraphCollection) -> None:
+        """Refuse graphs built with other settings than the fit's (predictions would move
+        without notice: a model fitted on 12 neighbours sums over 12)."""
+        kw = self.module_kwargs_
+        if X.atom_features.n_features != kw["orig_atom_fea_len"]:
+            raise ValueError(
+                f"X has {X.atom_features.n_features} atom features but the model was "
+                f"fitted on {kw['orig_atom_fea_len']}; build X with the same atom_features")
+        fitted = getattr(self, "graph_params_", None)
+        if fitted is None:  # models saved before graph_params_ existed
+            fitted = {"radius": kw["radius"], "dmin": kw["dmin"], "step": kw["step"]}
+        given = _graph_params_of(X)
+        # tables are compared by their values (a name such as "cgcnn" and the path of
+        # the same atom_init.json are the same features)
+        differ = [key for key in (*_GRAPH_KEYS, "atom_features_digest")
+                  if key in fitted and key in given and given[key] != fitted[key]]
+        if not differ:
+            return
+        listing = "; ".join(
+            f"{'atom features' if key == 'atom_features_digest' else key}: X "
+            f"{_setting(key, given)}, model {_setting(key, fitted)}" for key in differ)
+        settings = ", ".join(f"{key}={fitted[key]!r}" for key in _GRAPH_KEYS if key in fitted)
+        raise ValueError(
+            f"X was built with other graph settings than the model was fitted on ({listing}); "
+            "the predictions would not mean anything. Build X with "
+            f"StructureGraphTransformer({settings}) and the model's atom features (in a "
+            "Pipeline the fitted transformer does this), or fit the model again on graphs "
+            "built with the new settings")
+
+    def _check_predict_X(self, X: Any) -> Any:
+        """X for prediction: graphs (checked against the fit), or a torch Dataset as
+        skorch passes during training (e.g. to EpochScoring with cached predictions)."""
+        if isinstance(X, torch.utils.data.Dataset):
+            return X
+        X = self._check_X(X, all_skipped_ok=True)
+        self._check_compatible(X)
+        return X
+
+    def _require_fitted(self) -> None:
+        if not hasattr(self, "module_kwargs_") or not getattr(self, "initialized_", False):
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; "
+                                 "call fit first")
+
+    # -- skorch hooks ----------------------------------------------------------------
+    def get_dataset(self, dataset, y=None):
+        if isinstance(dataset, torch.utils.data.Dataset):
+            return dataset
+        return GraphDataset(self._check_X(dataset), y)
+
+    def initialize_module(self):
+        kwargs = self.get_params_for("module")
+        kwargs.update(getattr(self, "module_kwargs_", {}))
+        self.module_ = self.initialized_instance(self.module, kwargs)
+        return self
+
+    def initialize_optimizer(self, *args, **kwargs):
+        chosen = self.optimizer
+        if isinstance(chosen, str):
+            if chosen.lower() not in OPTIMIZERS:
+                raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)} or a torch "
+                                 f"optimizer class, got {chosen!r}")
+            chosen = OPTIMIZERS[chosen.lower()]
+        accepts_momentum = "momentum" in inspect.signature(chosen).parameters
+        named = self.get_all_learnable_params()
+        opt_args, opt_kwargs = self.get_params_for_optimizer("optimizer", named)
+        if not accepts_momentum and opt_kwargs.get("momentum") == DEFAULT_MOMENTUM:
+            opt_kwargs.pop("momentum")  # the SGD default does not apply to Adam & co.
+        self.optimizer_ = chosen(*opt_args, **opt_kwargs)
+        return self
+
+    def _fit_with_seed(self, X, y, **fit_params):
+        if _resolve_device(self.device) in ("cpu", None):
+            from .._malloc import keep_freed_memory
+
+            keep_freed_memory()
+        seed = _seed_of(self.random_state)
+        self.__dict__["_in_fit"] = True  # fit, not partial_fit: see fit_loop
+        try:
+            with self._resolved_device():
+                if seed is None:
+                    return super().fit(X, y, **fit_params)
+                devices = [torch.cuda.current_device()] if (
+                    str(self.device).startswith("cuda") and torch.cuda.is_available()) \
+                    else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(seed)
+                    return super().fit(X, y, **fit_params)
+        finally:
+            self.__dict__.pop("_in_fit", None)
+
+    def predict_crystal_features(self, X: GraphCollection) -> np.ndarray:
+        """Pooled crystal feature vectors (input of ``conv_to_fc``), shape (n, F)."""
+        from ..model import mean_pool
+
+        self._require_fitted()
+        X = self._check_X(X)
+        self._check_compatible(X)
+        out = []
+        self.module_.eval()
+        with torch.no_grad():
+            for start in range(0, len(X), self.batch_size):
+                b = X.collate(np.arange(start, min(start + self.batch_size, len(X))))
+                t = {k: torch.as_tensor(v).to(_resolve_device(self.device)) for k, v in b.items()}
+                t["nbr_idx"] = t["nbr_idx"].long()
+                atoms = self.module_.atom_embeddings(t["atom_fea"], t["nbr_idx"],
+                                                     t["nbr_dist"])
+                out.append(mean_pool(atoms, t["crystal_idx"]).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+_COMMON_DOC = """
+    Parameters
+    ----------
+    module : torch module class, default=skcgcnn.model.CGCNN
+        Its data-dependent arguments (``orig_atom_fea_len``, ``n_out``, ``radius``,
+        ``dmin``, ``step``) are set from the training data; the others are tunable
+        as ``module__atom_fea_len`` (64), ``module__n_conv`` (3), ``module__h_fea_len``
+        (128), ``module__n_h`` (1) and ``module__conv`` ("gated" or "simple").
+    max_epochs : int, default=30
+    lr : float, default=0.01
+    batch_size : int, default=256
+    optimizer : torch optimizer class or {"sgd", "adam", "adamw"}, default=SGD
+        SGD gets ``optimizer__momentum=0.9``; for optimizers without momentum that
+        default is dropped.
+    train_split : callable or None, default=None
+        skorch's validation split (e.g. ``skorch.dataset.ValidSplit(0.2)``); None
+        trains on every row passed to ``fit``.
+    random_state : int, RandomState, Generator or None, default=None
+        Seeds weight initialisation, shuffling and dropout inside ``fit`` (the global
+        torch generator is restored afterwards).
+    device : {"cpu", "cuda", "auto"} or None, default="cpu"
+        "auto" takes the GPU when one is available.
+    verbose : int, default=0
+        skorch's epoch table when 1.
+    **kwargs
+        Any other skorch ``NeuralNet`` argument (``callbacks``, ``iterator_train__*``,
+        ``optimizer__weight_decay``, ...).  The learning-rate schedule is the callback
+        ``lr_scheduler`` (MultiStepLR, milestones [100], gamma 0.1), tunable as
+        ``callbacks__lr_scheduler__milestones``.
+"""
+

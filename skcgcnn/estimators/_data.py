@@ -1,0 +1,60 @@
+"""The data path of the estimators: a skorch Dataset over a GraphCollection, and its collate."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from skorch.dataset import Dataset as SkorchDataset
+
+from ..graph import GraphCollection
+
+__all__ = ["GraphDataset", "collate_graphs"]
+
+
+class _Row:
+    """One crystal of a collection, as a dataset item (collated by ``collate_graphs``)."""
+
+    __slots__ = ("graphs", "row")
+
+    def __init__(self, graphs: GraphCollection, row: int):
+        self.graphs = graphs
+        self.row = row
+
+
+class GraphDataset(SkorchDataset):
+    """A skorch Dataset over a :class:`GraphCollection` and optional targets.
+
+    Items are light references to crystals; :func:`collate_graphs` builds a batch
+    from them with vectorised numpy (no Python loop over atoms).
+    """
+
+    def __init__(self, X: GraphCollection, y: Any = None):
+        self.X = X
+        self.y = y
+        self._len = len(X)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: int):
+        yi = 0.0 if self.y is None else self.y[i]
+        return _Row(self.X, int(i)), yi
+
+
+def collate_graphs(batch: list) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Collate ``(crystal, target)`` items into the module's inputs and the targets.
+
+    Returns
+    -------
+    X : dict with ``atom_fea`` (N, n_features) float32, ``nbr_idx`` (N, M) int64
+        (-1 = no neighbour), ``nbr_dist`` (N, M) float32, ``crystal_idx`` (N,) int64
+    y : Tensor of shape (B, ...) -- the targets of the batch
+    """
+    graphs = batch[0][0].graphs
+    rows = np.fromiter((item[0].row for item in batch), dtype=np.int64, count=len(batch))
+    arrays = graphs.collate(rows)
+    X = {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in arrays.items()}
+    X["nbr_idx"] = X["nbr_idx"].long()
+    y = torch.as_tensor(np.asarray([item[1] for item in batch]))
+    return X, y

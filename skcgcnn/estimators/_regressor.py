@@ -1,0 +1,123 @@
+"""CGCNNRegressor: CGCNN regression behind skorch's NeuralNetRegressor."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.preprocessing import StandardScaler
+from skorch import NeuralNetRegressor
+
+from ..model import CGCNN
+from ._base import _COMMON_DOC, DEFAULT_MOMENTUM, _CGCNNMixin, _graph_params_of
+from ._data import collate_graphs
+
+__all__ = ["CGCNNRegressor"]
+
+
+class CGCNNRegressor(_CGCNNMixin, NeuralNetRegressor):
+    __doc__ = ("""CGCNN regression as a scikit-learn estimator (a skorch NeuralNetRegressor).
+
+    X is the :class:`~skcgcnn.graph.GraphCollection` made by
+    :class:`~skcgcnn.transformers.StructureGraphTransformer`; y is 1-D or 2-D
+    (several targets).  Targets are standardised with a scikit-learn
+    ``StandardScaler`` fitted on the rows passed to ``fit`` (the original CGCNN fitted
+    its normaliser on a sample that included the test set); the loss is the MSE in
+    standardised units and ``predict`` answers in the original units.
+""" + _COMMON_DOC + """
+    Attributes
+    ----------
+    module_ : CGCNN
+    target_scaler_ : sklearn.preprocessing.StandardScaler
+    module_kwargs_ : dict
+        Module arguments taken from the data.
+    graph_params_ : dict
+        ``radius``, ``max_num_nbr``, ``dmin``, ``step`` and the atom features of the
+        graphs seen by ``fit``; ``predict`` refuses graphs built otherwise.
+    n_outputs_ : int
+    history_ : skorch History (also ``history``)
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skcgcnn import StructureGraphTransformer, CGCNNRegressor
+    >>> pipe = make_pipeline(StructureGraphTransformer(), CGCNNRegressor(max_epochs=50))
+    >>> pipe.fit(structures, formation_energies)          # doctest: +SKIP
+    >>> pipe.predict(new_structures)                       # doctest: +SKIP
+
+    References
+    ----------
+    T. Xie and J. C. Grossman, Phys. Rev. Lett. 120, 145301 (2018).
+    """)
+
+    def __init__(self, module=CGCNN, *, criterion=torch.nn.MSELoss,
+                 optimizer=torch.optim.SGD, lr=0.01, max_epochs=30, batch_size=256,
+                 train_split=None, iterator_train__shuffle=True,
+                 iterator_train__collate_fn=collate_graphs,
+                 iterator_valid__collate_fn=collate_graphs,
+                 optimizer__momentum=DEFAULT_MOMENTUM, random_state=None, device="cpu",
+                 verbose=0, **kwargs):
+        super().__init__(module, criterion=criterion, optimizer=optimizer, lr=lr,
+                         max_epochs=max_epochs, batch_size=batch_size,
+                         train_split=train_split,
+                         iterator_train__shuffle=iterator_train__shuffle,
+                         iterator_train__collate_fn=iterator_train__collate_fn,
+                         iterator_valid__collate_fn=iterator_valid__collate_fn,
+                         optimizer__momentum=optimizer__momentum, device=device,
+                         verbose=verbose, **kwargs)
+        self.random_state = random_state
+
+    def fit(self, X, y, **fit_params):
+        """Fit on graphs X and targets y of shape (n,) or (n, n_targets)."""
+        X = self._check_X(X)
+        y = self._check_y(X, y).astype(np.float64)
+        if y.ndim not in (1, 2):
+            raise ValueError(f"y must be 1-D or 2-D, got shape {y.shape}")
+        bad = ~np.isfinite(y)
+        if bad.any():
+            rows = np.flatnonzero(bad.reshape(len(y), -1).any(axis=1))
+            raise ValueError(
+                f"y has {rows.size} row(s) with NaN or infinite targets (first: "
+                f"{rows[:5].tolist()}, ids {[X.ids[r] for r in rows[:5]]}); drop them "
+                "before fitting")
+        self.y_ndim_ = y.ndim
+        y2 = y.reshape(len(y), -1)
+        self.n_outputs_ = y2.shape[1]
+        self.target_scaler_ = StandardScaler().fit(y2)
+        self.module_kwargs_ = self._data_kwargs(X, self.n_outputs_)
+        self.graph_params_ = _graph_params_of(X)
+        return self._fit_with_seed(X, y2.astype(np.float32), **fit_params)
+
+    def _target_tensors(self, device):
+        mean = torch.as_tensor(self.target_scaler_.mean_, dtype=torch.float32, device=device)
+        scale = torch.as_tensor(self.target_scaler_.scale_, dtype=torch.float32,
+                                device=device)
+        return mean, scale
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        y_true = torch.as_tensor(y_true, device=y_pred.device, dtype=y_pred.dtype)
+        mean, scale = self._target_tensors(y_pred.device)
+        y_true = (y_true.reshape(y_pred.shape) - mean) / scale
+        return super().get_loss(y_pred, y_true, X=X, training=training)
+
+    def predict(self, X):
+        """Predictions in the original units: shape (n,) for 1-D y, else (n, n_targets).
+
+        When X comes from a StructureGraphTransformer that skipped structures
+        (``on_error="skip"``), there is one row per structure of its input, NaN for
+        the skipped ones, so that a Pipeline's predictions stay aligned with its input.
+        """
+        self._require_fitted()
+        X = self._check_predict_X(X)
+        if len(X) == 0 and getattr(X, "input_positions", None) is not None:
+            out = np.zeros((0, self.n_outputs_))  # every structure was skipped
+        else:
+            with self._resolved_device():
+                scaled = super().predict_proba(X).reshape(len(X), -1)
+            out = self.target_scaler_.inverse_transform(scaled.astype(np.float64))
+        out = self._align(X, out)
+        return out.ravel() if self.y_ndim_ == 1 else out
+
+    def score(self, X, y, sample_weight=None):
+        from sklearn.metrics import r2_score
+
+        self._refuse_skipped(X, "score")
+        return r2_score(y, self.predict(X), sample_weight=sample_weight)
