@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from .atom_features import get_atom_features
 from .graph import FewNeighborsWarning, GraphCollection, build_graphs
-from .structures import StructureError, describe, to_structure  # noqa: F401 (to_structure: public here too)
+from .structures import StructureError, as_structures, describe
+from .structures import to_structure  # noqa: F401 (importable from here as before)
 
 logger = logging.getLogger(__name__)
 
@@ -140,15 +140,17 @@ class StructureGraphTransformer(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : list, ndarray or pandas Series of Structure, ASE Atoms or CIF paths
-            A pandas Series (or DataFrame with a ``structure`` column) gives its index
-            as the graphs' ids.
+            The graphs' ids follow :func:`skcgcnn.structures.as_structures`: a pandas
+            Series (or DataFrame with a ``structure`` column) gives its index,
+            structures that all carry ``properties["id"]`` give those, else the
+            positions.
 
         Returns
         -------
         GraphCollection
         """
         check_is_fitted(self, "atom_features_")
-        items, ids = self._as_items(X)
+        items, ids = as_structures(X, parse=False)
         if not items:
             raise ValueError(_no_structures("transform"))
         names = [describe(pos, ident) for pos, ident in enumerate(ids)]
@@ -185,30 +187,6 @@ class StructureGraphTransformer(TransformerMixin, BaseEstimator):
         if self.on_error == "raise":
             raise StructureError(message)
         self.errors_.append((pos, ident, message))
-
-    @staticmethod
-    def _as_items(X: Any) -> tuple[list, list]:
-        try:
-            import pandas as pd
-        except ImportError:  # pragma: no cover - pandas comes with scikit-learn users
-            pd = None
-        if pd is not None and isinstance(X, pd.DataFrame):
-            if "structure" not in X.columns:
-                raise ValueError("a DataFrame passed to StructureGraphTransformer needs a "
-                                 "'structure' column")
-            X = X["structure"]
-        if pd is not None and isinstance(X, pd.Series):
-            return list(X.values), list(X.index)
-        if isinstance(X, GraphCollection):
-            raise TypeError("X is already a GraphCollection; pass it to the estimator "
-                            "directly, without StructureGraphTransformer")
-        if hasattr(X, "lattice") or isinstance(X, (str, os.PathLike)):
-            raise TypeError("X must be a sequence of structures; wrap a single structure "
-                            "in a list")
-        if not isinstance(X, Iterable):
-            raise TypeError(f"X must be a sequence of structures, got {type(X).__name__}")
-        items = list(X.ravel()) if isinstance(X, np.ndarray) else list(X)
-        return items, list(range(len(items)))
 
     def _n_jobs(self) -> int:
         n_jobs = self.n_jobs if self.n_jobs is not None else 1

@@ -27,6 +27,16 @@ def test_transform_builds_a_collection():
     assert len(tr.get_feature_names_out()) == 92
 
 
+def test_ids_follow_the_one_id_rule():
+    tagged = [rock_salt(), bcc_iron()]
+    for structure, ident in zip(tagged, ["mp-22862", "mp-13"]):
+        structure.properties["id"] = ident
+    assert StructureGraphTransformer().fit_transform(tagged).ids.tolist() == ["mp-22862",
+                                                                             "mp-13"]
+    tagged[1].properties.clear()
+    assert StructureGraphTransformer().fit_transform(tagged).ids.tolist() == [0, 1]
+
+
 def test_parameters_reach_the_graphs():
     graphs = StructureGraphTransformer(radius=6.0, max_num_nbr=8, step=0.5,
                                        atom_features="onehot").fit_transform([rock_salt()])
