@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._defaults import DMIN, MAX_NUM_NBR, RADIUS, STEP
 from .atom_features import get_atom_features
 from .graph import FewNeighborsWarning, GraphCollection, build_graphs
 from .structures import StructureError, as_structures, describe
@@ -97,8 +98,8 @@ class StructureGraphTransformer(TransformerMixin, BaseEstimator):
     120, 145301 (2018).
     """
 
-    def __init__(self, radius: float = 8.0, max_num_nbr: int = 12, dmin: float = 0.0,
-                 step: float = 0.2, atom_features: Any = "cgcnn", n_jobs: int | None = None,
+    def __init__(self, radius: float = RADIUS, max_num_nbr: int = MAX_NUM_NBR,
+                 dmin: float = DMIN, step: float = STEP, atom_features: Any = "cgcnn", n_jobs: int | None = None,
                  on_error: str = "raise", verbose: int = 0):
         self.radius = radius
         self.max_num_nbr = max_num_nbr

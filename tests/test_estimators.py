@@ -548,3 +548,14 @@ def test_validation_split_scoring_and_auto_device(sample):
     clf = CGCNNClassifier(max_epochs=2, device="auto", train_split=ValidSplit(5), **TINY)
     clf.fit(graphs, labels)
     assert 0.0 <= clf.history[-1, "valid_acc"] <= 1.0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the machine without CUDA")
+def test_cuda_without_cuda_is_a_clear_error():
+    from .test_graph import bcc_iron, rock_salt
+
+    graphs = StructureGraphTransformer().fit_transform([rock_salt(), bcc_iron()])
+    reg = CGCNNRegressor(max_epochs=1, device="cuda", **TINY)
+    with pytest.raises(ValueError, match="device='cuda' but torch sees no CUDA device"):
+        reg.fit(graphs, [1.0, 2.0])
+    assert reg.get_params()["device"] == "cuda"  # the parameter stays as given

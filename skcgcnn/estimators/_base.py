@@ -11,19 +11,15 @@ import torch
 from sklearn.exceptions import NotFittedError
 from skorch.callbacks import LRScheduler
 
+from .._defaults import GRAPH_PARAMS, MOMENTUM, resolve_device
 from ..graph import GraphCollection
 from ._data import GraphDataset
 
 logger = logging.getLogger(__name__)
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-DEFAULT_MOMENTUM = 0.9
-
-
-def _resolve_device(device: str | None) -> str | None:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+#: SGD's momentum unless one is given (the original's, :data:`skcgcnn._defaults.MOMENTUM`).
+DEFAULT_MOMENTUM = MOMENTUM
 
 
 def _seed_of(random_state: Any) -> int | None:
@@ -39,7 +35,7 @@ def _seed_of(random_state: Any) -> int | None:
                      f"got {random_state!r}")
 
 
-_GRAPH_KEYS = ("radius", "max_num_nbr", "dmin", "step")
+_GRAPH_KEYS = tuple(GRAPH_PARAMS)
 
 
 def _atom_features_digest(table: Any) -> str:
@@ -54,8 +50,7 @@ def _atom_features_digest(table: Any) -> str:
 
 def _graph_params_of(X: GraphCollection) -> dict:
     """The settings a collection's graphs were built with, as the model records them."""
-    params = {"radius": float(X.radius), "max_num_nbr": int(X.max_num_nbr),
-              "dmin": float(X.dmin), "step": float(X.step)}
+    params = {key: type(GRAPH_PARAMS[key])(value) for key, value in X.graph_params.items()}
     if X.atom_features is not None:
         params["atom_features"] = str(getattr(X.atom_features, "name", "?"))
         params["atom_features_digest"] = _atom_features_digest(X.atom_features)
@@ -79,7 +74,7 @@ class _CGCNNMixin:
     @contextlib.contextmanager
     def _resolved_device(self):
         given = self.__dict__.get("device")
-        self.__dict__["device"] = _resolve_device(given)
+        self.__dict__["device"] = resolve_device(given)
         try:
             yield
         finally:
@@ -274,7 +269,7 @@ class _CGCNNMixin:
         return self
 
     def _fit_with_seed(self, X, y, **fit_params):
-        if _resolve_device(self.device) in ("cpu", None):
+        if resolve_device(self.device) in ("cpu", None):
             from .._malloc import keep_freed_memory
 
             keep_freed_memory()
@@ -305,7 +300,7 @@ class _CGCNNMixin:
         with torch.no_grad():
             for start in range(0, len(X), self.batch_size):
                 b = X.collate(np.arange(start, min(start + self.batch_size, len(X))))
-                t = {k: torch.as_tensor(v).to(_resolve_device(self.device)) for k, v in b.items()}
+                t = {k: torch.as_tensor(v).to(resolve_device(self.device)) for k, v in b.items()}
                 t["nbr_idx"] = t["nbr_idx"].long()
                 atoms = self.module_.atom_embeddings(t["atom_fea"], t["nbr_idx"],
                                                      t["nbr_dist"])

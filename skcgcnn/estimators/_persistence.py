@@ -17,7 +17,8 @@ import torch
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelEncoder, StandardScaler
 
-from ._base import _GRAPH_KEYS, OPTIMIZERS, _atom_features_digest, _resolve_device
+from .._defaults import GRAPH_PARAMS, resolve_device
+from ._base import _GRAPH_KEYS, OPTIMIZERS, _atom_features_digest
 from ._classifier import CGCNNClassifier
 from ._regressor import CGCNNRegressor
 
@@ -86,7 +87,7 @@ def _torch_load(path: str, trusted: bool) -> Any:
 
 
 def _graph_params_from_args(args: dict) -> dict:
-    params = {"radius": 8.0, "max_num_nbr": 12, "dmin": 0.0, "step": 0.2}
+    params = dict(GRAPH_PARAMS)
     for key in params:
         if key in args:
             params[key] = type(params[key])(args[key])
@@ -191,7 +192,7 @@ def load_cgcnn_checkpoint(path: str | os.PathLike, trusted: bool = False,
     except RuntimeError as exc:
         raise CheckpointError(f"{path!r}: its weights do not fit a CGCNN of "
                               f"{module_params}: {exc}") from exc
-    est.module_.to(_resolve_device(est.device))
+    est.module_.to(resolve_device(est.device))
     est.module_.eval()
     return Pipeline([("graph", transformer), ("cgcnn", est)])
 
@@ -306,7 +307,7 @@ def load_model(path: str | os.PathLike, trusted: bool = False, device: str = "cp
         est.graph_params_ = dict(payload["graph_params"])
     est.initialize()
     est.module_.load_state_dict(payload["state_dict"])
-    est.module_.to(_resolve_device(est.device))
+    est.module_.to(resolve_device(est.device))
     if payload.get("transformer_params") is None:
         return est
     table = AtomFeatureTable(payload["atom_table_name"], payload["atom_table"].numpy(),

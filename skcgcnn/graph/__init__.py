@@ -9,16 +9,14 @@ This subpackage knows numpy and pymatgen only; the scikit-learn transformer over
 :class:`skcgcnn.transformers.StructureGraphTransformer`.
 """
 from ..structures import StructureError
-from ._collection import GraphCollection, concatenate
+from ._collection import GraphCollection
 from ._io import (GraphBundle, GraphFileError, UntrustedGraphFileError, load_graphs,
                   save_graphs)
 from ._neighbors import (MAX_ATOMIC_NUMBER, NUMERICAL_TOL, FewNeighborsWarning, build_graph,
-                         gaussian_centers, graph_from_arrays, neighbor_arrays,
-                         structure_arrays)
+                         graph_from_arrays, neighbor_arrays, structure_arrays)
 from ._parallel import build_graphs
 
 __all__ = ["FewNeighborsWarning", "GraphBundle", "GraphCollection", "GraphFileError",
            "MAX_ATOMIC_NUMBER", "NUMERICAL_TOL", "StructureError", "UntrustedGraphFileError",
-           "build_graph", "build_graphs", "concatenate", "gaussian_centers",
-           "graph_from_arrays", "load_graphs", "neighbor_arrays", "save_graphs",
-           "structure_arrays"]
+           "build_graph", "build_graphs", "graph_from_arrays", "load_graphs",
+           "neighbor_arrays", "save_graphs", "structure_arrays"]

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .._defaults import DMIN, MAX_NUM_NBR, RADIUS, STEP
+
 
 @dataclass(eq=False)
 class GraphCollection:
@@ -44,7 +46,7 @@ class GraphCollection:
         ``on_error="skip"`` left structures out: the position in the transformer's input
         of each crystal here.  The estimators use it to stay aligned with that input
         (``fit`` keeps the matching rows of y, ``predict`` answers NaN for the rest).
-        Indexing or concatenating drops it: the result belongs to no input.
+        Indexing drops it: the result belongs to no input.
     n_inputs : int or None
         Length of that input.
     """
@@ -54,10 +56,10 @@ class GraphCollection:
     nbr_idx: np.ndarray
     nbr_dist: np.ndarray
     ids: np.ndarray
-    radius: float = 8.0
-    max_num_nbr: int = 12
-    dmin: float = 0.0
-    step: float = 0.2
+    radius: float = RADIUS
+    max_num_nbr: int = MAX_NUM_NBR
+    dmin: float = DMIN
+    step: float = STEP
     atom_features: Any = None
     meta: dict = field(default_factory=dict)
     input_positions: np.ndarray | None = None
@@ -67,7 +69,7 @@ class GraphCollection:
     def from_graphs(cls, graphs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
                     ids: Sequence[Any] | None = None, **params: Any) -> "GraphCollection":
         """Concatenate per-structure ``(numbers, nbr_idx, nbr_dist)`` triples."""
-        max_num_nbr = int(params.get("max_num_nbr", 12))
+        max_num_nbr = int(params.get("max_num_nbr", MAX_NUM_NBR))
         sizes = np.array([len(g[0]) for g in graphs], dtype=np.int64)
         atom_ptr = np.zeros(len(graphs) + 1, dtype=np.int64)
         np.cumsum(sizes, out=atom_ptr[1:])
@@ -230,22 +232,3 @@ class GraphCollection:
             "crystal_idx": crystal_idx,
         }
 
-
-def concatenate(collections: Sequence[GraphCollection]) -> GraphCollection:
-    """Join collections built with the same graph parameters and atom features."""
-    if not collections:
-        raise ValueError("nothing to concatenate")
-    first = collections[0]
-    for c in collections[1:]:
-        if c.graph_params != first.graph_params:
-            raise ValueError("cannot concatenate graphs built with different parameters: "
-                             f"{first.graph_params} and {c.graph_params}")
-    sizes = np.concatenate([c.n_atoms for c in collections])
-    atom_ptr = np.zeros(len(sizes) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=atom_ptr[1:])
-    return GraphCollection(
-        atom_ptr, np.concatenate([c.numbers for c in collections]),
-        np.concatenate([c.nbr_idx for c in collections]),
-        np.concatenate([c.nbr_dist for c in collections]),
-        np.concatenate([c.ids for c in collections]), first.radius, first.max_num_nbr,
-        first.dmin, first.step, first.atom_features, dict(first.meta))

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .._defaults import MAX_NUM_NBR, RADIUS
 from ..structures import StructureError
 
 logger = logging.getLogger(__name__)
@@ -96,8 +97,8 @@ def _nearest(center: np.ndarray, point: np.ndarray, dist: np.ndarray, n: int,
     return nbr_idx, nbr_dist.astype(np.float32)
 
 
-def neighbor_arrays(cart_coords: np.ndarray, lattice: np.ndarray, radius: float = 8.0,
-                    max_num_nbr: int = 12) -> tuple[np.ndarray, np.ndarray]:
+def neighbor_arrays(cart_coords: np.ndarray, lattice: np.ndarray, radius: float = RADIUS,
+                    max_num_nbr: int = MAX_NUM_NBR) -> tuple[np.ndarray, np.ndarray]:
     """The ``max_num_nbr`` nearest neighbours of every atom of a periodic crystal.
 
     Neighbours are found with pymatgen's ``find_points_in_spheres`` (the search behind
@@ -179,8 +180,8 @@ def structure_arrays(structure: Any, name: str = "structure") -> tuple[np.ndarra
             lattice.get_cartesian_coords(structure.frac_coords), lattice.matrix)
 
 
-def graph_from_arrays(cart_coords: np.ndarray, lattice: np.ndarray, radius: float = 8.0,
-                      max_num_nbr: int = 12, name: str = "structure"
+def graph_from_arrays(cart_coords: np.ndarray, lattice: np.ndarray, radius: float = RADIUS,
+                      max_num_nbr: int = MAX_NUM_NBR, name: str = "structure"
                       ) -> tuple[np.ndarray, np.ndarray, str | None]:
     """Neighbour arrays of one crystal, checked.
 
@@ -208,7 +209,7 @@ def graph_from_arrays(cart_coords: np.ndarray, lattice: np.ndarray, radius: floa
     return nbr_idx, nbr_dist, note
 
 
-def build_graph(structure: Any, radius: float = 8.0, max_num_nbr: int = 12,
+def build_graph(structure: Any, radius: float = RADIUS, max_num_nbr: int = MAX_NUM_NBR,
                 name: str = "structure") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The crystal graph of one pymatgen Structure.
 
@@ -236,7 +237,3 @@ def build_graph(structure: Any, radius: float = 8.0, max_num_nbr: int = 12,
     return numbers, nbr_idx, nbr_dist
 
 
-
-def gaussian_centers(dmin: float, dmax: float, step: float) -> np.ndarray:
-    """Centres of CGCNN's Gaussian distance expansion: ``arange(dmin, dmax + step, step)``."""
-    return np.arange(dmin, dmax + step, step)
