@@ -136,9 +136,3 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
         if isinstance(X, torch.utils.data.Dataset):
             return encoded
         return self.label_encoder_.inverse_transform(encoded)
-
-    def score(self, X, y, sample_weight=None):
-        from sklearn.metrics import accuracy_score
-
-        self._refuse_skipped(X, "score")
-        return accuracy_score(y, self.predict(X), sample_weight=sample_weight)
