@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
 
 from .graph import GraphCollection
 
@@ -55,24 +56,18 @@ def atom_contributions(model: Any, X: Any) -> pd.DataFrame:
     if not isinstance(est, CGCNNRegressor):
         raise TypeError("atom_contributions needs a fitted CGCNNRegressor (or a Pipeline "
                         "ending in one)")
-    est._require_fitted()
+    check_is_fitted(est)
     if est.n_outputs_ != 1:
         raise ValueError("atom_contributions explains one target; this model has "
                          f"{est.n_outputs_}")
-    graphs = head.transform(X) if head is not None else X
-    graphs = est._check_X(graphs)
-    device = next(est.module_.parameters()).device
-    net = est.module_.eval()
+    graphs = est.check_graphs(head.transform(X) if head is not None else X)
+    net = est.module_
     mean, scale = float(est.target_scaler_.mean_[0]), float(est.target_scaler_.scale_[0])
     per_atom, per_crystal = [], []
     with torch.no_grad():
-        for lo in range(0, len(graphs), est.batch_size):
-            rows = np.arange(lo, min(lo + est.batch_size, len(graphs)))
-            batch = {k: torch.as_tensor(v).to(device) for k, v in graphs.collate(rows).items()}
-            atoms = net.atom_embeddings(batch["atom_fea"], batch["nbr_idx"].long(),
-                                        batch["nbr_dist"])
+        for atoms, crystal_idx, n in est.embed_atoms(graphs):
             per_atom.append(net.head(atoms)[:, 0].cpu().numpy() * scale + mean)
-            pooled = mean_pool(atoms, batch["crystal_idx"], len(rows))
+            pooled = mean_pool(atoms, crystal_idx, n)
             per_crystal.append(net.head(pooled)[:, 0].cpu().numpy() * scale + mean)
     contributions = np.concatenate(per_atom)
     predictions = np.concatenate(per_crystal)

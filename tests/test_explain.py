@@ -40,3 +40,33 @@ def test_embeddings_and_bad_models(pipe):
     assert emb.shape == (2, 64)
     with pytest.raises(TypeError, match="needs a fitted CGCNNRegressor"):
         atom_contributions(pipe[0], [bcc_iron()])
+
+
+def test_public_seams_of_the_estimators():
+    """explain reads a fitted regressor through check_graphs / embed_atoms only."""
+    from sklearn.exceptions import NotFittedError
+
+    from skcgcnn import CGCNNRegressor, StructureGraphTransformer
+
+    graphs = StructureGraphTransformer().fit_transform([rock_salt(), bcc_iron(), perovskite()])
+    reg = CGCNNRegressor(max_epochs=1, batch_size=2, random_state=0,
+                         module__atom_fea_len=8, module__n_conv=1, module__h_fea_len=8)
+    with pytest.raises(NotFittedError):
+        atom_contributions(reg, graphs)
+    with pytest.raises(NotFittedError):
+        reg.check_graphs(graphs)
+    reg.fit(graphs, [1.0, 2.0, 3.0])
+    batches = list(reg.embed_atoms(graphs))
+    assert [n for _, _, n in batches] == [2, 1]  # batch_size crystals at a time
+    assert [tuple(a.shape) for a, _, _ in batches] == [(10, 8), (5, 8)]
+    assert batches[0][1].tolist() == [0] * 8 + [1] * 2
+    pooled = reg.predict_crystal_features(graphs)
+    np.testing.assert_allclose(pooled[1], batches[0][0][8:].mean(0).numpy(), rtol=1e-6)
+    frame = atom_contributions(reg, graphs)
+    np.testing.assert_allclose(frame.groupby("crystal")["prediction"].first(),
+                               reg.predict(graphs), rtol=1e-5)
+    other = StructureGraphTransformer(radius=6.0).fit_transform([rock_salt()])
+    with pytest.raises(ValueError, match="other graph settings"):
+        reg.check_graphs(other)
+    with pytest.raises(ValueError, match="other graph settings"):
+        next(iter(reg.embed_atoms(other)))

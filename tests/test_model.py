@@ -6,6 +6,7 @@ import torch
 
 from skcgcnn.graph import build_graph, GraphCollection
 from skcgcnn.atom_features import get_atom_features
+from skcgcnn.estimators import graphs_to_tensors
 from skcgcnn.model import CGCNN, ConvLayer, Edges, GaussianExpansion, SimpleConvLayer, mean_pool
 
 from ._shared import SAMPLE_REGRESSION, load_structures, needs_shared
@@ -15,8 +16,8 @@ from .test_graph import bcc_iron, perovskite, rock_salt
 def batch(structures, dtype=torch.float32):
     graphs = GraphCollection.from_graphs([build_graph(s) for s in structures],
                                          atom_features=get_atom_features("cgcnn"))
-    out = {k: torch.as_tensor(v) for k, v in graphs.collate().items()}
-    out["nbr_idx"] = out["nbr_idx"].long()
+    out = graphs_to_tensors(graphs)
+    assert out["nbr_idx"].dtype == torch.int64
     out["atom_fea"] = out["atom_fea"].to(dtype)
     out["nbr_dist"] = out["nbr_dist"].to(dtype)
     return out

@@ -22,14 +22,14 @@ from ._callbacks import (AtomicCheckpoint, LoadTrainingState, TrainingCheckpoint
                          TrainingStateError, atomic_torch_save, read_training_state)
 from ._classifier import CGCNNClassifier
 from ._classifier import _exp  # noqa: F401 (estimators pickled before the split name it here)
-from ._data import GraphDataset, collate_graphs
+from ._data import GraphDataset, collate_graphs, graphs_to_tensors
 from ._persistence import (CheckpointError, is_torch_file, load_cgcnn_checkpoint, load_model,
                            save_model)
 from ._pipeline import make_cgcnn_pipeline
 from ._regressor import CGCNNRegressor
 
 __all__ = ["CGCNNRegressor", "CGCNNClassifier", "GraphDataset", "collate_graphs",
-           "make_cgcnn_pipeline", "load_cgcnn_checkpoint", "save_model", "load_model",
+           "graphs_to_tensors", "make_cgcnn_pipeline", "load_cgcnn_checkpoint", "save_model", "load_model",
            "CheckpointError", "is_torch_file", "TrainingCheckpoint", "LoadTrainingState",
            "AtomicCheckpoint", "TrainingStateError", "read_training_state",
            "atomic_torch_save", "DEFAULT_MOMENTUM", "OPTIMIZERS"]

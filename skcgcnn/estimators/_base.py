@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from skorch.callbacks import LRScheduler
 
 from .._defaults import GRAPH_PARAMS, MOMENTUM, resolve_device
 from ..graph import GraphCollection
-from ._data import GraphDataset
+from ._data import GraphDataset, graphs_to_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -236,8 +237,12 @@ class _CGCNNMixin:
         self._check_compatible(X)
         return X
 
+    def __sklearn_is_fitted__(self) -> bool:
+        """Fitted (or loaded): what scikit-learn's ``check_is_fitted`` asks."""
+        return hasattr(self, "module_kwargs_") and bool(getattr(self, "initialized_", False))
+
     def _require_fitted(self) -> None:
-        if not hasattr(self, "module_kwargs_") or not getattr(self, "initialized_", False):
+        if not self.__sklearn_is_fitted__():
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; "
                                  "call fit first")
 
@@ -288,23 +293,58 @@ class _CGCNNMixin:
         finally:
             self.__dict__.pop("_in_fit", None)
 
+    # -- learned representations (used by skcgcnn.explain) ----------------------------
+    def check_graphs(self, X: Any) -> GraphCollection:
+        """``X`` checked for this fitted model: a GraphCollection with an atom-feature
+        table, built with the graph settings of ``fit``.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        TypeError, ValueError
+            For anything else, or graphs built otherwise than the fit's.
+        """
+        self._require_fitted()
+        X = self._check_X(X)
+        self._check_compatible(X)
+        return X
+
+    def embed_atoms(self, X: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        """The learned atom feature vectors of the crystals of ``X``, batch by batch.
+
+        The module runs in eval mode without gradients, ``batch_size`` crystals at a
+        time, in the order of ``X``.  ``X`` is checked (:meth:`check_graphs`) before
+        the first batch.
+
+        Yields
+        ------
+        atoms : Tensor of shape (n_atoms, atom_fea_len)
+            The output of the last convolution, on the module's device.
+        crystal_idx : Tensor of shape (n_atoms,), int64
+            The crystal of the batch each atom belongs to.
+        n_crystals : int
+            Crystals in the batch.
+        """
+        X = self.check_graphs(X)
+        return self._embed_atoms(X)
+
+    def _embed_atoms(self, X: GraphCollection):
+        module = self.module_.eval()
+        device = next(module.parameters()).device
+        with torch.no_grad():
+            for start in range(0, len(X), self.batch_size):
+                rows = np.arange(start, min(start + self.batch_size, len(X)))
+                t = graphs_to_tensors(X, rows, device)
+                atoms = module.atom_embeddings(t["atom_fea"], t["nbr_idx"], t["nbr_dist"])
+                yield atoms, t["crystal_idx"], len(rows)
+
     def predict_crystal_features(self, X: GraphCollection) -> np.ndarray:
         """Pooled crystal feature vectors (input of ``conv_to_fc``), shape (n, F)."""
         from ..model import mean_pool
 
-        self._require_fitted()
-        X = self._check_X(X)
-        self._check_compatible(X)
-        out = []
-        self.module_.eval()
-        with torch.no_grad():
-            for start in range(0, len(X), self.batch_size):
-                b = X.collate(np.arange(start, min(start + self.batch_size, len(X))))
-                t = {k: torch.as_tensor(v).to(resolve_device(self.device)) for k, v in b.items()}
-                t["nbr_idx"] = t["nbr_idx"].long()
-                atoms = self.module_.atom_embeddings(t["atom_fea"], t["nbr_idx"],
-                                                     t["nbr_dist"])
-                out.append(mean_pool(atoms, t["crystal_idx"]).cpu().numpy())
+        out = [mean_pool(atoms, crystal_idx, n).cpu().numpy()
+               for atoms, crystal_idx, n in self.embed_atoms(X)]
         return np.concatenate(out) if out else np.zeros((0, 0))
 
 

@@ -9,7 +9,7 @@ from skorch.dataset import Dataset as SkorchDataset
 
 from ..graph import GraphCollection
 
-__all__ = ["GraphDataset", "collate_graphs"]
+__all__ = ["GraphDataset", "collate_graphs", "graphs_to_tensors"]
 
 
 class _Row:
@@ -53,8 +53,28 @@ def collate_graphs(batch: list) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """
     graphs = batch[0][0].graphs
     rows = np.fromiter((item[0].row for item in batch), dtype=np.int64, count=len(batch))
-    arrays = graphs.collate(rows)
-    X = {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in arrays.items()}
-    X["nbr_idx"] = X["nbr_idx"].long()
     y = torch.as_tensor(np.asarray([item[1] for item in batch]))
-    return X, y
+    return graphs_to_tensors(graphs, rows), y
+
+
+def graphs_to_tensors(graphs: GraphCollection, rows: np.ndarray | None = None,
+                      device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
+    """The module's input tensors for crystals ``rows`` of ``graphs`` (all by default).
+
+    :meth:`GraphCollection.collate` as torch tensors, on ``device`` when given.
+
+    Returns
+    -------
+    dict with
+        atom_fea : Tensor of shape (n_atoms, n_features), float32
+        nbr_idx : Tensor of shape (n_atoms, max_num_nbr), int64 -- batch-wide, -1 = none
+        nbr_dist : Tensor of shape (n_atoms, max_num_nbr), float32
+        crystal_idx : Tensor of shape (n_atoms,), int64
+    """
+    arrays = graphs.collate(rows)
+    tensors = {key: torch.from_numpy(np.ascontiguousarray(value))
+               for key, value in arrays.items()}
+    tensors["nbr_idx"] = tensors["nbr_idx"].long()  # torch indexes with int64
+    if device is not None:
+        tensors = {key: value.to(device) for key, value in tensors.items()}
+    return tensors
