@@ -111,6 +111,16 @@ class StructureGraphTransformer(TransformerMixin, BaseEstimator):
         self.verbose = verbose
 
     # -- scikit-learn API -------------------------------------------------------------
+    def __sklearn_tags__(self):
+        """X is a 1-D sequence of structures (or of CIF paths: strings), not a 2-D
+        array, and the output is a GraphCollection, not an array of some dtype."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.one_d_array = True
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = []
+        return tags
+
     def _validate(self) -> None:
         if not (isinstance(self.radius, (int, float)) and self.radius > 0):
             raise ValueError(f"radius must be a positive number of Å, got {self.radius!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from pymatgen.core import IStructure, Lattice, Structure
+from pymatgen.core import IStructure, Structure
 
 from skcgcnn.structures import StructureError, as_structures, describe, ids_of, to_structure
 

@@ -93,6 +93,13 @@ class _CGCNNMixin:
         with self._resolved_device():
             return super().get_loss(y_pred, y_true, X=X, training=training)
 
+    def __sklearn_tags__(self):
+        """X is a GraphCollection, not a 2-D array: scikit-learn's data-driven estimator
+        checks cannot feed it (see tests/test_sklearn_checks.py)."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        return tags
+
     # -- resuming (skorch's LoadInitState, skcgcnn.training_state.LoadTrainingState) ----
     def notify(self, method_name, **cb_kwargs):
         """skorch's ``notify``; at ``on_train_begin`` the ``LoadInitState`` callbacks

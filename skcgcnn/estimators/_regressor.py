@@ -65,6 +65,11 @@ class CGCNNRegressor(_CGCNNMixin, NeuralNetRegressor):
                          verbose=verbose, **kwargs)
         self.random_state = random_state
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # y of shape (n, n_targets)
+        return tags
+
     def fit(self, X, y, **fit_params):
         """Fit on graphs X and targets y of shape (n,) or (n, n_targets)."""
         X = self._check_X(X)
