@@ -16,6 +16,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 __version__ = "0.1.0"
 
 _LAZY = {
+    "as_structures": "skcgcnn.structures",
+    "StructureError": "skcgcnn.structures",
     "StructureGraphTransformer": "skcgcnn.transformers",
     "GraphCollection": "skcgcnn.graph",
     "build_graph": "skcgcnn.graph",
