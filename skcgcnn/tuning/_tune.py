@@ -10,6 +10,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -52,26 +53,30 @@ def _as_structures(structures: Any) -> tuple[list, list]:
 
 def _splits(n: int, cv: Any, validation_fraction: float,
             random_state: int | None) -> tuple[list, str]:
-    from sklearn.model_selection import KFold, train_test_split
+    """The study's (train, valid) position arrays and the text that names them.
 
-    positions = np.arange(n)
+    The text goes into the study's attributes, so into the default study name (a hash
+    of them) and the check that a resumed study ran on the same split: it must stay as
+    it was, or existing studies would no longer resume.  ``holdout_split`` writes the
+    holdout's text unchanged; an int ``cv`` keeps tuning's own ``KFold(k) seed=s``
+    (``resolve_cv`` describes the same folds in other words).
+    """
+    from ..model_selection import holdout_split, resolve_cv
+
     if cv is None:
-        if not 0 < validation_fraction < 1:
-            raise ValueError(f"validation_fraction={validation_fraction!r}: use a fraction "
-                             "between 0 and 1")
-        train, valid = train_test_split(positions, test_size=validation_fraction,
-                                        random_state=random_state)
-        return [(np.sort(train), np.sort(valid))], (
-            f"holdout validation_fraction={validation_fraction} seed={random_state}")
-    if isinstance(cv, (int, np.integer)):
-        if cv < 2:
+        return holdout_split(n_samples=n, validation_fraction=validation_fraction,
+                             random_state=random_state)
+    try:
+        splits, desc = resolve_cv(cv, n_samples=n, random_state=random_state)
+    except ValueError as exc:
+        if isinstance(cv, Integral) and not isinstance(cv, bool) and cv < 2:
+            # tune has a one-split mode of its own: point to it, not to a fixed pair
             raise ValueError(f"cv={cv}: use at least 2 folds, or cv=None for one "
-                             "validation split")
-        splitter = KFold(int(cv), shuffle=True, random_state=random_state)
+                             "validation split") from exc
+        raise
+    if isinstance(cv, Integral) and not isinstance(cv, bool):
         desc = f"KFold({int(cv)}) seed={random_state}"
-    else:
-        splitter, desc = cv, repr(cv)
-    return [(np.asarray(a), np.asarray(b)) for a, b in splitter.split(positions)], desc
+    return splits, desc
 
 
 def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
@@ -107,9 +112,10 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
         Seconds after which no new trial is started (per call).
     max_epochs : int, default=30
         Epochs per trial (and per fold).
-    cv : int or splitter, optional
-        k-fold cross-validation instead of one validation split; pruning steps run
-        over ``fold * max_epochs + epoch``.
+    cv : int, splitter or list of (train, valid) pairs, optional
+        k-fold cross-validation instead of one validation split, resolved by
+        :func:`skcgcnn.model_selection.resolve_cv` (an int: shuffled ``KFold`` seeded
+        by ``random_state``); pruning steps run over ``fold * max_epochs + epoch``.
     validation_fraction : float, default=0.2
         Share of the rows held out for validation when ``cv`` is None.
     storage : str, path or optuna storage, optional
