@@ -1,9 +1,7 @@
 """What a study leaves behind: tables, markdown, plots, ``summary.json``, :class:`TuneResult`."""
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import warnings
 from collections.abc import Iterator, Mapping
@@ -15,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .._optional import require
+from ..reporting import markdown_table, plot_bars, save_figure, write_json
 from ._space import SearchSpace, TrialConfig
 
 logger = logging.getLogger(__name__)
@@ -52,21 +51,6 @@ def trials_table(study: Any, space: SearchSpace | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _markdown(table: pd.DataFrame) -> str:
-    def fmt(v: Any) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return ""
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return str(v)
-
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in table.iterrows():
-        lines.append("| " + " | ".join(fmt(row[c]) for c in cols) + " |")
-    return "\n".join(lines)
-
-
 def best_trials_markdown(study: Any, space: SearchSpace | None = None, k: int = 10) -> str:
     """The ``k`` best complete trials as a markdown table (lowest validation MAE first)."""
     table = trials_table(study, space)
@@ -76,36 +60,14 @@ def best_trials_markdown(study: Any, space: SearchSpace | None = None, k: int = 
     cols = ["number", "valid_mae", "atom_features"] + [c for c in _TABLE_PARAMS
                                                         if c in done.columns]
     cols += ["epochs", "duration_s"]
-    return _markdown(done[cols])
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+    return markdown_table(done[cols])
 
 
 def plot_against_baselines(best_value: float, baselines: Mapping[str, float], path: Path,
                            label: str = "tuned CGCNN", title: str = "validation MAE") -> Path:
     """Horizontal bars: the study's best validation MAE beside the baselines' MAE."""
-    from matplotlib.figure import Figure
-
-    names = [label] + list(baselines)
-    values = [best_value] + [float(v) for v in baselines.values()]
-    fig = Figure(figsize=(6.4, 0.6 * len(names) + 1.2))
-    ax = fig.subplots()
-    colors = ["tab:blue"] + ["tab:gray"] * len(baselines)
-    bars = ax.barh(names[::-1], values[::-1], color=colors[::-1])
-    for bar, value in zip(bars, values[::-1]):
-        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:.4f}",
-                va="center")
-    ax.set_xlabel("MAE")
-    ax.set_title(title)
-    ax.set_xlim(0, max(values) * 1.25 if values and max(values) > 0 else 1)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+    return plot_bars({label: best_value, **baselines}, path, title=title, horizontal=True,
+                     colors=["tab:blue"] + ["tab:gray"] * len(baselines), digits=4)
 
 
 def write_results(study: Any, output_dir: str | os.PathLike, *, space: SearchSpace | None = None,
@@ -163,7 +125,7 @@ def write_results(study: Any, output_dir: str | os.PathLike, *, space: SearchSpa
             elif name == "intermediate.png":
                 ax.set_ylabel(f"validation MAE, {target_name}")
                 ax.set_xlabel("epoch (with k folds: fold × max_epochs + epoch)")
-            files.append(_save(ax.figure, out / name))
+            files.append(save_figure(ax.figure, out / name, tight=True))
     best = min(complete, key=lambda t: t.value) if complete else None
     if best is not None and baselines:
         files.append(plot_against_baselines(
@@ -178,18 +140,11 @@ def write_results(study: Any, output_dir: str | os.PathLike, *, space: SearchSpa
                "best_atom_features": None if best is None else
                best.user_attrs.get("atom_features"),
                "baselines": dict(baselines or {}), **dict(extra or {})}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str),
-                                      encoding="utf-8")
-    files.append(out / "summary.json")
+    files.append(write_json(out / "summary.json", summary))
     return files
 
 
-# ----------------------------------------------------------------------------------
-# tune
-# ----------------------------------------------------------------------------------
 @dataclass
-
-
 class TuneResult:
     """What :func:`tune` returns; unpacks as ``study, best_pipeline = tune(...)``.
 
