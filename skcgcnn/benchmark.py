@@ -16,7 +16,7 @@ train/test split), times fit and predict, and scores the predictions with
 ======================  =================================================================
 
 The ``skcgcnn benchmark`` command (:func:`add_benchmark_parser`,
-:func:`run_benchmark_command`) lives in :mod:`skcgcnn._benchmark_command`; both names
+:func:`run_benchmark_command`) lives in :mod:`skcgcnn.cli.benchmark`; both names
 are still importable from here.
 """
 from __future__ import annotations
@@ -479,7 +479,7 @@ def __getattr__(name: str) -> Any:
     # The command depends on this module, not the other way round: its two public names
     # are loaded on first use, so that importing the library never builds a parser.
     if name in ("add_benchmark_parser", "run_benchmark_command"):
-        from . import _benchmark_command
+        from .cli import benchmark as _benchmark_command
 
         return getattr(_benchmark_command, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._defaults import DEVICES
-from .benchmark import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_MODELS, make_models,
+from .._defaults import DEVICES
+from ..benchmark import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_MODELS, make_models,
                         run_benchmark)
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,160 @@
+"""The ``skcgcnn`` command line: train, predict, featurize (and benchmark, tune).
+
+``skcgcnn train`` does the job of the original CGCNN ``main.py`` and ``skcgcnn predict``
+that of its ``predict.py``; ``skcgcnn featurize`` builds the crystal graphs of a dataset
+once and caches them in a file that ``train --graphs`` reads.  The subcommands of
+:data:`EXTERNAL_COMMANDS` (``benchmark``, ``tune``) are imported only when they are run,
+so ``skcgcnn --help`` starts in a fraction of a second; torch and pymatgen are imported
+inside the handlers for the same reason.
+
+Every failure the user can fix (a missing folder, an unreadable model file, bad
+options, bad structures) ends with a one-line reason on stderr and a non-zero exit
+status: 2 for wrong options, 1 for everything else.  ``--debug`` adds the traceback.
+See ``docs/cli.md`` for the options and their counterparts in ``main.py``/``predict.py``.
+
+One module per subcommand (:mod:`.train`, :mod:`.predict`, :mod:`.featurize`,
+:mod:`.benchmark`, :mod:`.tune`); the options and console they share are in
+:mod:`._common`, reading data and writing results in :mod:`._data`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import pickle
+import sys
+import traceback
+from collections.abc import Sequence
+
+from ._common import PROG, CLIError, common_options, console, one_line
+from .featurize import add_featurize_parser
+from .predict import add_predict_parser
+from .train import add_train_parser, split_sizes
+
+#: Format tag of the graph files written by ``skcgcnn featurize`` (skcgcnn.graph_io.FORMAT).
+GRAPHS_FORMAT = "skcgcnn-graphs"
+
+#: Subcommands imported only when run: name -> (module, add-parser function, run
+#: function, one-line help).  A module that is not there is left out of the command line.
+EXTERNAL_COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "benchmark": ("skcgcnn.cli.benchmark", "add_benchmark_parser", "run_benchmark_command",
+                  "compare CGCNN with descriptor baselines on the same cross-validation "
+                  "folds"),
+    "tune": ("skcgcnn.cli.tune", "add_tune_parser", "run_tune_command",
+             "search CGCNN hyper-parameters with Optuna"),
+}
+
+__all__ = ["main", "build_parser", "CLIError", "EXTERNAL_COMMANDS", "GRAPHS_FORMAT", "PROG",
+           "split_sizes"]
+
+
+def _external_available(name: str) -> bool:
+    module = EXTERNAL_COMMANDS[name][0]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def build_parser(load: str | None = None) -> argparse.ArgumentParser:
+    """The ``skcgcnn`` argument parser.
+
+    Parameters
+    ----------
+    load : str, optional
+        Name of an external subcommand (see :data:`EXTERNAL_COMMANDS`) whose module is
+        imported so that its real parser is added.  The other external subcommands are
+        listed in the help without importing their modules (they cannot be parsed).
+    """
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Crystal Graph Convolutional Neural Networks (CGCNN) with scikit-learn: "
+                    "train, predict and featurize from the command line.",
+        epilog=f"'{PROG} COMMAND --help' shows the options of a command; docs/cli.md maps "
+               "them to the original main.py and predict.py.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show debug log lines and the traceback of a failure")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = common_options()
+    add_train_parser(sub, common)
+    add_predict_parser(sub, common)
+    add_featurize_parser(sub, common)
+    for name, (module, add_name, run_name, help_text) in EXTERNAL_COMMANDS.items():
+        if name == load:
+            mod = importlib.import_module(module)
+            external = getattr(mod, add_name)(sub)
+            external.set_defaults(func=getattr(mod, run_name))
+        elif _external_available(name):
+            # listed only; main() builds the real parser when this command is run
+            sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in argv (top-level options take no values)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``skcgcnn`` command line and return its exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 1 when the command failed, 2 for wrong options, 130 when
+        interrupted.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command_of(argv)
+    debug = "--debug" in argv
+    try:
+        load = command if command in EXTERNAL_COMMANDS and _external_available(command) \
+            else None
+        parser = build_parser(load)
+    except ImportError as exc:  # an external command's optional dependency is missing
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write(f"{PROG} {command}: error: {one_line(exc)}\n")
+        return 1
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    debug = bool(getattr(args, "debug", False))
+    quiet = bool(getattr(args, "quiet", False))
+    level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
+    prefix = f"{PROG} {args.command}"
+    with console(level):
+        try:
+            status = args.func(args)
+            return 0 if status is None else int(status)
+        except KeyboardInterrupt:
+            sys.stderr.write(f"{prefix}: interrupted\n")
+            return 130
+        except CLIError as exc:
+            if debug:
+                traceback.print_exc()
+            sys.stderr.write(f"{prefix}: error: {one_line(exc)}\n")
+            return exc.status
+        except (OSError, ValueError, ImportError, pickle.UnpicklingError) as exc:
+            if debug:
+                traceback.print_exc()
+            sys.stderr.write(f"{prefix}: error: {one_line(exc)}\n")
+            return 1
+        except Exception as exc:  # a bug: say so in one line, the traceback with --debug
+            if debug:
+                traceback.print_exc()
+            sys.stderr.write(f"{prefix}: error: unexpected {type(exc).__name__}: "
+                             f"{one_line(exc)} (run with --debug for the traceback)\n")
+            return 1
+

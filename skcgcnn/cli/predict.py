@@ -1,0 +1,213 @@
+"""``skcgcnn predict``: the original CGCNN ``predict.py``.
+
+Loads a model written by ``skcgcnn train`` (or an original ``.pth.tar``), predicts a data
+folder or CIF files and writes header-less ``id,target,prediction`` rows; when the
+targets are known, the MAE (classification: accuracy and ROC-AUC) is printed too.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ._common import CLIError, check_device, data_options, one_line, verbose
+from ._data import (choose_target, classification_metrics, load_folder, log_skipped,
+                    regression_metrics, structure_series, write_results)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["add_predict_parser", "run_predict"]
+
+
+def add_predict_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "predict", parents=[common],
+        help="predict with a trained model or an original .pth.tar (the original predict.py)",
+        description=(
+            "Predict the property of crystals with a model written by 'skcgcnn train' (or "
+            "skcgcnn.estimators.save_model) or an original CGCNN .pth.tar checkpoint. The "
+            "output is CSV without header: id, target (empty when unknown), prediction; for "
+            "classification the prediction is the probability of class 1, as predict.py. "
+            "When ROOT_DIR has an id_prop.csv its targets are written too and the MAE "
+            "(classification: accuracy and ROC-AUC) is printed."),
+        epilog="example: skcgcnn predict pre-trained/formation-energy-per-atom.pth.tar "
+               "data/sample-regression --output test_results.csv",
+    )
+    p.add_argument("model", metavar="MODEL",
+                   help="model.pt from 'skcgcnn train' or an original CGCNN .pth.tar")
+    p.add_argument("inputs", nargs="+", metavar="ROOT_DIR|CIF",
+                   help="a CGCNN data folder (id_prop.csv optional: without it, every *.cif "
+                        "in it), or CIF files")
+    p.add_argument("-o", "--output", default="-", metavar="FILE",
+                   help="CSV file to write (default: standard output)")
+    p.add_argument("--trusted", action="store_true",
+                   help="allow checkpoints that hold pickled Python objects (the original "
+                        "classification checkpoints); they can run code when loaded, so "
+                        "only for files you trust")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                   help="torch device (default: cpu)")
+    p.add_argument("-b", "--batch-size", type=int, default=None, metavar="N",
+                   help="crystals per batch (default: the model's)")
+    data_options(p)
+    p.set_defaults(func=run_predict)
+
+
+def _check_model_file(path: str) -> Path:
+    """A path that looks like a torch file: a zip archive or torch's legacy format."""
+    from ..estimators import is_torch_file
+
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise CLIError(f"MODEL {path!r} does not exist; give a model.pt from 'skcgcnn "
+                       "train' or an original CGCNN .pth.tar")
+    if not file.is_file():
+        raise CLIError(f"MODEL {path!r} is not a file")
+    if not is_torch_file(file):
+        raise CLIError(f"MODEL {path!r} is not a model file: give a model.pt from "
+                       "'skcgcnn train' or an original CGCNN .pth.tar")
+    return file
+
+
+def _load_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """(transformer, estimator, task) from MODEL."""
+    from sklearn.pipeline import Pipeline
+
+    from ..estimators import CGCNNClassifier, CheckpointError, load_model
+    from ..transformers import StructureGraphTransformer
+
+    file = _check_model_file(args.model)
+    device = check_device(args.device)
+    try:
+        model = load_model(file, trusted=args.trusted, device=device)
+    except CheckpointError as exc:
+        message = one_line(exc).replace("; for skcgcnn models use load_model", "")
+        if "trusted=True" in message:
+            message = (f"MODEL {args.model!r} holds pickled Python objects besides tensors "
+                       "(the original CGCNN classification checkpoints do), which can run "
+                       "code when loaded; pass --trusted if you trust the file")
+        raise CLIError(message) from exc
+    except pickle.UnpicklingError as exc:
+        raise CLIError(f"MODEL {args.model!r} is not a model file ({one_line(exc)})") from exc
+    if isinstance(model, Pipeline):
+        transformer, est = model.steps[0][1], model.steps[-1][1]
+    else:
+        est = model
+        kw = {"max_num_nbr": 12, **est.module_kwargs_, **getattr(est, "graph_params_", {})}
+        logger.warning("MODEL holds an estimator without its transformer; building graphs "
+                       "with radius %s, %s neighbours and the cgcnn atom features",
+                       kw["radius"], kw["max_num_nbr"])
+        transformer = StructureGraphTransformer(radius=kw["radius"],
+                                                max_num_nbr=kw["max_num_nbr"], dmin=kw["dmin"],
+                                                step=kw["step"]).fit()
+    task = "classification" if isinstance(est, CGCNNClassifier) else "regression"
+    return transformer, est, task
+
+
+def _warn_other_atom_features(root: Path, transformer: Any) -> None:
+    """Warn when ROOT_DIR/atom_init.json differs from the model's atom features."""
+    import numpy as np
+
+    from ..atom_features import get_atom_features
+
+    path = root / "atom_init.json"
+    if not path.is_file():
+        return
+    try:
+        theirs, ours = get_atom_features(str(path)), transformer.atom_features_
+        same = (theirs.table.shape == ours.table.shape
+                and np.array_equal(theirs.available, ours.available)
+                and np.allclose(theirs.table[theirs.available], ours.table[ours.available]))
+    except Exception as exc:  # an odd atom_init.json is not the model's business
+        logger.debug("cannot compare %s: %s", path, exc)
+        return
+    if not same:
+        logger.warning("%s differs from the atom features stored with the model; the "
+                       "model's are used", path)
+
+
+def _predict_inputs(args: argparse.Namespace, transformer: Any
+                    ) -> tuple[list, list, Any, str | None]:
+    """(ids, structures or CIF paths, targets or None, target name)."""
+    paths = [Path(p).expanduser() for p in args.inputs]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise CLIError(f"{missing[0]!r} does not exist; give a CGCNN data folder or CIF files")
+    if len(paths) == 1 and (paths[0].is_dir() or paths[0].name.lower().endswith(
+            (".tar.gz", ".tgz", ".tar"))):
+        root = paths[0]
+        if root.is_dir():
+            _warn_other_atom_features(root, transformer)
+        has_id_prop = (root / args.id_prop).is_file() if root.is_dir() else True
+        if has_id_prop:
+            df = load_folder(root, args)
+            log_skipped(df.attrs.get("errors", []), "entries of the data folder")
+            names = [c for c in df.columns if c != "structure"]
+            column = choose_target(names, args.target, str(root)) if names else None
+            targets = None if column is None else df[names[column]].to_numpy(dtype=float)
+            return (list(df.index), list(df["structure"]), targets,
+                    None if column is None else names[column])
+        cifs = sorted(p for p in root.iterdir() if p.suffix.lower() == ".cif" and p.is_file())
+        if not cifs:
+            raise CLIError(f"{root} holds neither {args.id_prop} nor .cif files")
+        logger.info("no %s in %s: predicting its %d CIF files", args.id_prop, root, len(cifs))
+        paths = cifs
+    folders = [str(p) for p in paths if p.is_dir()]
+    if folders:
+        raise CLIError(f"{folders[0]!r} is a folder; give one ROOT_DIR or CIF files, not both")
+    return [p.stem for p in paths], [str(p) for p in paths], None, None
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    started = time.perf_counter()
+    output = None if args.output == "-" else Path(args.output).expanduser()
+    if output is not None and output.is_dir():
+        raise CLIError(f"--output {args.output!r} is a folder; give a file name")
+    transformer, est, task = _load_model(args)
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            raise CLIError(f"--batch-size {args.batch_size}: must be at least 1", status=2)
+        est.set_params(batch_size=args.batch_size)
+    ids, structures, targets, target_name = _predict_inputs(args, transformer)
+    transformer.set_params(n_jobs=args.n_jobs, verbose=verbose(args),
+                           on_error="skip" if args.skip_errors else "raise")
+    graphs = transformer.transform(structure_series(ids, structures))
+    log_skipped(transformer.errors_, "structures without a graph")
+    if len(graphs) == 0:
+        raise CLIError("no structure could be turned into a graph")
+    kept = transformer.kept_indices_
+    ids = [ids[i] for i in kept]
+    y = np.full(len(ids), np.nan) if targets is None else np.asarray(targets, float)[kept]
+    # with --skip-errors the predictions have a (NaN) row per input: keep those of `ids`
+    if task == "classification":
+        proba = est.predict_proba(graphs)[kept]
+        classes = est.classes_
+        labels = classes[proba.argmax(axis=1)]
+        shown = proba[:, 1] if len(classes) == 2 else labels
+    else:
+        shown = np.asarray(est.predict(graphs), dtype=float)[kept]
+    write_results(output, ids, y, shown)
+
+    summary = [f"predicted {len(ids)} crystals in {time.perf_counter() - started:.1f} s"
+               + ("" if output is None else f"; wrote {output}")]
+    known = np.isfinite(y)
+    if known.any():
+        what = f"on the {int(known.sum())} crystals with a {target_name!r} value"
+        if task == "classification":
+            m = classification_metrics(y[known], labels[known], proba[known], classes)
+            summary.append(f"accuracy {m['accuracy']:.4f}"
+                           + (f", ROC-AUC {m['roc_auc']:.4f}" if m.get("roc_auc") is not None
+                              else "") + f" {what}")
+        elif np.ndim(shown) == 1:
+            m = regression_metrics(y[known], shown[known])
+            summary.append(f"MAE {m['mae']:.4g} {what}")
+    stream = sys.stderr if output is None else sys.stdout
+    for line in summary:
+        print(line, file=stream)
+    return 0
+

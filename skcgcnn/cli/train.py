@@ -1,0 +1,416 @@
+"""``skcgcnn train``: the original CGCNN ``main.py`` as one experiment.
+
+Reads a CGCNN data folder (or the graph file of ``skcgcnn featurize``), splits it into
+train/validation/test sets, trains a CGCNN regressor or classifier with checkpoints in
+``--output-dir`` (``--resume DIR`` continues a killed run), keeps the weights of the best
+validation epoch and writes the model, the test predictions, metrics and plots.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from ._common import (GRAPH_DEFAULTS, CLIError, check_device, data_options, graph_options,
+                      graph_params, one_line)
+from ._data import (LABELS, atom_features_spec, build_graphs, choose_target,
+                    classification_metrics, existing_root, jsonable, read_graph_file,
+                    regression_metrics, write_results, write_skipped)
+from ._results import plot_learning_curve, plot_parity, plot_roc
+from ._resume import (check_resumed_split, epochs_done, resume_args, split_table,
+                      start_run_dir, write_split)
+from ._training import check_losses, make_estimator, valid_accuracy, valid_auc, valid_mae
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_VAL_RATIO = 0.1
+_DEFAULT_TEST_RATIO = 0.1
+
+__all__ = ["add_train_parser", "run_train", "split_sizes"]
+
+
+def add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "train", parents=[common],
+        help="train a CGCNN on a CGCNN data folder (the original main.py)",
+        description=(
+            "Train a CGCNN regressor or classifier on a CGCNN data folder (id_prop.csv and "
+            "<id>.cif files, or a cifs.tar.gz) or on graphs cached by 'skcgcnn featurize'. "
+            "The data are split into train/validation/test sets; the weights of the epoch "
+            "with the best validation MAE (classification: ROC-AUC) are kept. Writes "
+            "model.pt, test_results.csv (id,target,prediction without header, as main.py), "
+            "metrics.json, split.csv, history.json, learning_curve.png and parity.png "
+            "(classification: roc_curve.png) into --output-dir. While it trains, the "
+            "training state (training_state.pt) and the best weights so far "
+            "(best_params.pt) are kept there after every epoch: a killed run continues "
+            "with --resume DIR."),
+        epilog="example: skcgcnn train data/sample-regression --train-ratio 0.6 "
+               "--val-ratio 0.2 --test-ratio 0.2 --epochs 30 --output-dir run1",
+    )
+    p.add_argument("root_dir", nargs="?", metavar="ROOT_DIR",
+                   help="CGCNN data folder (or a .tar.gz of CIFs beside id_prop.csv); not "
+                        "needed with --graphs")
+    p.add_argument("--graphs", metavar="FILE",
+                   help="train on graphs written by 'skcgcnn featurize' instead of ROOT_DIR")
+    p.add_argument("--trusted", action="store_true",
+                   help="with --graphs: also read an old graph file, which is a pickle and "
+                        "can run code when loaded, so only for files you made yourself")
+    p.add_argument("--task", choices=("regression", "classification"), default="regression",
+                   help="(default: regression)")
+    p.add_argument("--output-dir", default=".", metavar="DIR",
+                   help="where the model, results and plots go (default: the current "
+                        "directory, as main.py)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the split, the weight initialisation and the shuffling "
+                        "(default: 0)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
+                   help="torch device; auto takes the GPU when there is one (default: auto)")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the run whose --output-dir is DIR (killed or stopped) "
+                        "from its last checkpoint, with its options and data, up to its "
+                        "final epoch; only -q, --debug, --device, --n-jobs and --no-cache "
+                        "may be given with it")
+
+    opt = p.add_argument_group("training")
+    opt.add_argument("--epochs", type=int, default=30, metavar="N",
+                     help="training epochs (default: 30)")
+    opt.add_argument("-b", "--batch-size", type=int, default=256, metavar="N",
+                     help="crystals per mini-batch (default: 256)")
+    opt.add_argument("--lr", "--learning-rate", type=float, default=0.01, dest="lr",
+                     help="initial learning rate (default: 0.01)")
+    opt.add_argument("--lr-milestones", type=int, nargs="+", default=[100], metavar="EPOCH",
+                     help="epochs at which the learning rate is multiplied by 0.1 "
+                          "(default: 100)")
+    opt.add_argument("--optim", choices=("SGD", "Adam", "AdamW"), default="SGD",
+                     type=lambda s: {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}.get(
+                         s.lower(), s),
+                     help="optimizer (default: SGD)")
+    opt.add_argument("--momentum", type=float, default=None,
+                     help="SGD momentum (default: 0.9)")
+    opt.add_argument("--weight-decay", "--wd", type=float, default=0.0, dest="weight_decay",
+                     help="weight decay (default: 0)")
+    opt.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                     help="write the training state (for --resume) into --output-dir after "
+                          "every N epochs (default: 1)")
+
+    net = p.add_argument_group("network")
+    net.add_argument("--atom-fea-len", type=int, default=64, metavar="N",
+                     help="hidden atom features in the convolutional layers (default: 64)")
+    net.add_argument("--h-fea-len", type=int, default=128, metavar="N",
+                     help="hidden features after pooling (default: 128)")
+    net.add_argument("--n-conv", type=int, default=3, metavar="N",
+                     help="convolutional layers (default: 3)")
+    net.add_argument("--n-h", type=int, default=1, metavar="N",
+                     help="hidden layers after pooling (default: 1)")
+    net.add_argument("--conv", choices=("gated", "simple"), default="gated",
+                     help="convolution: the paper's gated one or the simple one "
+                          "(default: gated)")
+
+    split = p.add_argument_group(
+        "split", "Each of train/val/test is given as a ratio or a size (not both). Without "
+                 "--train-ratio/--train-size the training set is everything else.")
+    for name, default in (("train", None), ("val", _DEFAULT_VAL_RATIO),
+                          ("test", _DEFAULT_TEST_RATIO)):
+        group = split.add_mutually_exclusive_group()
+        shown = "the rest" if default is None else str(default)
+        group.add_argument(f"--{name}-ratio", type=float, default=None, metavar="R",
+                           help=f"fraction of the data for the {name} set (default: {shown})")
+        group.add_argument(f"--{name}-size", type=int, default=None, metavar="N",
+                           help=f"number of crystals in the {name} set")
+
+    graph_options(p, defaults_none=True)
+    data_options(p)
+    p.set_defaults(func=run_train)
+
+
+def _check_train_args(args: argparse.Namespace) -> None:
+    def usage(message: str) -> CLIError:
+        return CLIError(message, status=2)
+
+    if args.root_dir is None and args.graphs is None:
+        raise usage("give ROOT_DIR (a CGCNN data folder) or --graphs FILE")
+    if args.root_dir is not None and args.graphs is not None:
+        raise usage("give either ROOT_DIR or --graphs FILE, not both")
+    if args.trusted and args.graphs is None:
+        raise usage("--trusted applies to --graphs FILE only")
+    if args.graphs is not None:
+        given = [f"--{k.replace('_', '-')}" for k in GRAPH_DEFAULTS
+                 if getattr(args, k) is not None]
+        if given:
+            raise usage(f"{', '.join(given)} cannot be used with --graphs: the graphs are "
+                        "already built (run 'skcgcnn featurize' again to change them)")
+    for name, value, low in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
+                             ("--checkpoint-every", args.checkpoint_every, 1),
+                             ("--atom-fea-len", args.atom_fea_len, 1),
+                             ("--h-fea-len", args.h_fea_len, 1), ("--n-conv", args.n_conv, 1),
+                             ("--n-h", args.n_h, 1)):
+        if value < low:
+            raise usage(f"{name} {value}: must be at least {low}")
+    if not args.lr > 0:
+        raise usage(f"--lr {args.lr}: must be positive")
+    if args.weight_decay < 0:
+        raise usage(f"--weight-decay {args.weight_decay}: must not be negative")
+    if args.momentum is not None and not 0 <= args.momentum < 1:
+        raise usage(f"--momentum {args.momentum}: must be in [0, 1)")
+    for name in ("train", "val", "test"):
+        ratio = getattr(args, f"{name}_ratio")
+        size = getattr(args, f"{name}_size")
+        if ratio is not None and not 0 <= ratio <= 1:
+            raise usage(f"--{name}-ratio {ratio}: must be between 0 and 1")
+        if size is not None and size < 0:
+            raise usage(f"--{name}-size {size}: must not be negative")
+    params = graph_params(args)
+    if not params["radius"] > 0 or params["max_num_nbr"] < 1 or not params["step"] > 0:
+        raise usage("--radius and --step must be positive and --max-num-nbr at least 1")
+
+
+def split_sizes(n: int, args: argparse.Namespace) -> tuple[int, int, int]:
+    """Sizes of the train, validation and test sets of ``n`` crystals.
+
+    A ratio gives ``floor(ratio * n)`` crystals as the original ``main.py``; without
+    ``--train-ratio``/``--train-size`` the training set is every crystal left.
+    """
+    def size(name: str, default_ratio: float | None) -> int | None:
+        count = getattr(args, f"{name}_size")
+        ratio = getattr(args, f"{name}_ratio")
+        if count is not None:
+            return count
+        if ratio is None:
+            ratio = default_ratio
+        return None if ratio is None else int(math.floor(ratio * n + 1e-9))
+
+    n_val = size("val", _DEFAULT_VAL_RATIO)
+    n_test = size("test", _DEFAULT_TEST_RATIO)
+    n_train = size("train", None)
+    if n_train is None:
+        n_train = n - n_val - n_test
+    if n_train + n_val + n_test > n:
+        raise CLIError(f"train/val/test sets of {n_train} + {n_val} + {n_test} crystals do "
+                       f"not fit in the {n} crystals of the data; lower the ratios or sizes",
+                       status=2)
+    for name, count, need in (("train", n_train, 2), ("val", n_val, 1), ("test", n_test, 1)):
+        if count < need:
+            raise CLIError(
+                f"the {name} set would hold {count} of {n} crystals; it needs at least "
+                f"{need}: raise --{name}-ratio or give --{name}-size", status=2)
+    return n_train, n_val, n_test
+
+
+def _split(y: Any, sizes: tuple[int, int, int], seed: int, stratify: bool
+           ) -> tuple[Any, Any, Any]:
+    """Train, validation and test positions (sklearn's train_test_split, seeded)."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    n_train, n_val, n_test = sizes
+    idx = np.arange(len(y))
+
+    def attempt(strat: bool) -> tuple[Any, Any, Any]:
+        rest, test = train_test_split(idx, train_size=n_train + n_val, test_size=n_test,
+                                      random_state=seed, stratify=y if strat else None)
+        train, val = train_test_split(rest, train_size=n_train, test_size=n_val,
+                                      random_state=seed, stratify=y[rest] if strat else None)
+        return train, val, test
+
+    if stratify:
+        try:
+            return attempt(True)
+        except ValueError as exc:
+            logger.warning("cannot stratify the split by class (%s); splitting at random",
+                           one_line(exc))
+    return attempt(False)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import numpy as np
+    from sklearn.pipeline import Pipeline
+
+    from ..estimators import GraphDataset, save_model
+    from ..transformers import StructureGraphTransformer
+
+    done = None  # epochs of the run being resumed
+    if args.resume is not None:
+        args = resume_args(args)
+        done = epochs_done(Path(args.resume))
+        if done >= args.epochs and (Path(args.resume) / "metrics.json").is_file():
+            print(f"the run in {args.resume} already finished: {done} of {args.epochs} "
+                  "epochs trained and its results written; nothing to resume")
+            return 0
+    _check_train_args(args)
+    check_device(args.device)  # before the data are read
+    started = time.perf_counter()
+    classification = args.task == "classification"
+    out_dir = Path(args.output_dir).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CLIError(f"--output-dir {args.output_dir!r} is a file, not a folder")
+
+    # -- data ------------------------------------------------------------------------
+    if args.graphs is not None:
+        bundle = read_graph_file(args.graphs, trusted=args.trusted)
+        graphs, targets, names = bundle.graphs, bundle.targets, bundle.target_names
+        source = f"{args.graphs} (graphs of {bundle.info.get('source', '?')})"
+        if args.atom_features is not None:
+            graphs = graphs.with_atom_features(atom_features_spec(args.atom_features, None))
+        transformer = StructureGraphTransformer(
+            atom_features=graphs.atom_features, **graphs.graph_params).fit()
+        logger.info("%d crystal graphs from %s", len(graphs), args.graphs)
+    else:
+        root = existing_root(args.root_dir)
+        source = str(root)
+        skipped: list[tuple[str, str]] = []
+        transformer, graphs, targets, names = build_graphs(root, args, graph_params(args),
+                                                            skipped)
+        if args.skip_errors:  # written now, so that it is there even if training stops
+            write_skipped(out_dir / "skipped.csv", skipped)
+    column = choose_target(names, args.target, source)
+    target = names[column]
+    y = np.asarray(targets, dtype=float)[:, column]
+    known = np.isfinite(y)
+    if not known.all():
+        logger.warning("%d crystals without a %r value are left out", int((~known).sum()),
+                       target)
+        graphs, y = graphs[np.flatnonzero(known)], y[known]
+    if classification and not np.array_equal(y, np.round(y)):
+        odd = y[y != np.round(y)][0]
+        raise CLIError(f"--task classification needs class labels (0, 1, ...) but {target!r} "
+                       f"holds values such as {odd!r}; is --task right?")
+    ids = np.asarray(graphs.ids, dtype=object)
+    sizes = split_sizes(len(y), args)
+    train, val, test = _split(y, sizes, args.seed, stratify=classification)
+
+    # -- estimator -------------------------------------------------------------------
+    if classification:
+        from sklearn.preprocessing import LabelEncoder
+
+        encoder = LabelEncoder().fit(y[train])
+        unseen = sorted(set(np.unique(y[val])) - set(encoder.classes_))
+        if len(encoder.classes_) < 2:
+            raise CLIError(f"the training set holds only class {encoder.classes_.tolist()}; "
+                           "classification needs two classes (is --task right?)")
+        if unseen:
+            raise CLIError(f"validation classes {unseen} do not occur in the training set; "
+                           "use a larger training set")
+        valid_ds = GraphDataset(graphs[val], encoder.transform(y[val]).astype(np.int64))
+        score = (("valid_auc", valid_auc, False) if len(encoder.classes_) == 2
+                 else ("valid_acc", valid_accuracy, False))
+    else:
+        valid_ds = GraphDataset(graphs[val], y[val].astype(np.float32))
+        score = ("valid_mae", valid_mae, True)
+    logger.info("%s on %r: %d train, %d validation, %d test crystals (seed %d)",
+                args.task, target, len(train), len(val), len(test), args.seed)
+
+    # -- training, with checkpoints in the output folder ---------------------------------
+    split_rows = split_table(ids, {"train": train, "val": val, "test": test})
+    if done is None:
+        start_run_dir(out_dir, args)
+        write_split(out_dir / "split.csv", split_rows)
+    else:
+        check_resumed_split(out_dir / "split.csv", split_rows, source)
+    est, checkpoint = make_estimator(args, valid_ds, score, out_dir)
+    t0 = time.perf_counter()
+    est.fit(graphs[train], y[train])
+    fit_seconds = time.perf_counter() - t0
+    history = est.history
+    check_losses(history, args)
+    if len(history) < args.epochs:
+        logger.warning("training stopped after epoch %d of %d; the results are those of "
+                       "that model (continue the run with: skcgcnn train --resume %s)",
+                       len(history), args.epochs, out_dir)
+    improved = [row["epoch"] for row in history if row.get("event_cp")]
+    best_epoch = improved[-1] if improved else None
+    if best_epoch is not None:
+        est.load_params(checkpoint=checkpoint)
+    else:
+        logger.warning("the validation %s was never defined; keeping the weights of the "
+                       "last epoch", score[0])
+    best_score = (None if best_epoch is None
+                  else float(history[best_epoch - 1, score[0]]))
+
+    # -- test set ----------------------------------------------------------------------
+    test_graphs, y_test = graphs[test], y[test]
+    if classification:
+        proba = est.predict_proba(test_graphs)
+        labels = est.classes_[proba.argmax(axis=1)]
+        classes = est.classes_
+        shown = proba[:, 1] if len(classes) == 2 else labels
+        test_metrics = classification_metrics(y_test, labels, proba, classes)
+    else:
+        shown = np.asarray(est.predict(test_graphs), dtype=float)
+        bad = ~np.isfinite(shown)
+        if bad.any():
+            raise CLIError(f"training diverged: {int(bad.sum())} of {len(shown)} test "
+                           "predictions are not finite; lower --lr")
+        test_metrics = regression_metrics(y_test, shown)
+
+    # -- outputs -----------------------------------------------------------------------
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    model = Pipeline([("graph", transformer), ("cgcnn", est)])
+    save_model(model, out_dir / "model.pt")
+    written.append("model.pt")
+    write_results(out_dir / "test_results.csv", ids[test], y_test, shown)
+    written.append("test_results.csv")
+    written.append("split.csv")  # at the start
+    if args.graphs is None and args.skip_errors:
+        written.append("skipped.csv")
+    history.to_file(str(out_dir / "history.json"))
+    written.append("history.json")
+    metrics = {
+        "task": args.task, "target": target, "source": source,
+        "n_train": len(train), "n_val": len(val), "n_test": len(test),
+        "epochs": args.epochs, "epochs_trained": len(history), "resumed_after_epoch": done,
+        "best_epoch": best_epoch,
+        "valid": {score[0].removeprefix("valid_"): best_score},
+        "test": test_metrics,
+        "seed": args.seed, "fit_seconds": round(fit_seconds, 3),
+        "graph_params": {**transformer.get_params(deep=False),
+                         "atom_features": getattr(graphs.atom_features, "name", None)},
+        "network": {"atom_fea_len": args.atom_fea_len, "h_fea_len": args.h_fea_len,
+                    "n_conv": args.n_conv, "n_h": args.n_h, "conv": args.conv},
+        "optimizer": {"name": args.optim, "lr": args.lr,
+                      "momentum": (est.get_params().get("optimizer__momentum")
+                                   if args.optim == "SGD" else None),
+                      "weight_decay": args.weight_decay, "batch_size": args.batch_size,
+                      "lr_milestones": list(args.lr_milestones)},
+    }
+    if classification:
+        metrics["classes"] = est.classes_.tolist()
+    metrics["graph_params"] = {k: v for k, v in metrics["graph_params"].items()
+                               if k in ("radius", "max_num_nbr", "dmin", "step",
+                                        "atom_features")}
+    with open(out_dir / "metrics.json", "w") as handle:
+        json.dump(jsonable(metrics), handle, indent=2)
+        handle.write("\n")
+    written.append("metrics.json")
+    plot_learning_curve(history, score[0], best_epoch, out_dir / "learning_curve.png",
+                         f"CGCNN {args.task}: {target}")
+    written.append("learning_curve.png")
+    if not classification:
+        plot_parity(y_test, shown, test_metrics, out_dir / "parity.png", target)
+        written.append("parity.png")
+    elif len(est.classes_) == 2 and test_metrics.get("roc_auc") is not None:
+        plot_roc(y_test == est.classes_[1], shown, test_metrics["roc_auc"],
+                  out_dir / "roc_curve.png")
+        written.append("roc_curve.png")
+
+    # -- summary -------------------------------------------------------------------------
+    best = ("no best epoch" if best_epoch is None
+            else f"best epoch {best_epoch} (validation {LABELS[score[0]]} {best_score:.4g})")
+    if done is None:
+        epochs = f"{len(history)} epochs"
+    elif len(history) > done:
+        epochs = f"epochs {done + 1}-{len(history)} (resumed after epoch {done})"
+    else:
+        epochs = f"no epoch left to train ({done} trained before)"
+    print(f"trained on {len(train)} crystals ({len(val)} validation, {len(test)} test), "
+          f"{epochs} in {fit_seconds:.1f} s; {best}")
+    print("test " + ", ".join(f"{LABELS[k]} {v:.4g}" for k, v in test_metrics.items()
+                              if v is not None))
+    print(f"wrote {', '.join(written)} to {out_dir} "
+          f"({time.perf_counter() - started:.1f} s in all)")
+    return 0
+
