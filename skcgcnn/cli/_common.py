@@ -15,13 +15,11 @@ import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from .._defaults import DMIN, GRAPH_PARAMS, MAX_NUM_NBR, RADIUS, STEP, resolve_device
+
 logger = logging.getLogger(__name__)
 
 PROG = "skcgcnn"
-
-# the original main.py defaults
-GRAPH_DEFAULTS = {"radius": 8.0, "max_num_nbr": 12, "dmin": 0.0, "step": 0.2}
-
 
 class CLIError(Exception):
     """A failure the user can fix; its message is printed as one line.
@@ -53,18 +51,18 @@ def common_options() -> argparse.ArgumentParser:
 def graph_options(parser: argparse.ArgumentParser, defaults_none: bool) -> None:
     """--radius, --max-num-nbr, --dmin, --step, --atom-features (the original data_options)."""
     def default(key: str) -> Any:
-        return None if defaults_none else GRAPH_DEFAULTS[key]
+        return None if defaults_none else GRAPH_PARAMS[key]
 
     group = parser.add_argument_group("crystal graphs")
     group.add_argument("--radius", type=float, default=default("radius"), metavar="Å",
-                       help="neighbour cut-off radius in Å (default: 8)")
+                       help=f"neighbour cut-off radius in Å (default: {RADIUS:g})")
     group.add_argument("--max-num-nbr", type=int, default=default("max_num_nbr"),
-                       metavar="N", help="neighbours kept per atom (default: 12)")
+                       metavar="N", help=f"neighbours kept per atom (default: {MAX_NUM_NBR})")
     group.add_argument("--dmin", type=float, default=default("dmin"), metavar="Å",
-                       help="smallest centre of the Gaussian distance expansion (default: 0)")
+                       help=f"smallest centre of the Gaussian distance expansion (default: {DMIN:g})")
     group.add_argument("--step", type=float, default=default("step"), metavar="Å",
                        help="step (and width) of the Gaussian distance expansion "
-                            "(default: 0.2)")
+                            f"(default: {STEP:g})")
     group.add_argument("--atom-features", metavar="NAME|FILE",
                        help="atom-feature set: cgcnn, onehot, magpie, matscholar, megnet or "
                             "the path of an atom_init.json (default: ROOT_DIR/atom_init.json "
@@ -140,18 +138,16 @@ def verbose(args: argparse.Namespace) -> int:
 
 
 def graph_params(args: argparse.Namespace) -> dict:
-    return {k: (GRAPH_DEFAULTS[k] if getattr(args, k) is None else getattr(args, k))
-            for k in GRAPH_DEFAULTS}
+    return {k: (GRAPH_PARAMS[k] if getattr(args, k) is None else getattr(args, k))
+            for k in GRAPH_PARAMS}
 
 
 def check_device(device: str) -> str:
-    """``device`` with "auto" resolved; a CLIError for "cuda" without a CUDA device."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: no CUDA device is available to torch; use --device "
-                       "cpu or auto")
-    return device
+    """``device`` with "auto" resolved (:func:`skcgcnn._defaults.resolve_device`); a
+    CLIError that names the option for "cuda" without a CUDA device."""
+    try:
+        return resolve_device(device)
+    except ValueError as exc:
+        raise CLIError(f"--device {device}: no CUDA device is available to torch; use "
+                       "--device cpu or auto") from exc
 

@@ -12,13 +12,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .._defaults import MOMENTUM
 from ._common import CLIError, check_device, verbose
 from ._resume import BEST_FILE, STATE_FILE
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MOMENTUM = 0.9
-
 
 def valid_mae(net: Any, X: Any, y: Any) -> float:
     """Validation MAE in the target's units (skorch EpochScoring; cached forward pass)."""
@@ -103,7 +101,7 @@ def make_estimator(args: argparse.Namespace, valid_ds: Any, score: tuple[str, An
         device=device, verbose=verbose(args), callbacks=callbacks,
         callbacks__lr_scheduler__milestones=list(args.lr_milestones))
     if optimizer == "sgd":
-        params["optimizer__momentum"] = (DEFAULT_MOMENTUM if args.momentum is None
+        params["optimizer__momentum"] = (MOMENTUM if args.momentum is None
                                          else args.momentum)
     elif args.momentum is not None:
         logger.warning("--momentum applies to SGD only; ignored with --optim %s", args.optim)

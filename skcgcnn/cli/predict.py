@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._defaults import DEVICES, MAX_NUM_NBR
 from ._common import CLIError, check_device, data_options, one_line, verbose
 from ._data import (choose_target, classification_metrics, load_folder, log_skipped,
                     regression_metrics, structure_series, write_results)
@@ -48,7 +49,7 @@ def add_predict_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="allow checkpoints that hold pickled Python objects (the original "
                         "classification checkpoints); they can run code when loaded, so "
                         "only for files you trust")
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+    p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="torch device (default: cpu)")
     p.add_argument("-b", "--batch-size", type=int, default=None, metavar="N",
                    help="crystals per batch (default: the model's)")
@@ -96,7 +97,7 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
         transformer, est = model.steps[0][1], model.steps[-1][1]
     else:
         est = model
-        kw = {"max_num_nbr": 12, **est.module_kwargs_, **getattr(est, "graph_params_", {})}
+        kw = {"max_num_nbr": MAX_NUM_NBR, **est.module_kwargs_, **getattr(est, "graph_params_", {})}
         logger.warning("MODEL holds an estimator without its transformer; building graphs "
                        "with radius %s, %s neighbours and the cgcnn atom features",
                        kw["radius"], kw["max_num_nbr"])

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import (GRAPH_DEFAULTS, CLIError, check_device, data_options, graph_options,
-                      graph_params, one_line)
+from .._defaults import DEVICES, GRAPH_PARAMS, MOMENTUM
+from ._common import (CLIError, check_device, data_options, graph_options, graph_params,
+                      one_line)
 from ._data import (LABELS, atom_features_spec, build_graphs, choose_target,
                     classification_metrics, existing_root, jsonable, read_graph_file,
                     regression_metrics, write_results, write_skipped)
@@ -67,7 +68,7 @@ def add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the split, the weight initialisation and the shuffling "
                         "(default: 0)")
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
+    p.add_argument("--device", choices=DEVICES, default="auto",
                    help="torch device; auto takes the GPU when there is one (default: auto)")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run whose --output-dir is DIR (killed or stopped) "
@@ -90,7 +91,7 @@ def add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                          s.lower(), s),
                      help="optimizer (default: SGD)")
     opt.add_argument("--momentum", type=float, default=None,
-                     help="SGD momentum (default: 0.9)")
+                     help=f"SGD momentum (default: {MOMENTUM})")
     opt.add_argument("--weight-decay", "--wd", type=float, default=0.0, dest="weight_decay",
                      help="weight decay (default: 0)")
     opt.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
@@ -138,7 +139,7 @@ def _check_train_args(args: argparse.Namespace) -> None:
     if args.trusted and args.graphs is None:
         raise usage("--trusted applies to --graphs FILE only")
     if args.graphs is not None:
-        given = [f"--{k.replace('_', '-')}" for k in GRAPH_DEFAULTS
+        given = [f"--{k.replace('_', '-')}" for k in GRAPH_PARAMS
                  if getattr(args, k) is not None]
         if given:
             raise usage(f"{', '.join(given)} cannot be used with --graphs: the graphs are "
