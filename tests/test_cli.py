@@ -220,8 +220,21 @@ def test_split_sizes_follow_main_py():
         (10, 5, 30)
     with pytest.raises(cli.CLIError, match="do not fit in the 60 crystals"):
         split_sizes(60, _split_args(train_ratio=0.9))
-    with pytest.raises(cli.CLIError, match="the val set would hold 0 of 5"):
+    with pytest.raises(cli.CLIError, match="the val set would hold 0 of 5") as info:
         split_sizes(5, _split_args())
+    assert info.value.status == 2
+    assert "raise --val-ratio or give --val-size" in str(info.value)
+
+
+def test_split_help_shows_the_default_ratios_of_model_selection():
+    from skcgcnn.model_selection import TEST_RATIO, VAL_RATIO
+
+    status, out, _ = run(["train", "--help"])
+    assert status == 0
+    text = " ".join(out.split())
+    assert f"fraction of the data for the val set (default: {VAL_RATIO})" in text
+    assert f"fraction of the data for the test set (default: {TEST_RATIO})" in text
+    assert "fraction of the data for the train set (default: the rest)" in text
 
 
 # -- train ----------------------------------------------------------------------------

@@ -10,14 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 from .._defaults import DEVICES, GRAPH_PARAMS, MOMENTUM
-from ._common import (CLIError, check_device, data_options, graph_options, graph_params,
-                      one_line)
+from ._common import CLIError, check_device, data_options, graph_options, graph_params
 from ._data import (LABELS, atom_features_spec, build_graphs, choose_target,
                     classification_metrics, existing_root, jsonable, read_graph_file,
                     regression_metrics, write_results, write_skipped)
@@ -28,8 +26,10 @@ from ._training import check_losses, make_estimator, valid_accuracy, valid_auc, 
 
 logger = logging.getLogger(__name__)
 
-_DEFAULT_VAL_RATIO = 0.1
-_DEFAULT_TEST_RATIO = 0.1
+# The help shows model_selection.VAL_RATIO and TEST_RATIO as text: importing that module
+# here would load scikit-learn into every 'skcgcnn --help' (tests/test_cli.py checks that
+# the help and model_selection agree).
+_SHOWN_DEFAULT = {"train": "the rest", "val": "0.1", "test": "0.1"}
 
 __all__ = ["add_train_parser", "run_train", "split_sizes"]
 
@@ -114,10 +114,8 @@ def add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     split = p.add_argument_group(
         "split", "Each of train/val/test is given as a ratio or a size (not both). Without "
                  "--train-ratio/--train-size the training set is everything else.")
-    for name, default in (("train", None), ("val", _DEFAULT_VAL_RATIO),
-                          ("test", _DEFAULT_TEST_RATIO)):
+    for name, shown in _SHOWN_DEFAULT.items():
         group = split.add_mutually_exclusive_group()
-        shown = "the rest" if default is None else str(default)
         group.add_argument(f"--{name}-ratio", type=float, default=None, metavar="R",
                            help=f"fraction of the data for the {name} set (default: {shown})")
         group.add_argument(f"--{name}-size", type=int, default=None, metavar="N",
@@ -173,62 +171,25 @@ def split_sizes(n: int, args: argparse.Namespace) -> tuple[int, int, int]:
     """Sizes of the train, validation and test sets of ``n`` crystals.
 
     A ratio gives ``floor(ratio * n)`` crystals as the original ``main.py``; without
-    ``--train-ratio``/``--train-size`` the training set is every crystal left.
+    ``--train-ratio``/``--train-size`` the training set is every crystal left
+    (:func:`skcgcnn.model_selection.split_sizes` with the command's options; its
+    ``ValueError`` is a :class:`CLIError` with exit status 2).
     """
-    def size(name: str, default_ratio: float | None) -> int | None:
-        count = getattr(args, f"{name}_size")
-        ratio = getattr(args, f"{name}_ratio")
-        if count is not None:
-            return count
-        if ratio is None:
-            ratio = default_ratio
-        return None if ratio is None else int(math.floor(ratio * n + 1e-9))
+    from ..model_selection import split_sizes as sizes
 
-    n_val = size("val", _DEFAULT_VAL_RATIO)
-    n_test = size("test", _DEFAULT_TEST_RATIO)
-    n_train = size("train", None)
-    if n_train is None:
-        n_train = n - n_val - n_test
-    if n_train + n_val + n_test > n:
-        raise CLIError(f"train/val/test sets of {n_train} + {n_val} + {n_test} crystals do "
-                       f"not fit in the {n} crystals of the data; lower the ratios or sizes",
-                       status=2)
-    for name, count, need in (("train", n_train, 2), ("val", n_val, 1), ("test", n_test, 1)):
-        if count < need:
-            raise CLIError(
-                f"the {name} set would hold {count} of {n} crystals; it needs at least "
-                f"{need}: raise --{name}-ratio or give --{name}-size", status=2)
-    return n_train, n_val, n_test
-
-
-def _split(y: Any, sizes: tuple[int, int, int], seed: int, stratify: bool
-           ) -> tuple[Any, Any, Any]:
-    """Train, validation and test positions (sklearn's train_test_split, seeded)."""
-    import numpy as np
-    from sklearn.model_selection import train_test_split
-
-    n_train, n_val, n_test = sizes
-    idx = np.arange(len(y))
-
-    def attempt(strat: bool) -> tuple[Any, Any, Any]:
-        rest, test = train_test_split(idx, train_size=n_train + n_val, test_size=n_test,
-                                      random_state=seed, stratify=y if strat else None)
-        train, val = train_test_split(rest, train_size=n_train, test_size=n_val,
-                                      random_state=seed, stratify=y[rest] if strat else None)
-        return train, val, test
-
-    if stratify:
-        try:
-            return attempt(True)
-        except ValueError as exc:
-            logger.warning("cannot stratify the split by class (%s); splitting at random",
-                           one_line(exc))
-    return attempt(False)
+    given = {f"{part}_{kind}": getattr(args, f"{part}_{kind}")
+             for part in ("train", "val", "test") for kind in ("size", "ratio")}
+    try:
+        return sizes(n, **given, option="--{part}-{kind}")
+    except ValueError as exc:
+        raise CLIError(str(exc), status=2) from exc
 
 
 def run_train(args: argparse.Namespace) -> int:
     import numpy as np
     from sklearn.pipeline import Pipeline
+
+    from ..model_selection import train_val_test_split
 
     from ..estimators import GraphDataset, save_model
     from ..transformers import StructureGraphTransformer
@@ -280,8 +241,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise CLIError(f"--task classification needs class labels (0, 1, ...) but {target!r} "
                        f"holds values such as {odd!r}; is --task right?")
     ids = np.asarray(graphs.ids, dtype=object)
-    sizes = split_sizes(len(y), args)
-    train, val, test = _split(y, sizes, args.seed, stratify=classification)
+    train, val, test = train_val_test_split(y, split_sizes(len(y), args),
+                                            random_state=args.seed, stratify=classification)
 
     # -- estimator -------------------------------------------------------------------
     if classification:
