@@ -23,11 +23,6 @@ from ._common import CLIError, one_line, verbose
 
 logger = logging.getLogger(__name__)
 
-LABELS = {"mae": "MAE", "rmse": "RMSE", "r2": "R²", "accuracy": "accuracy",
-          "precision": "precision", "recall": "recall", "f1": "F1", "roc_auc": "ROC-AUC",
-          "valid_mae": "MAE", "valid_auc": "ROC-AUC", "valid_acc": "accuracy"}
-
-
 def existing_root(path: str) -> Path:
     root = Path(path).expanduser()
     if not root.exists():
@@ -179,44 +174,3 @@ def write_results(path: Path | None, ids: Sequence[Any], targets: Any, preds: An
     finally:
         if path is not None:
             handle.close()
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def regression_metrics(y: Any, pred: Any) -> dict[str, float | None]:
-    import numpy as np
-    from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
-
-    y, pred = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
-    return {"mae": float(mean_absolute_error(y, pred)),
-            "rmse": float(root_mean_squared_error(y, pred)),
-            "r2": float(r2_score(y, pred)) if len(y) >= 2 else None}
-
-
-def classification_metrics(y: Any, labels: Any, proba: Any, classes: Any
-                            ) -> dict[str, float | None]:
-    """Accuracy; for two classes also precision, recall, F1 and ROC-AUC of classes[1]."""
-    import numpy as np
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
-
-    y = np.asarray(y)
-    out: dict[str, float | None] = {"accuracy": float(accuracy_score(y, labels))}
-    if len(classes) == 2:
-        positive = classes[1]
-        precision, recall, f1, _ = precision_recall_fscore_support(
-            y == positive, np.asarray(labels) == positive, average="binary", zero_division=0)
-        out.update(precision=float(precision), recall=float(recall), f1=float(f1))
-        both = len(np.unique(y == positive)) == 2
-        out["roc_auc"] = float(roc_auc_score(y == positive, proba[:, 1])) if both else None
-    return out
-

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ._common import CLIError, data_options, graph_options, graph_params
-from ._data import build_graphs, existing_root, jsonable
+from ._data import build_graphs, existing_root
 
 __all__ = ["add_featurize_parser", "run_featurize"]
 
@@ -46,6 +46,8 @@ def run_featurize(args: argparse.Namespace) -> int:
                        "exist")
     root = existing_root(args.root_dir)
     transformer, graphs, targets, names = build_graphs(root, args, params)
+    from ..reporting import jsonable
+
     errors = [[int(pos), jsonable(ident), str(message)]
               for pos, ident, message in transformer.errors_]
     graphs.save(output, targets, names, info={"source": str(root), "errors": errors})

@@ -16,8 +16,7 @@ from typing import Any
 
 from .._defaults import DEVICES, MAX_NUM_NBR
 from ._common import CLIError, check_device, data_options, one_line, verbose
-from ._data import (choose_target, classification_metrics, load_folder, log_skipped,
-                    regression_metrics, structure_series, write_results)
+from ._data import choose_target, load_folder, log_skipped, structure_series, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +164,8 @@ def _predict_inputs(args: argparse.Namespace, transformer: Any
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .. import reporting
+
     started = time.perf_counter()
     output = None if args.output == "-" else Path(args.output).expanduser()
     if output is not None and output.is_dir():
@@ -200,12 +201,12 @@ def run_predict(args: argparse.Namespace) -> int:
     if known.any():
         what = f"on the {int(known.sum())} crystals with a {target_name!r} value"
         if task == "classification":
-            m = classification_metrics(y[known], labels[known], proba[known], classes)
+            m = reporting.classification_metrics(y[known], labels[known], proba[known], classes)
             summary.append(f"accuracy {m['accuracy']:.4f}"
                            + (f", ROC-AUC {m['roc_auc']:.4f}" if m.get("roc_auc") is not None
                               else "") + f" {what}")
         elif np.ndim(shown) == 1:
-            m = regression_metrics(y[known], shown[known])
+            m = reporting.regression_metrics(y[known], shown[known])
             summary.append(f"MAE {m['mae']:.4g} {what}")
     stream = sys.stderr if output is None else sys.stdout
     for line in summary:

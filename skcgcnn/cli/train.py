@@ -8,7 +8,6 @@ validation epoch and writes the model, the test predictions, metrics and plots.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -16,10 +15,8 @@ from typing import Any
 
 from .._defaults import DEVICES, GRAPH_PARAMS, MOMENTUM
 from ._common import CLIError, check_device, data_options, graph_options, graph_params
-from ._data import (LABELS, atom_features_spec, build_graphs, choose_target,
-                    classification_metrics, existing_root, jsonable, read_graph_file,
-                    regression_metrics, write_results, write_skipped)
-from ._results import plot_learning_curve, plot_parity, plot_roc
+from ._data import (atom_features_spec, build_graphs, choose_target, existing_root,
+                    read_graph_file, write_results, write_skipped)
 from ._resume import (check_resumed_split, epochs_done, resume_args, split_table,
                       start_run_dir, write_split)
 from ._training import check_losses, make_estimator, valid_accuracy, valid_auc, valid_mae
@@ -189,6 +186,7 @@ def run_train(args: argparse.Namespace) -> int:
     import numpy as np
     from sklearn.pipeline import Pipeline
 
+    from .. import reporting
     from ..model_selection import train_val_test_split
 
     from ..estimators import GraphDataset, save_model
@@ -299,14 +297,14 @@ def run_train(args: argparse.Namespace) -> int:
         labels = est.classes_[proba.argmax(axis=1)]
         classes = est.classes_
         shown = proba[:, 1] if len(classes) == 2 else labels
-        test_metrics = classification_metrics(y_test, labels, proba, classes)
+        test_metrics = reporting.classification_metrics(y_test, labels, proba, classes)
     else:
         shown = np.asarray(est.predict(test_graphs), dtype=float)
         bad = ~np.isfinite(shown)
         if bad.any():
             raise CLIError(f"training diverged: {int(bad.sum())} of {len(shown)} test "
                            "predictions are not finite; lower --lr")
-        test_metrics = regression_metrics(y_test, shown)
+        test_metrics = reporting.regression_metrics(y_test, shown)
 
     # -- outputs -----------------------------------------------------------------------
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -344,24 +342,24 @@ def run_train(args: argparse.Namespace) -> int:
     metrics["graph_params"] = {k: v for k, v in metrics["graph_params"].items()
                                if k in ("radius", "max_num_nbr", "dmin", "step",
                                         "atom_features")}
-    with open(out_dir / "metrics.json", "w") as handle:
-        json.dump(jsonable(metrics), handle, indent=2)
-        handle.write("\n")
+    reporting.write_json(out_dir / "metrics.json", metrics)
     written.append("metrics.json")
-    plot_learning_curve(history, score[0], best_epoch, out_dir / "learning_curve.png",
-                         f"CGCNN {args.task}: {target}")
+    reporting.plot_learning_curve(history, score[0], best_epoch,
+                                  out_dir / "learning_curve.png", f"CGCNN {args.task}: {target}")
     written.append("learning_curve.png")
     if not classification:
-        plot_parity(y_test, shown, test_metrics, out_dir / "parity.png", target)
+        reporting.plot_parity({"test": (y_test, shown)}, out_dir / "parity.png", target=target,
+                              title=f"test set ({len(y_test)} crystals)",
+                              text=reporting.metrics_text(test_metrics), size=(4.6, 4.4),
+                              point_size=12)
         written.append("parity.png")
     elif len(est.classes_) == 2 and test_metrics.get("roc_auc") is not None:
-        plot_roc(y_test == est.classes_[1], shown, test_metrics["roc_auc"],
-                  out_dir / "roc_curve.png")
+        reporting.plot_roc(y_test == est.classes_[1], shown, out_dir / "roc_curve.png")
         written.append("roc_curve.png")
 
     # -- summary -------------------------------------------------------------------------
     best = ("no best epoch" if best_epoch is None
-            else f"best epoch {best_epoch} (validation {LABELS[score[0]]} {best_score:.4g})")
+            else f"best epoch {best_epoch} (validation {reporting.METRIC_LABELS[score[0]]} {best_score:.4g})")
     if done is None:
         epochs = f"{len(history)} epochs"
     elif len(history) > done:
@@ -370,7 +368,7 @@ def run_train(args: argparse.Namespace) -> int:
         epochs = f"no epoch left to train ({done} trained before)"
     print(f"trained on {len(train)} crystals ({len(val)} validation, {len(test)} test), "
           f"{epochs} in {fit_seconds:.1f} s; {best}")
-    print("test " + ", ".join(f"{LABELS[k]} {v:.4g}" for k, v in test_metrics.items()
+    print("test " + ", ".join(f"{reporting.METRIC_LABELS[k]} {v:.4g}" for k, v in test_metrics.items()
                               if v is not None))
     print(f"wrote {', '.join(written)} to {out_dir} "
           f"({time.perf_counter() - started:.1f} s in all)")
