@@ -167,6 +167,25 @@ def test_python_m_skcgcnn_help_runs_without_heavy_imports():
     assert proc.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize("command, heavy", [
+    ("train", ("torch", "pymatgen.core", "sklearn", "matminer")),
+    ("predict", ("torch", "pymatgen.core", "sklearn", "matminer")),
+    ("featurize", ("torch", "pymatgen.core", "sklearn", "matminer")),
+    # the benchmark's parser takes its defaults from skcgcnn.benchmark (scikit-learn)
+    ("benchmark", ("torch", "pymatgen.core", "matminer")),
+])
+def test_command_help_runs_without_heavy_imports(command, heavy):
+    code = ("import sys, contextlib, io\nfrom skcgcnn.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    status = main([{command!r}, '--help'])\n"
+            f"print(status, sorted(m for m in {heavy!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0 []"
+
+
 def test_external_commands_are_imported_only_when_run(tmp_path, monkeypatch):
     (tmp_path / "fake_skcgcnn_ext.py").write_text(textwrap.dedent("""
         def add_hello_parser(subparsers):

@@ -187,9 +187,8 @@ def run_train(args: argparse.Namespace) -> int:
     from sklearn.pipeline import Pipeline
 
     from .. import reporting
-    from ..model_selection import train_val_test_split
-
     from ..estimators import GraphDataset, save_model
+    from ..model_selection import train_val_test_split
     from ..transformers import StructureGraphTransformer
 
     done = None  # epochs of the run being resumed
