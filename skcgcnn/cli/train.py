@@ -182,32 +182,18 @@ def split_sizes(n: int, args: argparse.Namespace) -> tuple[int, int, int]:
         raise CLIError(str(exc), status=2) from exc
 
 
-def run_train(args: argparse.Namespace) -> int:
-    import numpy as np
-    from sklearn.pipeline import Pipeline
+def _read_data(args: argparse.Namespace, out_dir: Path
+               ) -> tuple[Any, Any, Any, str, str]:
+    """(transformer, graphs, y, target name, source) of ROOT_DIR or --graphs FILE.
 
-    from .. import reporting
-    from ..estimators import GraphDataset, save_model
-    from ..model_selection import train_val_test_split
+    Crystals without a value of the target are left out; with --skip-errors the
+    skipped structures are written to ``out_dir/skipped.csv`` at once, so that the file
+    is there even if training stops.
+    """
+    import numpy as np
+
     from ..transformers import StructureGraphTransformer
 
-    done = None  # epochs of the run being resumed
-    if args.resume is not None:
-        args = resume_args(args)
-        done = epochs_done(Path(args.resume))
-        if done >= args.epochs and (Path(args.resume) / "metrics.json").is_file():
-            print(f"the run in {args.resume} already finished: {done} of {args.epochs} "
-                  "epochs trained and its results written; nothing to resume")
-            return 0
-    _check_train_args(args)
-    check_device(args.device)  # before the data are read
-    started = time.perf_counter()
-    classification = args.task == "classification"
-    out_dir = Path(args.output_dir).expanduser()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CLIError(f"--output-dir {args.output_dir!r} is a file, not a folder")
-
-    # -- data ------------------------------------------------------------------------
     if args.graphs is not None:
         bundle = read_graph_file(args.graphs, trusted=args.trusted)
         graphs, targets, names = bundle.graphs, bundle.targets, bundle.target_names
@@ -233,16 +219,21 @@ def run_train(args: argparse.Namespace) -> int:
         logger.warning("%d crystals without a %r value are left out", int((~known).sum()),
                        target)
         graphs, y = graphs[np.flatnonzero(known)], y[known]
-    if classification and not np.array_equal(y, np.round(y)):
+    if args.task == "classification" and not np.array_equal(y, np.round(y)):
         odd = y[y != np.round(y)][0]
         raise CLIError(f"--task classification needs class labels (0, 1, ...) but {target!r} "
                        f"holds values such as {odd!r}; is --task right?")
-    ids = np.asarray(graphs.ids, dtype=object)
-    train, val, test = train_val_test_split(y, split_sizes(len(y), args),
-                                            random_state=args.seed, stratify=classification)
+    return transformer, graphs, y, target, source
 
-    # -- estimator -------------------------------------------------------------------
-    if classification:
+
+def _validation(args: argparse.Namespace, graphs: Any, y: Any, train: Any, val: Any
+                ) -> tuple[Any, tuple[str, Any, bool]]:
+    """The validation dataset and score ``(name, scorer, lower_is_better)`` of the run."""
+    import numpy as np
+
+    from ..estimators import GraphDataset
+
+    if args.task == "classification":
         from sklearn.preprocessing import LabelEncoder
 
         encoder = LabelEncoder().fit(y[train])
@@ -259,6 +250,40 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         valid_ds = GraphDataset(graphs[val], y[val].astype(np.float32))
         score = ("valid_mae", valid_mae, True)
+    return valid_ds, score
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``skcgcnn train`` (or continue the run of ``--resume``); return 0."""
+    import numpy as np
+    from sklearn.pipeline import Pipeline
+
+    from .. import reporting
+    from ..estimators import save_model
+    from ..model_selection import train_val_test_split
+
+    done = None  # epochs of the run being resumed
+    if args.resume is not None:
+        args = resume_args(args)
+        done = epochs_done(Path(args.resume))
+        if done >= args.epochs and (Path(args.resume) / "metrics.json").is_file():
+            print(f"the run in {args.resume} already finished: {done} of {args.epochs} "
+                  "epochs trained and its results written; nothing to resume")
+            return 0
+    _check_train_args(args)
+    check_device(args.device)  # before the data are read
+    started = time.perf_counter()
+    classification = args.task == "classification"
+    out_dir = Path(args.output_dir).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CLIError(f"--output-dir {args.output_dir!r} is a file, not a folder")
+
+    # -- data and split ----------------------------------------------------------------
+    transformer, graphs, y, target, source = _read_data(args, out_dir)
+    ids = np.asarray(graphs.ids, dtype=object)
+    train, val, test = train_val_test_split(y, split_sizes(len(y), args),
+                                            random_state=args.seed, stratify=classification)
+    valid_ds, score = _validation(args, graphs, y, train, val)
     logger.info("%s on %r: %d train, %d validation, %d test crystals (seed %d)",
                 args.task, target, len(train), len(val), len(test), args.seed)
 
