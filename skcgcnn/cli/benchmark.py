@@ -17,7 +17,8 @@ import pandas as pd
 
 from .._defaults import DEVICES
 from ..benchmark import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_MODELS, make_models,
-                        run_benchmark)
+                         run_benchmark)
+from ._common import PROG, common_options
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
     The parser's default ``func`` is :func:`run_benchmark_command`.
     """
     p = subparsers.add_parser(
-        "benchmark",
+        "benchmark", parents=[common_options()],
         help="compare CGCNN with descriptor baselines on the same cross-validation folds",
         description=(
             "Cross-validate CGCNN and matminer descriptor baselines on the same folds and "
@@ -82,7 +83,6 @@ def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--target", help="target column, when the data has several")
     p.add_argument("--target-label", metavar="TEXT",
                    help="name of the target in tables and plots, e.g. 'E_form (eV/atom)'")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log lines")
     p.set_defaults(func=run_benchmark_command)
     return p
 
@@ -121,7 +121,7 @@ def _load_data(args: argparse.Namespace, verbose: int) -> tuple[pd.Series, np.nd
 def run_benchmark_command(args: argparse.Namespace) -> int:
     """Run ``skcgcnn benchmark`` with parsed arguments; return the exit status."""
     def fail(message: str) -> int:
-        sys.stderr.write(f"skcgcnn benchmark: error: {message}\n")
+        sys.stderr.write(f"{PROG} benchmark: error: {message}\n")
         return 2
 
     if not args.data_dir and not args.dataset:
