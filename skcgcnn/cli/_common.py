@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 PROG = "skcgcnn"
 
+
 class CLIError(Exception):
     """A failure the user can fix; its message is printed as one line.
 
@@ -59,7 +60,8 @@ def graph_options(parser: argparse.ArgumentParser, defaults_none: bool) -> None:
     group.add_argument("--max-num-nbr", type=int, default=default("max_num_nbr"),
                        metavar="N", help=f"neighbours kept per atom (default: {MAX_NUM_NBR})")
     group.add_argument("--dmin", type=float, default=default("dmin"), metavar="Å",
-                       help=f"smallest centre of the Gaussian distance expansion (default: {DMIN:g})")
+                       help="smallest centre of the Gaussian distance expansion "
+                            f"(default: {DMIN:g})")
     group.add_argument("--step", type=float, default=default("step"), metavar="Å",
                        help="step (and width) of the Gaussian distance expansion "
                             f"(default: {STEP:g})")

@@ -23,6 +23,7 @@ from ._common import CLIError, one_line, verbose
 
 logger = logging.getLogger(__name__)
 
+
 def existing_root(path: str) -> Path:
     root = Path(path).expanduser()
     if not root.exists():

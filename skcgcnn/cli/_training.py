@@ -18,6 +18,11 @@ from ._resume import BEST_FILE, STATE_FILE
 
 logger = logging.getLogger(__name__)
 
+
+# The validation scores are skorch EpochScoring callables rather than scikit-learn scorer
+# names on purpose: "neg_mean_absolute_error" would log negative numbers under another
+# name in history.json, and the "roc_auc" scorer raises where a run with one validation
+# class or diverged probabilities should log NaN and go on (check_losses then decides).
 def valid_mae(net: Any, X: Any, y: Any) -> float:
     """Validation MAE in the target's units (skorch EpochScoring; cached forward pass)."""
     import numpy as np

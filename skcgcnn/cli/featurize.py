@@ -1,4 +1,8 @@
-"""``skcgcnn featurize``: build the crystal graphs of a data folder once, for ``train --graphs``."""
+"""``skcgcnn featurize``: build the crystal graphs of a data folder once for ``train --graphs``.
+
+The graphs, ids and targets go into an ``.npz`` file of arrays and JSON
+(:mod:`skcgcnn.graph_io`), which ``skcgcnn train --graphs FILE`` reads.
+"""
 from __future__ import annotations
 
 import argparse

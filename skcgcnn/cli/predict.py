@@ -96,7 +96,8 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
         transformer, est = model.steps[0][1], model.steps[-1][1]
     else:
         est = model
-        kw = {"max_num_nbr": MAX_NUM_NBR, **est.module_kwargs_, **getattr(est, "graph_params_", {})}
+        kw = {"max_num_nbr": MAX_NUM_NBR, **est.module_kwargs_,
+              **getattr(est, "graph_params_", {})}
         logger.warning("MODEL holds an estimator without its transformer; building graphs "
                        "with radius %s, %s neighbours and the cgcnn atom features",
                        kw["radius"], kw["max_num_nbr"])

@@ -382,8 +382,9 @@ def run_train(args: argparse.Namespace) -> int:
         written.append("roc_curve.png")
 
     # -- summary -------------------------------------------------------------------------
+    name_of = reporting.METRIC_LABELS
     best = ("no best epoch" if best_epoch is None
-            else f"best epoch {best_epoch} (validation {reporting.METRIC_LABELS[score[0]]} {best_score:.4g})")
+            else f"best epoch {best_epoch} (validation {name_of[score[0]]} {best_score:.4g})")
     if done is None:
         epochs = f"{len(history)} epochs"
     elif len(history) > done:
@@ -392,7 +393,7 @@ def run_train(args: argparse.Namespace) -> int:
         epochs = f"no epoch left to train ({done} trained before)"
     print(f"trained on {len(train)} crystals ({len(val)} validation, {len(test)} test), "
           f"{epochs} in {fit_seconds:.1f} s; {best}")
-    print("test " + ", ".join(f"{reporting.METRIC_LABELS[k]} {v:.4g}" for k, v in test_metrics.items()
+    print("test " + ", ".join(f"{name_of[k]} {v:.4g}" for k, v in test_metrics.items()
                               if v is not None))
     print(f"wrote {', '.join(written)} to {out_dir} "
           f"({time.perf_counter() - started:.1f} s in all)")
