@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .._defaults import BENCHMARK_BATCH_SIZE, MAX_NUM_NBR, RADIUS
-from ._graph_cache import GraphCache
+from ..graph import GraphCache
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import numpy as np
 from .._defaults import resolve_device
 from .._optional import require
 from ._callbacks import PruningCallback, ValidationMAE
-from ._graph_cache import GraphCache
+from ..graph import GraphCache
 from ._space import SearchSpace, _resolve_table
 from ._recovery import _Heartbeat, heartbeat_keeper, recover_stale_trials
 from ._storage import _retry_creation, _storage_lock, make_storage

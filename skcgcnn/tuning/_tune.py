@@ -18,7 +18,7 @@ import pandas as pd
 
 from .._optional import require
 from ._baselines import _baseline_values
-from ._graph_cache import GraphCache, _site_numbers
+from ..graph._cache import GraphCache, _site_numbers
 from ._results import TuneResult, trials_table, write_results
 from ._space import SearchSpace, TrialConfig, _resolve_table, usable_atom_feature_choices
 from ._storage import _storage_kind, default_storage
