@@ -6,7 +6,6 @@ map over structures live there, input conversion in :mod:`skcgcnn.structures`.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from typing import Any
 
@@ -99,7 +98,8 @@ class StructureGraphTransformer(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, radius: float = RADIUS, max_num_nbr: int = MAX_NUM_NBR,
-                 dmin: float = DMIN, step: float = STEP, atom_features: Any = "cgcnn", n_jobs: int | None = None,
+                 dmin: float = DMIN, step: float = STEP, atom_features: Any = "cgcnn",
+                 n_jobs: int | None = None,
                  on_error: str = "raise", verbose: int = 0):
         self.radius = radius
         self.max_num_nbr = max_num_nbr
@@ -177,7 +177,7 @@ class StructureGraphTransformer(TransformerMixin, BaseEstimator):
         id_arr[:] = ids
         graphs, kept = build_graphs(items, names, id_arr, self.atom_features_,
                                     self.radius, self.max_num_nbr, self.dmin, self.step,
-                                    n_jobs=self._n_jobs(), verbose=self.verbose,
+                                    n_jobs=self.n_jobs, verbose=self.verbose,
                                     on_event=on_event)
         self.kept_indices_ = kept
         if self.errors_:
@@ -198,12 +198,6 @@ class StructureGraphTransformer(TransformerMixin, BaseEstimator):
         if self.on_error == "raise":
             raise StructureError(message)
         self.errors_.append((pos, ident, message))
-
-    def _n_jobs(self) -> int:
-        n_jobs = self.n_jobs if self.n_jobs is not None else 1
-        if n_jobs < 0:
-            n_jobs = max(1, (os.cpu_count() or 1) + 1 + n_jobs)
-        return n_jobs
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "atom_features_")

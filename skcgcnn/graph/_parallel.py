@@ -13,6 +13,7 @@ import gc
 import logging
 import mmap
 import multiprocessing
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,16 @@ from ._neighbors import graph_from_arrays, structure_arrays
 logger = logging.getLogger(__name__)
 
 __all__ = ["build_graphs"]
+
+
+def _resolve_n_jobs(n_jobs: int | None) -> int:
+    """Worker processes for ``n_jobs`` as scikit-learn reads it: None is 1, -1 every
+    core, -2 all but one, ..."""
+    if n_jobs is None:
+        return 1
+    if n_jobs < 0:
+        return max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+    return int(n_jobs)
 
 
 def _graph_of(obj: Any, name: str, table: Any, radius: float, max_num_nbr: int) -> tuple:
@@ -192,9 +203,8 @@ def _chunks(sizes: np.ndarray, target: int, n_jobs: int = 1) -> list[tuple[int, 
     return bounds
 
 
-
 def build_graphs(items: list, names: list, ids: np.ndarray, table: Any, radius: float,
-                 max_num_nbr: int, dmin: float, step: float, n_jobs: int = 1,
+                 max_num_nbr: int, dmin: float, step: float, n_jobs: int | None = 1,
                  verbose: int = 0,
                  on_event: Callable[[int, str, str], None] | None = None
                  ) -> tuple[GraphCollection, np.ndarray]:
@@ -210,9 +220,9 @@ def build_graphs(items: list, names: list, ids: np.ndarray, table: Any, radius: 
     table : AtomFeatureTable
     radius, max_num_nbr, dmin, step : float, int, float, float
         The graph parameters.
-    n_jobs : int, default=1
-        Worker processes (at most one per 64 inputs); where the platform cannot fork,
-        the work stays in this process.
+    n_jobs : int or None, default=1
+        Worker processes (None: 1; -1: one per core; at most one per 64 inputs); where
+        the platform cannot fork, the work stays in this process.
     verbose : int, default=0
         A progress bar when > 0.
     on_event : callable, optional
@@ -229,7 +239,7 @@ def build_graphs(items: list, names: list, ids: np.ndarray, table: Any, radius: 
     """
     nbr = int(max_num_nbr)
     sizes = _known_sizes(items)
-    n_jobs = min(n_jobs, max(1, len(items) // 64))
+    n_jobs = min(_resolve_n_jobs(n_jobs), max(1, len(items) // 64))
     forked = n_jobs > 1 and "fork" in multiprocessing.get_all_start_methods()
     out = None if sizes is None else _Output(sizes, nbr, shared=forked)
     blocks = []
