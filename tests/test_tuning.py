@@ -1,7 +1,6 @@
 """Tests for skcgcnn.tuning: search space, graph cache, pruning, shared storages, resume."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -19,9 +18,9 @@ optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
 
 from skcgcnn.cli import main  # noqa: E402
+from skcgcnn.graph import GraphCache  # noqa: E402
 from skcgcnn.tuning import (  # noqa: E402
     CGCNN_GROUPS_CHOICE,
-    GraphCache,
     PruningCallback,
     SearchSpace,
     ValidationMAE,
@@ -32,6 +31,8 @@ from skcgcnn.tuning import (  # noqa: E402
     recover_stale_trials,
     tune,
 )
+
+from .test_graph_cache import DAMAGE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "mp-formation-energy-36737" / "sample-500"
@@ -145,98 +146,16 @@ def test_search_space_rejects_bad_fields(field, value, message):
         SearchSpace.from_dict({"depth": 3})
 
 
-# -- graphs -----------------------------------------------------------------------
-@needs_data
-def test_graph_cache_builds_once_and_shares_through_disk(data, tmp_path):
-    from skcgcnn.transformers import StructureGraphTransformer
-
-    X, _ = data
-    structures = list(X)[:30]
-    cache = GraphCache(structures, cache_dir=tmp_path)
-    g8, kept = cache.get(8.0, 8)
-    assert cache.get(8.0, 8)[0] is g8 and cache.builds == 1
-    cache.get(6.0, 8)
-    assert cache.builds == 2
-    assert len(list(tmp_path.glob("graphs-*.npz"))) == 2
-    # another process (here: another cache object) reads them instead of searching again
-    other = GraphCache(structures, cache_dir=tmp_path)
-    g8b, kept_b = other.get(8.0, 8)
-    assert other.builds == 0
-    np.testing.assert_array_equal(kept_b, np.arange(30))
-    reference = StructureGraphTransformer(radius=8.0, max_num_nbr=8).fit_transform(structures)
-    for graphs in (g8, g8b):
-        featured = graphs.with_atom_features("cgcnn")
-        np.testing.assert_array_equal(featured.nbr_idx, reference.nbr_idx)
-        np.testing.assert_array_equal(featured.nbr_dist, reference.nbr_dist)
-        np.testing.assert_array_equal(featured.collate()["atom_fea"],
-                                      reference.collate()["atom_fea"])
-    # other structures do not pick up these files
-    assert GraphCache(structures[:29], cache_dir=tmp_path).get(8.0, 8)[0].nbr_idx.shape[0] \
-        == reference.atom_ptr[29]
-
-
-def _truncate(path: Path) -> None:
-    raw = path.read_bytes()
-    path.write_bytes(raw[: len(raw) // 2])
-
-
-def _flip_a_byte(path: Path) -> None:
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x10  # in the middle of the neighbour lists
-    path.write_bytes(bytes(raw))
-
-
-def _rewrite_a_distance(path: Path) -> None:
-    """Change one neighbour distance and write the zip again: every CRC is right, only
-    the file's own checksum can tell."""
-    import zipfile
-
-    with zipfile.ZipFile(path) as zf:
-        members = {name: zf.read(name) for name in zf.namelist()}
-    with np.load(path) as data:
-        nbr_dist = data["nbr_dist"].copy()
-    nbr_dist[3, 2] += 0.5
-    buffer = io.BytesIO()
-    np.save(buffer, nbr_dist)
-    members["nbr_dist.npy"] = buffer.getvalue()
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, raw in members.items():
-            zf.writestr(name, raw)
-    with np.load(path) as data:  # a valid file, with a wrong distance
-        assert data["nbr_dist"][3, 2] == nbr_dist[3, 2]
-
-
-DAMAGE = {"truncated": _truncate, "bit-flipped": _flip_a_byte,
-          "rewritten": _rewrite_a_distance}
-
-
 @needs_data
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
-def test_damaged_graph_cache_file_is_rebuilt_and_trials_complete(data, tmp_path, damage,
-                                                                 caplog):
+def test_trials_complete_on_a_damaged_graph_cache_file(data, tmp_path, damage, caplog):
+    # the cache itself (rebuilt, written again whole): tests/test_graph_cache.py
     X, y = data
     structures, ids = list(X)[:30], list(X.index)[:30]
-    clean, clean_kept = GraphCache(structures, ids=ids, cache_dir=tmp_path).get(8.0, 8)
+    clean, _ = GraphCache(structures, ids=ids, cache_dir=tmp_path).get(8.0, 8)
     (path,) = tmp_path.glob("graphs-*.npz")
     DAMAGE[damage](path)
-    caplog.set_level("WARNING", logger="skcgcnn.tuning")
-    cache = GraphCache(structures, ids=ids, cache_dir=tmp_path)
-    graphs, kept = cache.get(8.0, 8)
-    assert cache.builds == 1  # not read: rebuilt
-    assert f"graph cache file {path} is damaged" in caplog.text
-    np.testing.assert_array_equal(kept, clean_kept)
-    for name in ("atom_ptr", "numbers", "nbr_idx", "nbr_dist"):
-        np.testing.assert_array_equal(getattr(graphs, name), getattr(clean, name))
-    # ... and written again, whole: the next reader takes it without a warning
-    caplog.clear()
-    again = GraphCache(structures, ids=ids, cache_dir=tmp_path)
-    np.testing.assert_array_equal(again.get(8.0, 8)[0].nbr_dist, clean.nbr_dist)
-    assert again.builds == 0 and "damaged" not in caplog.text
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, path.stem +
-                                                                ".lock"])
-    # a study on a damaged cache: the trials complete on the rebuilt graphs
-    DAMAGE[damage](path)
-    caplog.clear()
+    caplog.set_level("WARNING", logger="skcgcnn.graph")
     result = tune(X[:30], y[:30], space=_tiny(), n_trials=2, max_epochs=1,
                   storage=":memory:", graph_cache=tmp_path, refit=False, verbose=0)
     assert list(result.trials["state"]) == ["COMPLETE", "COMPLETE"]

@@ -11,15 +11,16 @@ import json
 import logging
 import os
 import time
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from .._defaults import DMIN, STEP
+from ..structures import StructureError, describe
+from ._collection import GraphCollection
+from ._parallel import build_graphs
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +97,9 @@ class GraphCache:
     that asks for the same structures and parameters, so worker processes share them (a
     file lock makes the second worker wait for the first one's build instead of
     repeating it).  Each file holds a BLAKE2b checksum of its arrays: a truncated or
-    damaged file is logged as a warning, rebuilt and written again, never used.  The graphs carry a
-    placeholder atom-feature table: give them the real one with
+    damaged file is logged as a warning, rebuilt and written again, never used.  The
+    graphs are built by :func:`build_graphs`, as ``StructureGraphTransformer`` builds
+    them, and carry a placeholder atom-feature table: give them the real one with
     :meth:`GraphCollection.with_atom_features`, which does not touch the neighbour lists.
 
     Parameters
@@ -135,6 +137,8 @@ class GraphCache:
         self.step = float(step)
         self.cache_dir = None if cache_dir is None else Path(cache_dir).expanduser()
         self.n_jobs = n_jobs
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be one of ('raise', 'skip'), got {on_error!r}")
         self.on_error = on_error
         self.fingerprint = structures_fingerprint(self.structures)
         self.builds = 0
@@ -179,28 +183,34 @@ class GraphCache:
         return result
 
     def _build(self, radius: float, max_num_nbr: int) -> tuple[Any, np.ndarray]:
-        from . import FewNeighborsWarning
-        from ..transformers import StructureGraphTransformer
-
+        # graph's own parallel map, as StructureGraphTransformer runs it (same names,
+        # ids and on_error rule), without going up the data path to the transformer
         start = time.perf_counter()
-        transformer = StructureGraphTransformer(
-            radius=float(radius), max_num_nbr=int(max_num_nbr), dmin=self.dmin, step=self.step,
-            atom_features=_numbers_table(), n_jobs=self.n_jobs, on_error=self.on_error)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", FewNeighborsWarning)
-            graphs = transformer.fit_transform(pd.Series(self.structures, index=self.ids,
-                                                         dtype=object))
-        few = sum(1 for w in caught if issubclass(w.category, FewNeighborsWarning))
-        for w in caught:
-            if not issubclass(w.category, FewNeighborsWarning):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        few, skipped = 0, 0
+
+        def on_event(pos: int, kind: str, message: str) -> None:
+            nonlocal few, skipped
+            if kind == "note":  # atoms short of max_num_nbr neighbours: counted, not warned
+                few += 1
+            elif self.on_error == "raise":
+                raise StructureError(message)
+            else:
+                skipped += 1
+                logger.warning("left out of the graphs for radius=%s: %s", radius, message)
+
+        names = [describe(pos, ident) for pos, ident in enumerate(self.ids)]
+        ids = np.empty(len(self.ids), dtype=object)
+        ids[:] = self.ids
+        graphs, kept = build_graphs(self.structures, names, ids, _numbers_table(),
+                                    float(radius), int(max_num_nbr), self.dmin, self.step,
+                                    n_jobs=self.n_jobs, on_event=on_event)
         self.builds += 1
         logger.info("graphs for radius=%s, max_num_nbr=%s: %d structures in %.1f s%s",
                     radius, max_num_nbr, len(graphs), time.perf_counter() - start,
                     f" ({few} with atoms short of {max_num_nbr} neighbours)" if few else "")
-        for pos, ident, message in transformer.errors_:
-            logger.warning("left out of the graphs for radius=%s: %s", radius, message)
-        return graphs, np.asarray(transformer.kept_indices_, dtype=np.int64)
+        if skipped:
+            logger.warning("%d of %d structures were skipped", skipped, len(self.ids))
+        return graphs, np.asarray(kept, dtype=np.int64)
 
     def _write(self, path: Path, graphs: Any, kept: np.ndarray) -> None:
         arrays = {"atom_ptr": graphs.atom_ptr, "numbers": graphs.numbers,
@@ -221,8 +231,6 @@ class GraphCache:
                            "for this process only", path, exc)
 
     def _read(self, path: Path, radius: float, max_num_nbr: int) -> tuple[Any, np.ndarray] | None:
-        from ._collection import GraphCollection
-
         if not path.is_file():
             return None
         try:
