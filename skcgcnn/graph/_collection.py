@@ -109,8 +109,10 @@ class GraphCollection:
 
     @property
     def graph_params(self) -> dict:
-        return {"radius": self.radius, "max_num_nbr": self.max_num_nbr,
-                "dmin": self.dmin, "step": self.step}
+        """``radius``, ``max_num_nbr``, ``dmin`` and ``step`` as plain float / int (as
+        graph files store them and the transformer takes them)."""
+        return {"radius": float(self.radius), "max_num_nbr": int(self.max_num_nbr),
+                "dmin": float(self.dmin), "step": float(self.step)}
 
     @property
     def shape(self) -> tuple[int]:

@@ -115,8 +115,7 @@ def save_graphs(path: str | os.PathLike, graphs: GraphCollection, targets: Any =
     metadata = {
         "format": FORMAT, "version": VERSION,
         "ids": [_json_id(v, i) for i, v in enumerate(graphs.ids)],
-        "graph_params": {"radius": float(graphs.radius), "max_num_nbr": int(graphs.max_num_nbr),
-                         "dmin": float(graphs.dmin), "step": float(graphs.step)},
+        "graph_params": graphs.graph_params,
         "atom_features": None if table is None else {
             "name": table.name, "feature_names": list(table.feature_names)},
         "target_names": names,
