@@ -619,5 +619,5 @@ def test_bad_structures_stop_the_study_or_are_left_out():
     # the disordered one is left out of the graphs, the trials and the refit
     assert result.best_pipeline.named_steps["cgcnn"].target_scaler_.n_samples_seen_ == 7
     assert len(result.trials) == 1 and result.trials["state"][0] == "COMPLETE"
-    with pytest.raises(TypeError, match="structure 1 is a NoneType"):
+    with pytest.raises(StructureError, match="structure 1 is a NoneType"):
         tune([nacl, None], [1.0, 2.0], storage=":memory:", n_trials=1)

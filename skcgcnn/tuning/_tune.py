@@ -14,9 +14,9 @@ from numbers import Integral
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from .._optional import require
+from ..structures import as_structures
 from ._baselines import _baseline_values
 from ..graph._cache import GraphCache, _site_numbers
 from ._results import TuneResult, trials_table, write_results
@@ -26,29 +26,6 @@ from ._study import _Run, _silenced_optuna
 from ._workers import worker_processes
 
 logger = logging.getLogger(__name__)
-
-
-def _as_structures(structures: Any) -> tuple[list, list]:
-    from ..transformers import to_structure
-
-    if isinstance(structures, pd.DataFrame):
-        if "structure" not in structures.columns:
-            raise ValueError("a DataFrame passed to tune needs a 'structure' column")
-        structures = structures["structure"]
-    if isinstance(structures, pd.Series):
-        items, ids = list(structures.values), list(structures.index)
-    else:
-        items = list(structures)
-        ids = list(range(len(items)))
-    out = []
-    for i, obj in enumerate(items):
-        name = f"structure {i}" if ids[i] == i else f"structure {i} ({ids[i]})"
-        structure = to_structure(obj, name)
-        if not (hasattr(structure, "lattice") and hasattr(structure, "frac_coords")):
-            raise TypeError(f"{name} is a {type(obj).__name__}, not a crystal structure; pass "
-                            "pymatgen Structures, ASE Atoms or CIF file paths")
-        out.append(structure)
-    return out, ids
 
 
 def _splits(n: int, cv: Any, validation_fraction: float,
@@ -99,7 +76,8 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
     Parameters
     ----------
     structures : list, array or Series of Structure (or CIF paths / ASE Atoms)
-        A Series' index gives the ids.
+        Read by :func:`skcgcnn.structures.as_structures`: a Series' index gives the ids,
+        else ``properties["id"]`` when every structure has one, else the positions.
     y : array-like of shape (n,)
     space : SearchSpace, optional
         What to search (default ``SearchSpace()``).
@@ -196,7 +174,7 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
         raise ValueError(f"max_epochs={max_epochs!r}: use a positive integer")
     if not isinstance(n_workers, (int, np.integer)) or n_workers < 1:
         raise ValueError(f"n_workers={n_workers!r}: use a positive integer")
-    items, ids = _as_structures(structures)
+    items, ids = as_structures(structures)
     y_arr = np.asarray(y, dtype=float)
     if y_arr.ndim != 1 or len(y_arr) != len(items):
         raise ValueError(f"y must be 1-D with one value per structure: {len(items)} "
