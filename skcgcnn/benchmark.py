@@ -36,6 +36,7 @@ from sklearn.base import clone
 from . import reporting
 from ._defaults import BENCHMARK_BATCH_SIZE
 from .model_selection import resolve_cv, take_rows
+from .structures import ids_of
 
 logger = logging.getLogger(__name__)
 
@@ -101,18 +102,20 @@ class BenchmarkResult:
 
 # -- data helpers ---------------------------------------------------------------------
 def _default_ids(X: Any, n: int) -> np.ndarray:
-    if isinstance(X, (pd.Series, pd.DataFrame)):
+    """Ids by :func:`skcgcnn.structures.ids_of` (Series or DataFrame index,
+    GraphCollection ids, ``properties["id"]`` of every structure, else positions).
+    X may also be anything else the models take (a feature array): positions."""
+    if isinstance(X, (pd.Series, pd.DataFrame)):  # also a feature table
         return np.asarray(X.index)
-    graph_ids = getattr(X, "ids", None)
-    if graph_ids is not None and len(graph_ids) == n:
-        return np.asarray(graph_ids, dtype=object)
-    ids = []
-    for x in X if isinstance(X, (list, tuple, np.ndarray)) else []:
-        props = getattr(x, "properties", None)
-        ids.append(props.get("id") if isinstance(props, dict) else None)
-    if len(ids) == n and any(i is not None for i in ids):
-        return np.asarray(ids, dtype=object)
-    return np.arange(n)
+    try:
+        ids = ids_of(X)
+    except (TypeError, ValueError):  # not structures: a 2-D feature array, say
+        return np.arange(n)
+    if ids == list(range(n)):
+        return np.arange(n)
+    out = np.empty(len(ids), dtype=object)
+    out[:] = ids
+    return out
 
 
 def _check_target(y: Any, ids: np.ndarray, n: int) -> np.ndarray:
