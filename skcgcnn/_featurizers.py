@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 
 from skcgcnn._optional import require
+# one entry as a Structure by the one rule (Structure, ASE Atoms or CIF path, else
+# StructureError naming it); private there until structures.py makes it public
+from skcgcnn.structures import _parsed as _to_structure
 
 BaseFeaturizer = require("matminer.featurizers.base").BaseFeaturizer
 
@@ -159,24 +162,7 @@ class ElementPropertyPreset(BaseFeaturizer):
         return self._element_property().implementors()
 
 
-def _to_structure(x: Any) -> Any:
-    """Convert one entry to a pymatgen Structure (Structure, ASE Atoms or CIF path)."""
-    from pymatgen.core import IStructure, Structure
-
-    if isinstance(x, (Structure, IStructure)):
-        return x
-    if isinstance(x, (str, os.PathLike)):
-        return Structure.from_file(os.fspath(x))
-    if type(x).__name__ == "Atoms" and type(x).__module__.startswith("ase"):
-        from pymatgen.io.ase import AseAtomsAdaptor
-
-        return AseAtomsAdaptor.get_structure(x)
-    raise TypeError(
-        f"expected a pymatgen Structure, ASE Atoms or a CIF path, got {type(x).__name__}"
-    )
-
-
-def _to_composition(x: Any) -> Any:
+def _to_composition(x: Any, name: str = "structure") -> Any:
     """Convert one entry to a pymatgen Composition (also accepts formulas)."""
     from pymatgen.core import Composition
 
@@ -184,39 +170,4 @@ def _to_composition(x: Any) -> Any:
         return x
     if isinstance(x, str) and not os.path.exists(x):
         return Composition(x)
-    return _to_structure(x).composition
-
-
-def _items_and_ids(X: Any) -> tuple[list[Any], list[Any]]:
-    """Return the entries of X as a list, and their ids.
-
-    The id of an entry is its index label when X is a Series, else
-    ``structure.properties["id"]`` when present, else None.
-    """
-    import pandas as pd
-    from pymatgen.core import IStructure, Structure
-
-    if isinstance(X, pd.DataFrame):
-        if X.shape[1] != 1:
-            raise ValueError(
-                f"X is a DataFrame with {X.shape[1]} columns; pass the column of structures "
-                "(e.g. df['structure'])"
-            )
-        X = X.iloc[:, 0]
-    if isinstance(X, pd.Series):
-        return list(X.to_numpy()), list(X.index)
-    if isinstance(X, (Structure, IStructure)):
-        raise TypeError("X is a single Structure; pass a list of structures, e.g. [structure]")
-    if isinstance(X, np.ndarray):
-        if X.ndim == 2 and X.shape[1] == 1:
-            X = X[:, 0]
-        if X.ndim != 1:
-            raise ValueError(f"X has shape {X.shape}; pass a 1-D list, array or Series of structures")
-    if isinstance(X, (str, bytes)) or not hasattr(X, "__iter__"):
-        raise TypeError(f"X must be a list, array or Series of structures, got {type(X).__name__}")
-    items = list(X)
-    ids = [
-        x.properties.get("id") if isinstance(getattr(x, "properties", None), dict) else None
-        for x in items
-    ]
-    return items, ids
+    return _to_structure(x, name).composition

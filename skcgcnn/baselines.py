@@ -35,11 +35,11 @@ from sklearn.utils.validation import check_is_fitted
 from skcgcnn._featurizers import (
     ElementPropertyPreset,
     SineCoulombEigenvalues,
-    _items_and_ids,
     _to_composition,
     _to_structure,
 )
 from skcgcnn._optional import require
+from skcgcnn.structures import as_structures, describe
 
 # The whole module is about matminer: fail at import with the name of the extra.
 _mm_base = require("matminer.featurizers.base")
@@ -83,10 +83,6 @@ def _short_error(text: str) -> str:
     return lines[-1].strip() if lines else str(text)
 
 
-def _describe(index: int, id_: Any) -> str:
-    return f"structure {index}" + (f" ({id_})" if id_ is not None else "")
-
-
 class MatminerFeaturizer(TransformerMixin, BaseEstimator):
     """Compute matminer features of structures as a scikit-learn transformer.
 
@@ -124,8 +120,9 @@ class MatminerFeaturizer(TransformerMixin, BaseEstimator):
         Labels of the output columns, from each featurizer's ``feature_labels()``.
     errors_ : list of (int, object, str)
         Failures of the last ``transform`` (or ``fit_transform``) call: position in ``X``, id
-        (index label for a Series, ``structure.properties["id"]`` otherwise, or None) and
-        the error message, prefixed with the featurizer's name.
+        (by :func:`skcgcnn.structures.as_structures`: the index label for a Series,
+        ``structure.properties["id"]`` when every structure has one, else the position)
+        and the error message, prefixed with the featurizer's name.
     failed_indices_ : ndarray of int
         Sorted positions in ``X`` of the last call's entries with at least one failure.
 
@@ -180,13 +177,13 @@ class MatminerFeaturizer(TransformerMixin, BaseEstimator):
             raise ValueError(f"on_error={self.on_error!r} is not one of {_ON_ERROR}")
         _effective_n_jobs(self.n_jobs)
 
-    def _convert(self, items: list[Any]) -> tuple[list[Any], list[str | None]]:
+    def _convert(self, items: list[Any], ids: list[Any]) -> tuple[list[Any], list[str | None]]:
         convert = _to_composition if self.input == "composition" else _to_structure
         converted: list[Any] = []
         messages: list[str | None] = []
-        for x in items:
+        for i, x in enumerate(items):
             try:
-                converted.append(convert(x))
+                converted.append(convert(x, describe(i, ids[i])))
                 messages.append(None)
             except Exception as exc:  # one bad entry must not stop the batch
                 converted.append(None)
@@ -212,11 +209,11 @@ class MatminerFeaturizer(TransformerMixin, BaseEstimator):
             # matminer warns whenever an ElementProperty is cloned (see ElementPropertyPreset)
             warnings.filterwarnings("ignore", message="The data_source has been specified")
             featurizers = [clone(f) for f in self._featurizer_list()]
-        items, _ = _items_and_ids(X)
+        items, ids = as_structures(X, parse=False)
         if len(items) == 0:
             raise ValueError("X is empty; fit needs at least one structure")
         if any(type(f).fit is not BaseFeaturizer.fit for f in featurizers):
-            converted, _ = self._convert(items)
+            converted, _ = self._convert(items, ids)
             usable = [c for c in converted if c is not None]
             for f in featurizers:
                 f.fit(usable)
@@ -247,7 +244,7 @@ class MatminerFeaturizer(TransformerMixin, BaseEstimator):
             NaN where a featurizer failed on a structure (see :attr:`errors_`).
         """
         check_is_fitted(self, "featurizers_")
-        items, ids = _items_and_ids(X)
+        items, ids = as_structures(X, parse=False)
         n_features = len(self.feature_names_out_)
         out = np.full((len(items), n_features), np.nan)
         errors: list[tuple[int, Any, str]] = []
@@ -256,7 +253,7 @@ class MatminerFeaturizer(TransformerMixin, BaseEstimator):
             self.failed_indices_ = np.zeros(0, dtype=int)
             return out
 
-        converted, read_errors = self._convert(items)
+        converted, read_errors = self._convert(items, ids)
         for i, msg in enumerate(read_errors):
             if msg is not None:
                 errors.append((i, ids[i], msg))
@@ -296,7 +293,7 @@ class MatminerFeaturizer(TransformerMixin, BaseEstimator):
             first = errors[0]
             if self.on_error == "raise":
                 raise ValueError(
-                    f"{_describe(first[0], first[1])} could not be featurized: {first[2]}; "
+                    f"{describe(first[0], first[1])} could not be featurized: {first[2]}; "
                     f"({len(self.failed_indices_)} of {len(items)} structures failed) fix or "
                     "drop it, or pass on_error='nan' to get NaN features for it"
                 )
@@ -305,7 +302,7 @@ class MatminerFeaturizer(TransformerMixin, BaseEstimator):
                 "the first: %s: %s (all are in errors_)",
                 len(self.failed_indices_),
                 len(items),
-                _describe(first[0], first[1]),
+                describe(first[0], first[1]),
                 first[2],
             )
         return out
@@ -339,7 +336,7 @@ class MatminerFeaturizer(TransformerMixin, BaseEstimator):
                     )
                     raise TypeError(
                         f"{_featurizer_name(f)} returned the non-numeric feature {bad[0]!r} = "
-                        f"{bad[1]!r} for {_describe(pos, id_)}; choose numeric features "
+                        f"{bad[1]!r} for {describe(pos, id_)}; choose numeric features "
                         "(e.g. its desired_features parameter)"
                     ) from exc
             col += width

@@ -128,7 +128,7 @@ def test_bad_parameters_are_reported(nacl):
         MatminerFeaturizer([magpie()], input="formula").fit([nacl])
     with pytest.raises(TypeError, match=r"featurizers\[0\] is a str"):
         MatminerFeaturizer(["magpie"]).fit([nacl])
-    with pytest.raises(TypeError, match="single Structure"):
+    with pytest.raises(TypeError, match="single structure"):
         MatminerFeaturizer([magpie()]).fit(nacl)
 
 
