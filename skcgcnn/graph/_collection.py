@@ -23,6 +23,18 @@ import numpy as np
 from .._defaults import DMIN, MAX_NUM_NBR, RADIUS, STEP
 
 
+def concatenate_arrays(graphs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                       max_num_nbr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(numbers, nbr_idx, nbr_dist)`` triples joined into the flat int16 / int32 /
+    float32 arrays of a collection (empty ones of the right shape for no triple)."""
+    if not graphs:
+        return (np.zeros(0, dtype=np.int16), np.zeros((0, max_num_nbr), dtype=np.int32),
+                np.zeros((0, max_num_nbr), dtype=np.float32))
+    return (np.concatenate([g[0] for g in graphs]).astype(np.int16, copy=False),
+            np.concatenate([g[1] for g in graphs]).astype(np.int32, copy=False),
+            np.concatenate([g[2] for g in graphs]).astype(np.float32, copy=False))
+
+
 @dataclass(eq=False)
 class GraphCollection:
     """Crystal graphs of many structures in flat arrays (see the module docstring).
@@ -73,14 +85,7 @@ class GraphCollection:
         sizes = np.array([len(g[0]) for g in graphs], dtype=np.int64)
         atom_ptr = np.zeros(len(graphs) + 1, dtype=np.int64)
         np.cumsum(sizes, out=atom_ptr[1:])
-        if graphs:
-            numbers = np.concatenate([g[0] for g in graphs]).astype(np.int16)
-            nbr_idx = np.concatenate([g[1] for g in graphs]).astype(np.int32)
-            nbr_dist = np.concatenate([g[2] for g in graphs]).astype(np.float32)
-        else:
-            numbers = np.zeros(0, dtype=np.int16)
-            nbr_idx = np.zeros((0, max_num_nbr), dtype=np.int32)
-            nbr_dist = np.zeros((0, max_num_nbr), dtype=np.float32)
+        numbers, nbr_idx, nbr_dist = concatenate_arrays(graphs, max_num_nbr)
         if ids is None:
             ids = np.arange(len(graphs))
         id_arr = np.empty(len(graphs), dtype=object)

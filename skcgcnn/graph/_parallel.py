@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..structures import StructureError, _is_ase_atoms, to_structure
-from ._collection import GraphCollection
+from ._collection import GraphCollection, concatenate_arrays
 from ._neighbors import graph_from_arrays, structure_arrays
 
 logger = logging.getLogger(__name__)
@@ -135,14 +135,7 @@ def _run(lo: int, hi: int, items: list, names: list, table: Any, radius: float,
             events.append((pos, "note", note))
     numbers = nbr_idx = nbr_dist = None
     if out is None:
-        if parts:
-            numbers = np.concatenate([p[0] for p in parts]).astype(np.int16, copy=False)
-            nbr_idx = np.concatenate([p[1] for p in parts])
-            nbr_dist = np.concatenate([p[2] for p in parts])
-        else:
-            numbers = np.zeros(0, dtype=np.int16)
-            nbr_idx = np.zeros((0, max_num_nbr), dtype=np.int32)
-            nbr_dist = np.zeros((0, max_num_nbr), dtype=np.float32)
+        numbers, nbr_idx, nbr_dist = concatenate_arrays(parts, max_num_nbr)
     return _Block(np.asarray(kept, dtype=np.int64), np.asarray(sizes, dtype=np.int64),
                   numbers, nbr_idx, nbr_dist, events)
 
@@ -262,12 +255,8 @@ def build_graphs(items: list, names: list, ids: np.ndarray, table: Any, radius: 
     atom_ptr = np.zeros(len(sizes) + 1, dtype=np.int64)
     np.cumsum(sizes, out=atom_ptr[1:])
     graphs = GraphCollection(
-        atom_ptr,
-        np.concatenate([b.numbers for b in blocks] or [np.zeros(0, dtype=np.int16)]),
-        np.concatenate([b.nbr_idx for b in blocks]
-                       or [np.zeros((0, nbr), dtype=np.int32)]),
-        np.concatenate([b.nbr_dist for b in blocks]
-                       or [np.zeros((0, nbr), dtype=np.float32)]),
+        atom_ptr, *concatenate_arrays([(b.numbers, b.nbr_idx, b.nbr_dist) for b in blocks],
+                                      nbr),
         ids[kept], **params)
     return graphs, kept
 
