@@ -36,7 +36,7 @@ from sklearn.base import clone
 from . import reporting
 from ._defaults import BENCHMARK_BATCH_SIZE
 from .model_selection import resolve_cv, take_rows
-from .structures import ids_of
+from .structures import describe, ids_of
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def _check_target(y: Any, ids: np.ndarray, n: int) -> np.ndarray:
     if bad.size:
         i = int(bad[0])
         raise ValueError(
-            f"y has {bad.size} non-finite values, the first for structure {i} ({ids[i]}); "
+            f"y has {bad.size} non-finite values, the first for {describe(i, ids[i])}; "
             "drop those rows first"
         )
     return y_arr
