@@ -188,7 +188,9 @@ def run_benchmark(models: dict[str, Any], X: Any, y: Any, *, cv: Any = 5,
         pipeline of :func:`skcgcnn.estimators.make_cgcnn_pipeline` and the baselines of
         :func:`skcgcnn.baselines.make_baseline` (see also :func:`make_models`).
     X : list, array or Series of structures (or anything the models take)
-        The inputs. A Series' index gives the ids in ``predictions.csv``.
+        The inputs. Their ids in ``predictions.csv`` follow
+        :func:`skcgcnn.structures.ids_of` (a Series' index, ``properties["id"]`` when
+        every structure has one, else positions).
     y : array-like of shape (n_samples,)
         One target.
     cv : int, splitter, (train, test) pair or list of pairs, default=5
