@@ -104,9 +104,11 @@ def test_failing_structures_do_not_lose_the_rest(nacl, duplicate_site):
     assert np.isfinite(X[1, 3:]).all()
     # an unreadable entry: every feature is NaN
     assert np.isnan(X[2]).all()
-    assert [e[0] for e in feat.errors_] == [1, 2]
+    # no ids on the structures: the positions stand for them (skcgcnn.structures' rule)
+    assert [e[:2] for e in feat.errors_] == [(1, 1), (2, 2)]
     assert feat.errors_[0][2].startswith("SineCoulombEigenvalues: ValueError: sites 1 and 2")
-    assert "cannot read the entry" in feat.errors_[1][2]
+    assert "cannot read the entry: StructureError: structure 2: no such file" \
+        in feat.errors_[1][2]
     np.testing.assert_array_equal(feat.failed_indices_, [1, 2])
 
 

@@ -111,6 +111,24 @@ def test_fixed_split_writes_every_file_with_exact_metrics(sample40, tmp_path):
     assert info["n_samples"] == 40 and info["n_folds"] == 1
 
 
+def test_prediction_ids_follow_the_one_id_rule(sample40):
+    X, y = sample40
+    structures = [s.copy() for s in X]  # copies: sample_series caches its structures
+    split = (np.arange(30), np.arange(30, 40))
+
+    def ids(inputs):
+        result = run_benchmark({"d": DummyRegressor()}, inputs, y, cv=split, verbose=0)
+        return list(result.predictions["id"])
+
+    assert ids(X) == list(X.index[30:])  # a Series: its index
+    for i, s in enumerate(structures):
+        s.properties["id"] = f"mp-{i}"
+    assert ids(structures) == [f"mp-{i}" for i in range(30, 40)]  # every structure's id
+    del structures[0].properties["id"]
+    assert ids(structures) == list(range(30, 40))  # not all: positions, never a mix
+    assert ids(np.zeros((40, 3))) == list(range(30, 40))  # a feature array: positions
+
+
 def test_kfold_gives_every_model_the_same_folds(sample40):
     X, y = sample40
     models = {"dummy": DummyRegressor(), "median": DummyRegressor(strategy="median")}
