@@ -16,7 +16,7 @@ import numpy as np
 from skcgcnn._optional import require
 # one entry as a Structure by the one rule (Structure, ASE Atoms or CIF path, else
 # StructureError naming it); private there until structures.py makes it public
-from skcgcnn.structures import _parsed as _to_structure
+from skcgcnn.structures import to_structure
 
 BaseFeaturizer = require("matminer.featurizers.base").BaseFeaturizer
 
@@ -170,4 +170,4 @@ def _to_composition(x: Any, name: str = "structure") -> Any:
         return x
     if isinstance(x, str) and not os.path.exists(x):
         return Composition(x)
-    return _to_structure(x, name).composition
+    return to_structure(x, name, strict=True).composition

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import warnings
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,10 +37,9 @@ from skcgcnn._featurizers import (
     ElementPropertyPreset,
     SineCoulombEigenvalues,
     _to_composition,
-    _to_structure,
 )
 from skcgcnn._optional import require
-from skcgcnn.structures import as_structures, describe
+from skcgcnn.structures import as_structures, describe, to_structure
 
 # The whole module is about matminer: fail at import with the name of the extra.
 _mm_base = require("matminer.featurizers.base")
@@ -178,7 +178,8 @@ class MatminerFeaturizer(TransformerMixin, BaseEstimator):
         _effective_n_jobs(self.n_jobs)
 
     def _convert(self, items: list[Any], ids: list[Any]) -> tuple[list[Any], list[str | None]]:
-        convert = _to_composition if self.input == "composition" else _to_structure
+        convert = (_to_composition if self.input == "composition"
+                   else partial(to_structure, strict=True))
         converted: list[Any] = []
         messages: list[str | None] = []
         for i, x in enumerate(items):

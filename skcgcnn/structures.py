@@ -56,7 +56,7 @@ def _is_ase_atoms(obj: Any) -> bool:
     return isinstance(obj, Atoms)
 
 
-def to_structure(obj: Any, name: str = "structure") -> Any:
+def to_structure(obj: Any, name: str = "structure", strict: bool = False) -> Any:
     """A pymatgen Structure from a Structure, an IStructure, an ASE Atoms or a CIF file path.
 
     Parameters
@@ -64,18 +64,20 @@ def to_structure(obj: Any, name: str = "structure") -> Any:
     obj : Structure, IStructure, ase.Atoms, str or path-like
     name : str, default="structure"
         How error messages name it (see :func:`describe`).
+    strict : bool, default=False
+        Refuse anything else with a :class:`StructureError`.
 
     Returns
     -------
     Structure
-        Or ``obj`` itself when it is none of these: the graph builder names what is
-        wrong with it (a Molecule, a dict, ...); :func:`as_structures` refuses it.
+        Or, unless ``strict``, ``obj`` itself when it is none of these: the graph
+        builder names what is wrong with it (a Molecule, a dict, ...).
 
     Raises
     ------
     StructureError
-        For CIF text instead of a path, a missing or unreadable file, or a
-        non-periodic ASE Atoms.
+        For CIF text instead of a path, a missing or unreadable file, a non-periodic
+        ASE Atoms, or (``strict``) an object that is not a crystal structure.
     """
     from pymatgen.core import IStructure, Structure
 
@@ -109,6 +111,9 @@ def to_structure(obj: Any, name: str = "structure") -> Any:
                 f"{name} is an ASE Atoms without periodic boundaries (pbc={obj.pbc}); "
                 "CGCNN needs a 3D-periodic cell: set a cell and pbc=True")
         return AseAtomsAdaptor.get_structure(obj)
+    if strict:
+        raise StructureError(f"{name} is a {type(obj).__name__}, not a crystal structure; "
+                             "pass pymatgen Structures, ASE Atoms or CIF file paths")
     return obj  # structure_arrays names what is wrong with it
 
 
@@ -183,7 +188,7 @@ def as_structures(X: Any, *, parse: bool = True) -> tuple[list, list]:
         ids = _property_ids(items) or list(range(len(items)))
     if not parse:
         return items, ids
-    return [_parsed(obj, describe(i, ident)) for i, (obj, ident)
+    return [to_structure(obj, describe(i, ident), strict=True) for i, (obj, ident)
             in enumerate(zip(items, ids))], ids
 
 
@@ -220,13 +225,3 @@ def _as_list(X: Any) -> list:
     if not isinstance(X, Iterable):
         raise TypeError(f"X must be a sequence of structures, got {type(X).__name__}")
     return list(X)
-
-
-def _parsed(obj: Any, name: str) -> Any:
-    from pymatgen.core import Structure
-
-    structure = to_structure(obj, name)
-    if not isinstance(structure, Structure):
-        raise StructureError(f"{name} is a {type(obj).__name__}, not a crystal structure; "
-                             "pass pymatgen Structures, ASE Atoms or CIF file paths")
-    return structure
