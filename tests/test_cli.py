@@ -173,6 +173,8 @@ def test_python_m_skcgcnn_help_runs_without_heavy_imports():
     ("featurize", ("torch", "pymatgen.core", "sklearn", "matminer")),
     # the benchmark's parser takes its defaults from skcgcnn.benchmark (scikit-learn)
     ("benchmark", ("torch", "pymatgen.core", "matminer")),
+    # the tune command's module (skcgcnn.cli.tune) imports skcgcnn.tuning when it runs
+    ("tune", ("torch", "pymatgen.core", "sklearn", "matminer", "optuna", "skcgcnn.tuning")),
 ])
 def test_command_help_runs_without_heavy_imports(command, heavy):
     code = ("import sys, contextlib, io\nfrom skcgcnn.cli import main\n"

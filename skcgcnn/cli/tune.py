@@ -1,11 +1,228 @@
 """``skcgcnn tune``: search CGCNN hyper-parameters with Optuna.
 
-The parser and the run are :func:`skcgcnn.tuning.add_tune_parser` and
-:func:`skcgcnn.tuning.run_tune_command`; this module is where the command line finds
-them, and is imported only when ``skcgcnn tune`` runs (it imports torch and optuna).
+:func:`add_tune_parser` adds the subcommand to an ``argparse`` subparsers object,
+:func:`run_tune_command` runs it with the parsed arguments and :func:`load_tuning_data`
+reads its data; the search itself is :func:`skcgcnn.tuning.tune`.  Nothing heavy is
+imported until the command runs, so ``skcgcnn tune --help`` imports neither torch nor
+optuna nor scikit-learn; the three names are also importable from :mod:`skcgcnn.tuning`.
 """
 from __future__ import annotations
 
-from ..tuning import add_tune_parser, run_tune_command
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["add_tune_parser", "run_tune_command"]
+from ._common import PROG
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["add_tune_parser", "load_tuning_data", "run_tune_command"]
+
+
+def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``tune`` subcommand to an ``argparse`` subparsers object.
+
+    The parser's default ``func`` is :func:`run_tune_command`.
+    """
+    p = subparsers.add_parser(
+        "tune",
+        help="search CGCNN hyper-parameters (atom features, depth, optimiser, graphs) "
+             "with Optuna",
+        description=(
+            "Run (or resume) an Optuna study of CGCNN hyper-parameters on a CGCNN data "
+            "folder: atom-feature set, n_conv, widths, optimiser, learning rate, weight "
+            "decay, batch size, radius and max_num_nbr. Trials are pruned on the "
+            "validation MAE. Several workers (--n-workers, or several machines with the "
+            "same --storage and --study-name) share one study; a killed study resumes "
+            "where it stopped."),
+    )
+    p.add_argument("data_dir", metavar="DATA_DIR",
+                   help="a CGCNN data folder or archive: <id>.cif files (or cifs.tar.gz) "
+                        "and a header-less id_prop.csv (id,target)")
+    p.add_argument("--id-prop", default="id_prop.csv",
+                   help="the id/target file inside DATA_DIR (default: id_prop.csv)")
+    p.add_argument("--target", help="target column, when the id_prop file has several")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="use a random subset of N structures (seeded by --random-state; the "
+                        "same subset as skcgcnn benchmark --limit)")
+    p.add_argument("--n-trials", type=int, default=20,
+                   help="finished trials the study should have (default: 20)")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="start no new trial after S seconds")
+    p.add_argument("--epochs", type=int, default=30, help="epochs per trial (default: 30)")
+    p.add_argument("--cv", type=int, metavar="K",
+                   help="K-fold cross-validation instead of one validation split")
+    p.add_argument("--validation-fraction", type=float, default=0.2,
+                   help="held-out share when --cv is not given (default: 0.2)")
+    p.add_argument("--storage", metavar="URL_OR_PATH",
+                   help="sqlite:///file.db, postgresql://user:pw@host/db, a journal file "
+                        "(*.log) or ':memory:' (default: OUTPUT_DIR/study.db, else the "
+                        "skcgcnn cache folder)")
+    p.add_argument("--study-name",
+                   help="an existing study of that name is resumed (default: skcgcnn-<hash of "
+                        "the data and settings>, so the same command resumes its study)")
+    p.add_argument("--n-workers", type=int, default=1,
+                   help="worker processes sharing the study on this machine (default: 1)")
+    p.add_argument("--pruner", default="median",
+                   choices=["median", "hyperband", "successive-halving", "none"],
+                   help="pruning of unpromising trials (default: median)")
+    p.add_argument("--space", metavar="JSON",
+                   help="the search space as a JSON object (or the path of a .json file) with "
+                        "SearchSpace fields, e.g. '{\"n_conv\": [1, 3], \"optimizer\": "
+                        "\"adam\"}'; ranges are [low, high], choices lists, single values "
+                        "fix a field")
+    p.add_argument("--atom-features", metavar="LIST",
+                   help="comma-separated atom-feature choices among cgcnn, onehot, magpie, "
+                        "matscholar, megnet, cgcnn_groups (default: all)")
+    p.add_argument("--radius", metavar="LIST", help="comma-separated radii in Å (default: 6,8)")
+    p.add_argument("--max-num-nbr", metavar="LIST",
+                   help="comma-separated neighbour counts (default: 8,12,16)")
+    p.add_argument("--baselines", default="cgcnn,magpie-rf",
+                   help="reference models scored on the same split, comma-separated among "
+                        "cgcnn, magpie-rf, structure-gb, dummy, or a skcgcnn benchmark "
+                        "results.csv; 'none' for none (default: cgcnn,magpie-rf)")
+    p.add_argument("--output-dir", metavar="DIR",
+                   help="write tables and plots here (and the default study.db)")
+    p.add_argument("--graph-cache", metavar="DIR",
+                   help="keep built graphs here, shared by workers and later runs "
+                        "(default: OUTPUT_DIR/graphs when --output-dir is given)")
+    p.add_argument("--save-model", metavar="PATH",
+                   help="refit the best configuration on all data and save it here "
+                        "(skcgcnn.estimators.save_model format)")
+    p.add_argument("--heartbeat-interval", type=float, default=20.0,
+                   help="seconds between a running trial's heartbeats (default: 20)")
+    p.add_argument("--grace-period", type=float, default=90.0,
+                   help="a running trial silent this long (s) belongs to a dead worker and "
+                        "is run again (default: 90)")
+    p.add_argument("--random-state", type=int, default=0,
+                   help="seed of the subset, split, sampler and networks (default: 0)")
+    p.add_argument("--n-jobs", type=int, default=None,
+                   help="processes for reading CIFs and the neighbour search")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or auto")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log lines")
+    p.set_defaults(func=run_tune_command)
+    return p
+
+
+def _csv_list(text: str | None, kind: type) -> list | None:
+    if text is None:
+        return None
+    return [kind(v.strip()) for v in text.split(",") if v.strip()]
+
+
+def load_tuning_data(data_dir: str | os.PathLike, *, id_prop: str = "id_prop.csv",
+                     target: str | None = None, limit: int | None = None,
+                     random_state: int | None = 0, n_jobs: int | None = None,
+                     cache: Any = True, verbose: int = 0) -> tuple[pd.Series, np.ndarray, str]:
+    """Structures (a Series indexed by id), targets and the target's name from a CGCNN folder.
+
+    ``limit`` picks ``sorted(default_rng(random_state).choice(n_rows, limit,
+    replace=False))`` of the id_prop rows (the rule of ``skcgcnn benchmark --limit``),
+    so only those CIFs are read.  ``cache`` is :func:`~skcgcnn.datasets.load_cgcnn_folder`'s
+    parsed-structure cache.
+    """
+    from ..datasets import id_prop_ids, load_cgcnn_folder, sample_rows, structures_and_target
+
+    root = Path(data_dir)
+    ids = None
+    if limit is not None:
+        prop = Path(id_prop) if Path(id_prop).is_absolute() else (
+            (root.parent if root.is_file() else root) / id_prop)
+        all_ids = id_prop_ids(prop)
+        keep = None if all_ids is None else sample_rows(len(all_ids), limit, random_state)
+        if keep is not None:
+            ids = [all_ids[i] for i in keep]
+    df = load_cgcnn_folder(root, id_prop=id_prop, ids=ids, n_jobs=n_jobs, on_error="skip",
+                           cache=cache, verbose=verbose)
+    return structures_and_target(df, target)
+
+
+def run_tune_command(args: argparse.Namespace) -> int:
+    """Run ``skcgcnn tune`` with parsed arguments; return the exit status."""
+    def fail(message: str) -> int:
+        sys.stderr.write(f"{PROG} tune: error: {message}\n")
+        return 2
+
+    from ..tuning import SearchSpace, best_trials_markdown, tune
+
+    if not Path(args.data_dir).exists():
+        return fail(f"DATA_DIR {args.data_dir!r} does not exist")
+    if args.limit is not None and args.limit < 10:
+        return fail(f"--limit {args.limit}: use at least 10 structures")
+    if args.n_workers < 1:
+        return fail(f"--n-workers {args.n_workers}: use at least 1")
+    verbose = 0 if args.quiet else 1
+    try:
+        space = SearchSpace()
+        if args.space:
+            text = args.space
+            if not text.lstrip().startswith("{"):
+                text = Path(text).read_text(encoding="utf-8")
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"--space is not valid JSON: {exc}") from None
+            if not isinstance(data, dict):
+                raise ValueError("--space must be a JSON object of SearchSpace fields")
+            space = SearchSpace.from_dict(data)
+        if args.atom_features:
+            space.atom_features = tuple(_csv_list(args.atom_features, str))
+        if args.radius:
+            space.radius = tuple(_csv_list(args.radius, float))
+        if args.max_num_nbr:
+            space.max_num_nbr = tuple(_csv_list(args.max_num_nbr, int))
+        space.validate()
+    except (ValueError, OSError) as exc:
+        return fail(str(exc))
+    baselines: Any = None
+    if args.baselines and args.baselines.lower() != "none":
+        baselines = (args.baselines if args.baselines.endswith(".csv")
+                     else _csv_list(args.baselines, str))
+    graph_cache = args.graph_cache
+    if graph_cache is None and args.output_dir is not None:
+        graph_cache = os.path.join(args.output_dir, "graphs")
+    try:
+        X, y, target = load_tuning_data(args.data_dir, id_prop=args.id_prop,
+                                        target=args.target, limit=args.limit,
+                                        random_state=args.random_state, n_jobs=args.n_jobs,
+                                        verbose=verbose)
+    except (ValueError, FileNotFoundError) as exc:
+        return fail(str(exc))
+    logger.info("%d structures from %s, target %r", len(y), args.data_dir, target)
+    try:
+        result = tune(X, y, space=space, n_trials=args.n_trials, timeout=args.timeout,
+                      max_epochs=args.epochs, cv=args.cv,
+                      validation_fraction=args.validation_fraction, storage=args.storage,
+                      study_name=args.study_name, pruner=args.pruner,
+                      random_state=args.random_state, n_workers=args.n_workers,
+                      output_dir=args.output_dir, graph_cache=graph_cache,
+                      baselines=baselines, refit=args.save_model is not None,
+                      device=args.device, heartbeat_interval=args.heartbeat_interval,
+                      grace_period=args.grace_period, n_jobs=args.n_jobs,
+                      target_name=target, verbose=verbose)
+    except (ValueError, RuntimeError, ImportError) as exc:
+        return fail(str(exc))
+    print(best_trials_markdown(result.study, space))
+    counts = result.trials["state"].value_counts().to_dict()
+    print(f"\nstudy {result.study.study_name!r}: {counts}; best validation MAE "
+          f"{result.best_value:.4f} (atom features "
+          f"{result.study.best_trial.user_attrs.get('atom_features')}); wall time "
+          f"{result.wall_s:.0f} s")
+    for name, value in result.baselines.items():
+        print(f"  {name}: {value:.4f}")
+    if args.save_model:
+        from ..estimators import save_model
+
+        save_model(result.best_pipeline, args.save_model)
+        print(f"best model saved to {args.save_model}")
+    if result.files:
+        print(f"files in {args.output_dir}")
+    return 0

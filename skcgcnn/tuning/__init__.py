@@ -23,7 +23,9 @@ error, in the target's units.  What it adds to a plain ``study.optimize`` loop:
   (:mod:`skcgcnn.baselines`) and the default CGCNN on the same split, drawn beside the
   study's best.
 
-:func:`add_tune_parser` and :func:`run_tune_command` make the ``skcgcnn tune`` command.
+The ``skcgcnn tune`` command (:func:`add_tune_parser`, :func:`run_tune_command`,
+:func:`load_tuning_data`) lives in :mod:`skcgcnn.cli.tune`; the three names are
+importable here too, loaded on first use.
 :func:`pipeline_distributions` gives the same space for optuna-integration's
 ``OptunaSearchCV`` on :func:`~skcgcnn.estimators.make_cgcnn_pipeline`.
 
@@ -32,12 +34,15 @@ The private modules, in the order data flows through them: ``_space`` (search sp
 ``_callbacks`` (skorch), ``_storage`` (storages, creation races), ``_recovery``
 (heartbeats, trials of dead workers),
 ``_study`` (one process's trials), ``_workers`` (worker processes), ``_baselines``,
-``_results`` (tables, plots, :class:`TuneResult`), ``_tune`` (:func:`tune`) and
-``_command`` (``skcgcnn tune``).
+``_results`` (tables, plots, :class:`TuneResult`) and ``_tune`` (:func:`tune`).
 """
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from ._baselines import DEFAULT_CGCNN, evaluate_baselines, read_benchmark_maes
 from ._callbacks import PruningCallback, ValidationMAE
-from ._command import add_tune_parser, load_tuning_data, run_tune_command
 from ._graph_cache import GraphCache, structures_fingerprint
 from ._pipeline import pipeline_distributions, pipeline_from_params
 from ._results import (TuneResult, best_trials_markdown, plot_against_baselines,
@@ -65,3 +70,13 @@ __all__ = [
     "tune",
     "write_results",
 ]
+
+# The command line sits above the library (data flow: tuning -> cli), so its names are
+# looked up on first use instead of imported here.
+_COMMAND_NAMES = {"add_tune_parser", "load_tuning_data", "run_tune_command"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _COMMAND_NAMES:
+        return getattr(importlib.import_module("skcgcnn.cli.tune"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
