@@ -93,29 +93,30 @@ def _load_data(args: argparse.Namespace, verbose: int) -> tuple[pd.Series, np.nd
     ``--limit N`` picks ``sorted(default_rng(seed).choice(n_rows, N, replace=False))`` of
     the rows, so only those CIFs are parsed.
     """
-    from skcgcnn import datasets
+    from .. import datasets
+    from ._subsets import id_prop_ids, sample_rows, structures_and_target
 
     kwargs = {"n_jobs": args.n_jobs, "on_error": "skip", "verbose": verbose}
     if args.dataset:
         df = datasets.load_matbench(args.dataset, **kwargs)
-        keep = datasets.sample_rows(len(df), args.limit, args.random_state)
+        keep = sample_rows(len(df), args.limit, args.random_state)
         if keep is not None:
             df = df.iloc[keep]
     else:
         data_dir = Path(args.data_dir)
-        all_ids = datasets.id_prop_ids(data_dir / "id_prop.csv")
+        all_ids = id_prop_ids(data_dir / "id_prop.csv")
         if all_ids is not None and args.limit is not None:
-            keep = datasets.sample_rows(len(all_ids), args.limit, args.random_state)
+            keep = sample_rows(len(all_ids), args.limit, args.random_state)
             ids = None if keep is None else [all_ids[i] for i in keep]
             df = datasets.load_cgcnn_folder(data_dir, ids=ids, **kwargs)
         else:
             df = datasets.load_cgcnn_folder(data_dir, **kwargs)
-            keep = datasets.sample_rows(len(df), args.limit, args.random_state)
+            keep = sample_rows(len(df), args.limit, args.random_state)
             if keep is not None:
                 df = df.iloc[keep]
     if "structure" not in df.columns:
         raise ValueError("the loaded data has no 'structure' column")
-    return datasets.structures_and_target(df, args.target or None)
+    return structures_and_target(df, args.target or None)
 
 
 def run_benchmark_command(args: argparse.Namespace) -> int:

@@ -129,7 +129,8 @@ def load_tuning_data(data_dir: str | os.PathLike, *, id_prop: str = "id_prop.csv
     so only those CIFs are read.  ``cache`` is :func:`~skcgcnn.datasets.load_cgcnn_folder`'s
     parsed-structure cache.
     """
-    from ..datasets import id_prop_ids, load_cgcnn_folder, sample_rows, structures_and_target
+    from ..datasets import load_cgcnn_folder
+    from ._subsets import id_prop_ids, sample_rows, structures_and_target
 
     root = Path(data_dir)
     ids = None

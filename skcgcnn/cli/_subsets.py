@@ -1,24 +1,27 @@
-"""Helpers of the ``benchmark`` and ``tune`` commands: the ids of an ``id_prop.csv``, the
+"""The data of the ``benchmark`` and ``tune`` commands: the ids of an ``id_prop.csv``, the
 seeded ``--limit`` subset, and one target from a loader's frame.
 
-They serve the command line, not the loaders; they sit here until the CLI has its own
-package."""
+They serve the command line, not the loaders (they were in ``skcgcnn.datasets``, which
+still gives the three names).  The module imports pandas and the dataset loaders, so the
+commands import it when they run, not for ``--help``.
+"""
 from __future__ import annotations
 
 import csv
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ._cache import PathLike
-from ._cgcnn import _looks_like_header
+# the header rule of load_cgcnn_folder, so that the ids here are the loader's ids
+from ..datasets._cgcnn import _looks_like_header
 
 logger = logging.getLogger(__name__)
 
 
-def id_prop_ids(path: PathLike) -> list[str] | None:
+def id_prop_ids(path: str | os.PathLike) -> list[str] | None:
     """The ids (first column) of a CGCNN ``id_prop.csv``, in file order, or None if there
     is no such file.  A header row is skipped as :func:`load_cgcnn_folder` skips it."""
     path = Path(path)
