@@ -77,20 +77,6 @@ def write_skipped(path: Path, rows: Sequence[tuple[str, str]]) -> None:
         writer.writerows(rows)
 
 
-def _object_array(values: Sequence[Any]) -> Any:
-    import numpy as np
-
-    out = np.empty(len(values), dtype=object)
-    out[:] = list(values)
-    return out
-
-
-def structure_series(ids: Sequence[Any], structures: Sequence[Any]) -> Any:
-    import pandas as pd
-
-    return pd.Series(_object_array(structures), index=pd.Index(list(ids), dtype=object))
-
-
 def build_graphs(root: Path, args: argparse.Namespace, graph_params: dict,
                   skipped: list | None = None) -> tuple[Any, Any, Any, list[str]]:
     """Load ROOT_DIR and build its graphs: (transformer, graphs, targets 2-D, names).

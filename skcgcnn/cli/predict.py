@@ -16,7 +16,7 @@ from typing import Any
 
 from .._defaults import DEVICES, MAX_NUM_NBR
 from ._common import CLIError, check_device, data_options, one_line, verbose
-from ._data import choose_target, load_folder, log_skipped, structure_series, write_results
+from ._data import choose_target, load_folder, log_skipped, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +131,14 @@ def _warn_other_atom_features(root: Path, transformer: Any) -> None:
 
 
 def _predict_inputs(args: argparse.Namespace, transformer: Any
-                    ) -> tuple[list, list, Any, str | None]:
-    """(ids, structures or CIF paths, targets or None, target name)."""
+                    ) -> tuple[Any, Any, str | None]:
+    """(structures or CIF paths as a Series indexed by id, targets or None, target name).
+
+    The ids are those of a data folder's rows, or the CIF files' names without suffix;
+    the Series carries them to the transformer (:mod:`skcgcnn.structures`' id rule).
+    """
+    import pandas as pd
+
     paths = [Path(p).expanduser() for p in args.inputs]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -149,8 +155,7 @@ def _predict_inputs(args: argparse.Namespace, transformer: Any
             names = [c for c in df.columns if c != "structure"]
             column = choose_target(names, args.target, str(root)) if names else None
             targets = None if column is None else df[names[column]].to_numpy(dtype=float)
-            return (list(df.index), list(df["structure"]), targets,
-                    None if column is None else names[column])
+            return df["structure"], targets, None if column is None else names[column]
         cifs = sorted(p for p in root.iterdir() if p.suffix.lower() == ".cif" and p.is_file())
         if not cifs:
             raise CLIError(f"{root} holds neither {args.id_prop} nor .cif files")
@@ -159,13 +164,15 @@ def _predict_inputs(args: argparse.Namespace, transformer: Any
     folders = [str(p) for p in paths if p.is_dir()]
     if folders:
         raise CLIError(f"{folders[0]!r} is a folder; give one ROOT_DIR or CIF files, not both")
-    return [p.stem for p in paths], [str(p) for p in paths], None, None
+    return pd.Series([str(p) for p in paths], index=[p.stem for p in paths],
+                     dtype=object), None, None
 
 
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import reporting
+    from ..structures import ids_of
 
     started = time.perf_counter()
     output = None if args.output == "-" else Path(args.output).expanduser()
@@ -176,10 +183,11 @@ def run_predict(args: argparse.Namespace) -> int:
         if args.batch_size < 1:
             raise CLIError(f"--batch-size {args.batch_size}: must be at least 1", status=2)
         est.set_params(batch_size=args.batch_size)
-    ids, structures, targets, target_name = _predict_inputs(args, transformer)
+    X, targets, target_name = _predict_inputs(args, transformer)
+    ids = ids_of(X)
     transformer.set_params(n_jobs=args.n_jobs, verbose=verbose(args),
                            on_error="skip" if args.skip_errors else "raise")
-    graphs = transformer.transform(structure_series(ids, structures))
+    graphs = transformer.transform(X)
     log_skipped(transformer.errors_, "structures without a graph")
     if len(graphs) == 0:
         raise CLIError("no structure could be turned into a graph")
