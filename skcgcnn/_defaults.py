@@ -1,4 +1,5 @@
-"""Defaults written once: the crystal graph, the original optimiser, devices, caches.
+"""Defaults written once: the crystal graph, the split, the original optimiser, devices,
+caches.
 
 Every module takes these names instead of repeating the numbers, so a default changes in
 one place.  The graph defaults are the original CGCNN's (``main.py``/``predict.py``).
@@ -18,6 +19,11 @@ DMIN = 0.0
 STEP = 0.2
 #: The four graph parameters by their estimator and checkpoint names.
 GRAPH_PARAMS = {"radius": RADIUS, "max_num_nbr": MAX_NUM_NBR, "dmin": DMIN, "step": STEP}
+
+#: Validation share of ``skcgcnn train`` when neither a ratio nor a size is given (main.py).
+VAL_RATIO = 0.1
+#: Test share of ``skcgcnn train`` when neither a ratio nor a size is given (main.py).
+TEST_RATIO = 0.1
 
 #: The original's SGD momentum.
 MOMENTUM = 0.9

@@ -22,6 +22,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import check_cv, train_test_split
 
+# main.py's default validation and test shares, written once (the CLI's help shows them)
+from ._defaults import TEST_RATIO, VAL_RATIO
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -33,11 +36,6 @@ __all__ = [
     "take_rows",
     "train_val_test_split",
 ]
-
-#: Validation share of ``skcgcnn train`` when neither a ratio nor a size is given (main.py).
-VAL_RATIO = 0.1
-#: Test share of ``skcgcnn train`` when neither a ratio nor a size is given (main.py).
-TEST_RATIO = 0.1
 
 Splits = list[tuple[np.ndarray, np.ndarray]]
 

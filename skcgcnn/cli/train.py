@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._defaults import DEVICES, GRAPH_PARAMS, MOMENTUM
+from .._defaults import DEVICES, GRAPH_PARAMS, MOMENTUM, TEST_RATIO, VAL_RATIO
 from ._common import CLIError, check_device, data_options, graph_options, graph_params
 from ._data import (atom_features_spec, build_graphs, choose_target, existing_root,
                     read_graph_file, write_results, write_skipped)
@@ -23,10 +23,9 @@ from ._training import check_losses, make_estimator, valid_accuracy, valid_auc, 
 
 logger = logging.getLogger(__name__)
 
-# The help shows model_selection.VAL_RATIO and TEST_RATIO as text: importing that module
-# here would load scikit-learn into every 'skcgcnn --help' (tests/test_cli.py checks that
-# the help and model_selection agree).
-_SHOWN_DEFAULT = {"train": "the rest", "val": "0.1", "test": "0.1"}
+# The split's defaults come from _defaults (as model_selection's do), not from
+# model_selection, which would load scikit-learn into every 'skcgcnn --help'.
+_SHOWN_DEFAULT = {"train": "the rest", "val": f"{VAL_RATIO:g}", "test": f"{TEST_RATIO:g}"}
 
 __all__ = ["add_train_parser", "run_train", "split_sizes"]
 
