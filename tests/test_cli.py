@@ -225,6 +225,12 @@ def test_external_commands_are_imported_only_when_run(tmp_path, monkeypatch):
     assert_one_line_error(status, err, "broken", "no_such_module_for_skcgcnn")
 
 
+def test_graphs_format_tag_is_the_graph_files():
+    from skcgcnn.graph._io import FORMAT
+
+    assert cli.GRAPHS_FORMAT == FORMAT
+
+
 # -- split sizes --------------------------------------------------------------------
 def _split_args(**given) -> argparse.Namespace:
     keys = [f"{p}_{k}" for p in ("train", "val", "test") for k in ("ratio", "size")]
@@ -332,7 +338,7 @@ def test_predict_with_the_trained_model_reproduces_its_test_results(trained, fol
 @needs_data
 def test_featurize_then_train_from_graphs_matches_training_from_the_folder(
         trained, folder60, tmp_path):
-    from skcgcnn.graph_io import load_graphs
+    from skcgcnn.graph import load_graphs
 
     graphs_file = tmp_path / "graphs.npz"
     status, stdout, stderr = run(["featurize", folder60, "--output", graphs_file, "-q"])
@@ -453,7 +459,7 @@ def test_train_killed_with_sigkill_resumes_to_the_result_of_an_uninterrupted_run
 
     import torch
 
-    from skcgcnn.training_state import read_training_state
+    from skcgcnn.estimators import read_training_state
 
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     proc = subprocess.Popen(
@@ -664,7 +670,7 @@ def test_train_refuses_a_pickled_graph_file_without_trusted(tmp_path):
 
 @needs_data
 def test_train_reads_an_old_pickled_graph_file_with_trusted(trained, folder60, tmp_path):
-    from skcgcnn.graph_io import load_graphs
+    from skcgcnn.graph import load_graphs
 
     new = tmp_path / "graphs.npz"
     assert run(["featurize", folder60, "--output", new, "-q"])[0] == 0

@@ -1,4 +1,4 @@
-"""Graph files (skcgcnn.graph_io): exact round trips, and no code run from a file."""
+"""Graph files (skcgcnn.graph, skcgcnn/graph/_io.py): exact round trips, and no code run from a file."""
 from __future__ import annotations
 
 import pickle
@@ -10,8 +10,8 @@ import pytest
 
 from skcgcnn import StructureGraphTransformer
 from skcgcnn.graph import GraphCollection
-from skcgcnn.graph_io import (FORMAT, GraphFileError, UntrustedGraphFileError, load_graphs,
-                              save_graphs)
+from skcgcnn.graph import GraphFileError, UntrustedGraphFileError, load_graphs, save_graphs
+from skcgcnn.graph._io import FORMAT
 
 from .test_graph import bcc_iron, perovskite, rock_salt
 

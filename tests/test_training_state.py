@@ -7,8 +7,8 @@ import torch
 from skorch.callbacks import Callback, Checkpoint, LoadInitState
 
 from skcgcnn import CGCNNClassifier, CGCNNRegressor, StructureGraphTransformer
-from skcgcnn.training_state import (LoadTrainingState, TrainingCheckpoint,
-                                    TrainingStateError, read_training_state)
+from skcgcnn.estimators import (LoadTrainingState, TrainingCheckpoint, TrainingStateError,
+                                read_training_state)
 
 from ._shared import SAMPLE500, load_structures, needs_shared
 

@@ -32,7 +32,8 @@ from .featurize import add_featurize_parser
 from .predict import add_predict_parser
 from .train import add_train_parser, split_sizes
 
-#: Format tag of the graph files written by ``skcgcnn featurize`` (skcgcnn.graph_io.FORMAT).
+#: Format tag of the graph files written by ``skcgcnn featurize`` (``skcgcnn.graph._io.FORMAT``,
+#: written out so that importing the command line imports no pymatgen; a test compares them).
 GRAPHS_FORMAT = "skcgcnn-graphs"
 
 #: Subcommands imported only when run: name -> (module, add-parser function, run

@@ -113,7 +113,7 @@ def build_graphs(root: Path, args: argparse.Namespace, graph_params: dict,
 
 def read_graph_file(path: str, trusted: bool = False) -> Any:
     """The GraphBundle of --graphs FILE (old pickle files only with --trusted)."""
-    from ..graph_io import GraphFileError, UntrustedGraphFileError, load_graphs
+    from ..graph import GraphFileError, UntrustedGraphFileError, load_graphs
 
     file = Path(path).expanduser()
     if not file.is_file():

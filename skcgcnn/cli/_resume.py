@@ -89,7 +89,7 @@ def resume_args(args: argparse.Namespace) -> argparse.Namespace:
 
 def epochs_done(run_dir: Path) -> int:
     """Epochs in the training state of the run in ``run_dir`` (for --resume)."""
-    from ..training_state import TrainingStateError, read_training_state
+    from ..estimators import TrainingStateError, read_training_state
 
     path = run_dir / STATE_FILE
     if not path.is_file():

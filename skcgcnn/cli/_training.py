@@ -78,7 +78,7 @@ def make_estimator(args: argparse.Namespace, valid_ds: Any, score: tuple[str, An
     from skorch.helper import predefined_split
 
     from ..estimators import CGCNNClassifier, CGCNNRegressor
-    from ..training_state import AtomicCheckpoint, LoadTrainingState, TrainingCheckpoint
+    from ..estimators import AtomicCheckpoint, LoadTrainingState, TrainingCheckpoint
 
     name, scorer, lower = score
     checkpoint = AtomicCheckpoint(monitor=f"{name}_best", f_params=BEST_FILE,

@@ -1,7 +1,7 @@
 """``skcgcnn featurize``: build the crystal graphs of a data folder once for ``train --graphs``.
 
 The graphs, ids and targets go into an ``.npz`` file of arrays and JSON
-(:mod:`skcgcnn.graph_io`), which ``skcgcnn train --graphs FILE`` reads.
+(:func:`skcgcnn.graph.save_graphs`), which ``skcgcnn train --graphs FILE`` reads.
 """
 from __future__ import annotations
 

@@ -100,7 +100,7 @@ class _CGCNNMixin:
         tags.input_tags.two_d_array = False
         return tags
 
-    # -- resuming (skorch's LoadInitState, skcgcnn.training_state.LoadTrainingState) ----
+    # -- resuming (skorch's LoadInitState, skcgcnn.estimators.LoadTrainingState) ----
     def notify(self, method_name, **cb_kwargs):
         """skorch's ``notify``; at ``on_train_begin`` the ``LoadInitState`` callbacks
         run first, so that the learning-rate scheduler and the scoring callbacks (which

@@ -159,7 +159,7 @@ class TrainingCheckpoint(Checkpoint):
     Examples
     --------
     >>> from skcgcnn import CGCNNRegressor
-    >>> from skcgcnn.training_state import TrainingCheckpoint, LoadTrainingState
+    >>> from skcgcnn.estimators import TrainingCheckpoint, LoadTrainingState
     >>> cp = TrainingCheckpoint(dirname="run1")
     >>> reg = CGCNNRegressor(max_epochs=100, random_state=0,
     ...                      callbacks=[cp, LoadTrainingState(cp)])
