@@ -16,7 +16,8 @@ from typing import Any
 from .._defaults import DEVICES, GRAPH_PARAMS, MOMENTUM, TEST_RATIO, VAL_RATIO
 from ._common import CLIError, check_device, data_options, graph_options, graph_params
 from ._data import (atom_features_spec, build_graphs, choose_target, existing_root,
-                    read_graph_file, write_results, write_skipped)
+                    read_graph_file, write_skipped)
+from ._results import TrainRun, evaluate_test, summary, write_outputs
 from ._resume import (check_resumed_split, epochs_done, resume_args, split_table,
                       start_run_dir, write_split)
 from ._training import check_losses, make_estimator, valid_accuracy, valid_auc, valid_mae
@@ -255,10 +256,7 @@ def _validation(args: argparse.Namespace, graphs: Any, y: Any, train: Any, val: 
 def run_train(args: argparse.Namespace) -> int:
     """Run ``skcgcnn train`` (or continue the run of ``--resume``); return 0."""
     import numpy as np
-    from sklearn.pipeline import Pipeline
 
-    from .. import reporting
-    from ..estimators import save_model
     from ..model_selection import train_val_test_split
 
     done = None  # epochs of the run being resumed
@@ -313,88 +311,14 @@ def run_train(args: argparse.Namespace) -> int:
     best_score = (None if best_epoch is None
                   else float(history[best_epoch - 1, score[0]]))
 
-    # -- test set ----------------------------------------------------------------------
-    test_graphs, y_test = graphs[test], y[test]
-    if classification:
-        proba = est.predict_proba(test_graphs)
-        labels = est.classes_[proba.argmax(axis=1)]
-        classes = est.classes_
-        shown = proba[:, 1] if len(classes) == 2 else labels
-        test_metrics = reporting.classification_metrics(y_test, labels, proba, classes)
-    else:
-        shown = np.asarray(est.predict(test_graphs), dtype=float)
-        bad = ~np.isfinite(shown)
-        if bad.any():
-            raise CLIError(f"training diverged: {int(bad.sum())} of {len(shown)} test "
-                           "predictions are not finite; lower --lr")
-        test_metrics = reporting.regression_metrics(y_test, shown)
-
-    # -- outputs -----------------------------------------------------------------------
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    model = Pipeline([("graph", transformer), ("cgcnn", est)])
-    save_model(model, out_dir / "model.pt")
-    written.append("model.pt")
-    write_results(out_dir / "test_results.csv", ids[test], y_test, shown)
-    written.append("test_results.csv")
-    written.append("split.csv")  # at the start
-    if args.graphs is None and args.skip_errors:
-        written.append("skipped.csv")
-    history.to_file(str(out_dir / "history.json"))
-    written.append("history.json")
-    metrics = {
-        "task": args.task, "target": target, "source": source,
-        "n_train": len(train), "n_val": len(val), "n_test": len(test),
-        "epochs": args.epochs, "epochs_trained": len(history), "resumed_after_epoch": done,
-        "best_epoch": best_epoch,
-        "valid": {score[0].removeprefix("valid_"): best_score},
-        "test": test_metrics,
-        "seed": args.seed, "fit_seconds": round(fit_seconds, 3),
-        "graph_params": {**transformer.get_params(deep=False),
-                         "atom_features": getattr(graphs.atom_features, "name", None)},
-        "network": {"atom_fea_len": args.atom_fea_len, "h_fea_len": args.h_fea_len,
-                    "n_conv": args.n_conv, "n_h": args.n_h, "conv": args.conv},
-        "optimizer": {"name": args.optim, "lr": args.lr,
-                      "momentum": (est.get_params().get("optimizer__momentum")
-                                   if args.optim == "SGD" else None),
-                      "weight_decay": args.weight_decay, "batch_size": args.batch_size,
-                      "lr_milestones": list(args.lr_milestones)},
-    }
-    if classification:
-        metrics["classes"] = est.classes_.tolist()
-    metrics["graph_params"] = {k: v for k, v in metrics["graph_params"].items()
-                               if k in ("radius", "max_num_nbr", "dmin", "step",
-                                        "atom_features")}
-    reporting.write_json(out_dir / "metrics.json", metrics)
-    written.append("metrics.json")
-    reporting.plot_learning_curve(history, score[0], best_epoch,
-                                  out_dir / "learning_curve.png", f"CGCNN {args.task}: {target}")
-    written.append("learning_curve.png")
-    if not classification:
-        reporting.plot_parity({"test": (y_test, shown)}, out_dir / "parity.png", target=target,
-                              title=f"test set ({len(y_test)} crystals)",
-                              text=reporting.metrics_text(test_metrics), size=(4.6, 4.4),
-                              point_size=12)
-        written.append("parity.png")
-    elif len(est.classes_) == 2 and test_metrics.get("roc_auc") is not None:
-        reporting.plot_roc(y_test == est.classes_[1], shown, out_dir / "roc_curve.png")
-        written.append("roc_curve.png")
-
-    # -- summary -------------------------------------------------------------------------
-    name_of = reporting.METRIC_LABELS
-    best = ("no best epoch" if best_epoch is None
-            else f"best epoch {best_epoch} (validation {name_of[score[0]]} {best_score:.4g})")
-    if done is None:
-        epochs = f"{len(history)} epochs"
-    elif len(history) > done:
-        epochs = f"epochs {done + 1}-{len(history)} (resumed after epoch {done})"
-    else:
-        epochs = f"no epoch left to train ({done} trained before)"
-    print(f"trained on {len(train)} crystals ({len(val)} validation, {len(test)} test), "
-          f"{epochs} in {fit_seconds:.1f} s; {best}")
-    print("test " + ", ".join(f"{name_of[k]} {v:.4g}" for k, v in test_metrics.items()
-                              if v is not None))
-    print(f"wrote {', '.join(written)} to {out_dir} "
-          f"({time.perf_counter() - started:.1f} s in all)")
+    # -- test set, outputs and summary ---------------------------------------------------
+    run = TrainRun(args=args, transformer=transformer, est=est, graphs=graphs, y=y,
+                   split={"train": train, "val": val, "test": test}, target=target,
+                   source=source, score=score[0], best_epoch=best_epoch,
+                   best_score=best_score, fit_seconds=fit_seconds, done=done)
+    shown, test_metrics = evaluate_test(run)
+    written = write_outputs(run, out_dir, shown, test_metrics)
+    for line in summary(run, test_metrics, written, out_dir, started):
+        print(line)
     return 0
 

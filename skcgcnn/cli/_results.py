@@ -1,0 +1,193 @@
+"""What a ``skcgcnn train`` run leaves: test-set scores, the output folder, the summary.
+
+:func:`evaluate_test` predicts the test set and scores it (a regression whose
+predictions are not finite stops the run), :func:`write_outputs` writes ``model.pt``,
+``test_results.csv``, ``history.json``, ``metrics.json`` and the plots, and
+:func:`summary` gives the lines printed at the end.  The metrics, ``metrics.json`` and
+the plots are :mod:`skcgcnn.reporting`'s, the same as the benchmark's and the search's.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._common import CLIError
+from ._data import write_results
+
+__all__ = ["TrainRun", "evaluate_test", "summary", "write_outputs"]
+
+_GRAPH_KEYS = ("radius", "max_num_nbr", "dmin", "step", "atom_features")
+
+
+@dataclass
+class TrainRun:
+    """A fitted ``skcgcnn train`` run: what its outputs are made of.
+
+    Attributes
+    ----------
+    args : argparse.Namespace
+        The command's options (those of the resumed run with ``--resume``).
+    transformer : StructureGraphTransformer
+        Fitted; saved with the estimator as one pipeline.
+    est : CGCNNRegressor or CGCNNClassifier
+        Fitted, with the weights of the best validation epoch when there was one.
+    graphs : GraphCollection
+        Every crystal of the run (train, validation and test).
+    y : ndarray of shape (n_crystals,)
+        Their target values.
+    split : dict of str to ndarray
+        Positions in ``graphs`` of the ``"train"``, ``"val"`` and ``"test"`` sets.
+    target, source : str
+        The target's name and where the data came from.
+    score : str
+        The validation score's name in the history (``"valid_mae"``, ...).
+    best_epoch : int or None
+        The epoch whose weights are kept; None when the score was never defined.
+    best_score : float or None
+        The validation score of that epoch.
+    fit_seconds : float
+        Wall time of ``fit``.
+    done : int or None
+        Epochs trained before ``--resume``; None for a new run.
+    """
+
+    args: argparse.Namespace
+    transformer: Any
+    est: Any
+    graphs: Any
+    y: Any
+    split: dict
+    target: str
+    source: str
+    score: str
+    best_epoch: int | None
+    best_score: float | None
+    fit_seconds: float
+    done: int | None = None
+
+    @property
+    def classification(self) -> bool:
+        return self.args.task == "classification"
+
+
+def evaluate_test(run: TrainRun) -> tuple[Any, dict]:
+    """Predictions shown for the test set (regression: values; binary classification: the
+    probability of the second class; else labels) and the test metrics."""
+    import numpy as np
+
+    from .. import reporting
+
+    test = run.split["test"]
+    test_graphs, y_test = run.graphs[test], run.y[test]
+    est = run.est
+    if run.classification:
+        proba = est.predict_proba(test_graphs)
+        labels = est.classes_[proba.argmax(axis=1)]
+        classes = est.classes_
+        shown = proba[:, 1] if len(classes) == 2 else labels
+        return shown, reporting.classification_metrics(y_test, labels, proba, classes)
+    shown = np.asarray(est.predict(test_graphs), dtype=float)
+    bad = ~np.isfinite(shown)
+    if bad.any():
+        raise CLIError(f"training diverged: {int(bad.sum())} of {len(shown)} test "
+                       "predictions are not finite; lower --lr")
+    return shown, reporting.regression_metrics(y_test, shown)
+
+
+def _metrics_record(run: TrainRun, test_metrics: dict) -> dict:
+    """The content of ``metrics.json``."""
+    args, est, history = run.args, run.est, run.est.history
+    graph_params = {**run.transformer.get_params(deep=False),
+                    "atom_features": getattr(run.graphs.atom_features, "name", None)}
+    metrics = {
+        "task": args.task, "target": run.target, "source": run.source,
+        "n_train": len(run.split["train"]), "n_val": len(run.split["val"]),
+        "n_test": len(run.split["test"]),
+        "epochs": args.epochs, "epochs_trained": len(history),
+        "resumed_after_epoch": run.done,
+        "best_epoch": run.best_epoch,
+        "valid": {run.score.removeprefix("valid_"): run.best_score},
+        "test": test_metrics,
+        "seed": args.seed, "fit_seconds": round(run.fit_seconds, 3),
+        "graph_params": {k: v for k, v in graph_params.items() if k in _GRAPH_KEYS},
+        "network": {"atom_fea_len": args.atom_fea_len, "h_fea_len": args.h_fea_len,
+                    "n_conv": args.n_conv, "n_h": args.n_h, "conv": args.conv},
+        "optimizer": {"name": args.optim, "lr": args.lr,
+                      "momentum": (est.get_params().get("optimizer__momentum")
+                                   if args.optim == "SGD" else None),
+                      "weight_decay": args.weight_decay, "batch_size": args.batch_size,
+                      "lr_milestones": list(args.lr_milestones)},
+    }
+    if run.classification:
+        metrics["classes"] = est.classes_.tolist()
+    return metrics
+
+
+def write_outputs(run: TrainRun, out_dir: Path, shown: Any, test_metrics: dict) -> list[str]:
+    """Write the run's files into ``out_dir``; return their names (``split.csv`` and
+    ``skipped.csv``, written when the run started, included)."""
+    import numpy as np
+    from sklearn.pipeline import Pipeline
+
+    from .. import reporting
+    from ..estimators import save_model
+
+    args, est, history = run.args, run.est, run.est.history
+    test = run.split["test"]
+    y_test = run.y[test]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    save_model(Pipeline([("graph", run.transformer), ("cgcnn", est)]), out_dir / "model.pt")
+    written.append("model.pt")
+    ids = np.asarray(run.graphs.ids, dtype=object)
+    write_results(out_dir / "test_results.csv", ids[test], y_test, shown)
+    written.append("test_results.csv")
+    written.append("split.csv")  # at the start
+    if args.graphs is None and args.skip_errors:
+        written.append("skipped.csv")
+    history.to_file(str(out_dir / "history.json"))
+    written.append("history.json")
+    reporting.write_json(out_dir / "metrics.json", _metrics_record(run, test_metrics))
+    written.append("metrics.json")
+    reporting.plot_learning_curve(history, run.score, run.best_epoch,
+                                  out_dir / "learning_curve.png",
+                                  f"CGCNN {args.task}: {run.target}")
+    written.append("learning_curve.png")
+    if not run.classification:
+        reporting.plot_parity({"test": (y_test, shown)}, out_dir / "parity.png",
+                              target=run.target, title=f"test set ({len(y_test)} crystals)",
+                              text=reporting.metrics_text(test_metrics), size=(4.6, 4.4),
+                              point_size=12)
+        written.append("parity.png")
+    elif len(est.classes_) == 2 and test_metrics.get("roc_auc") is not None:
+        reporting.plot_roc(y_test == est.classes_[1], shown, out_dir / "roc_curve.png")
+        written.append("roc_curve.png")
+    return written
+
+
+def summary(run: TrainRun, test_metrics: dict, written: list[str], out_dir: Path,
+            started: float) -> list[str]:
+    """The lines ``skcgcnn train`` prints at the end (``started``: its perf_counter)."""
+    from .. import reporting
+
+    name_of = reporting.METRIC_LABELS
+    n_epochs, done = len(run.est.history), run.done
+    best = ("no best epoch" if run.best_epoch is None
+            else f"best epoch {run.best_epoch} (validation {name_of[run.score]} "
+                 f"{run.best_score:.4g})")
+    if done is None:
+        epochs = f"{n_epochs} epochs"
+    elif n_epochs > done:
+        epochs = f"epochs {done + 1}-{n_epochs} (resumed after epoch {done})"
+    else:
+        epochs = f"no epoch left to train ({done} trained before)"
+    n_train, n_val, n_test = (len(run.split[k]) for k in ("train", "val", "test"))
+    return [f"trained on {n_train} crystals ({n_val} validation, {n_test} test), "
+            f"{epochs} in {run.fit_seconds:.1f} s; {best}",
+            "test " + ", ".join(f"{name_of[k]} {v:.4g}" for k, v in test_metrics.items()
+                                if v is not None),
+            f"wrote {', '.join(written)} to {out_dir} "
+            f"({time.perf_counter() - started:.1f} s in all)"]
