@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._common import PROG
+from .._defaults import DEVICES
+from ._common import PROG, common_options
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,7 +34,7 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
     The parser's default ``func`` is :func:`run_tune_command`.
     """
     p = subparsers.add_parser(
-        "tune",
+        "tune", parents=[common_options()],
         help="search CGCNN hyper-parameters (atom features, depth, optimiser, graphs) "
              "with Optuna",
         description=(
@@ -106,8 +107,8 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="seed of the subset, split, sampler and networks (default: 0)")
     p.add_argument("--n-jobs", type=int, default=None,
                    help="processes for reading CIFs and the neighbour search")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or auto")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log lines")
+    p.add_argument("--device", default="cpu",
+                   help=f"torch device: {', '.join(DEVICES)} (default: cpu)")
     p.set_defaults(func=run_tune_command)
     return p
 
