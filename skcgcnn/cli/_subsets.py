@@ -1,5 +1,6 @@
 """The data of the ``benchmark`` and ``tune`` commands: the ids of an ``id_prop.csv``, the
-seeded ``--limit`` subset, and one target from a loader's frame.
+seeded ``--limit`` subset (of rows, or of an ``id_prop.csv``'s ids), and one target from
+a loader's frame.
 
 They serve the command line, not the loaders (they were in ``skcgcnn.datasets``, which
 still gives the three names).  The module imports pandas and the dataset loaders, so the
@@ -45,6 +46,18 @@ def sample_rows(n_rows: int, limit: int | None, random_state: int | None
         return None
     return np.sort(np.random.default_rng(random_state).choice(n_rows, size=limit,
                                                                replace=False))
+
+
+def subset_ids(id_prop: str | os.PathLike, limit: int | None, random_state: int | None
+               ) -> list[str] | None:
+    """The ids of the seeded ``--limit`` subset of an ``id_prop.csv``, in file order; None
+    for all rows, or when there is no such file (:func:`id_prop_ids`, :func:`sample_rows`).
+
+    Choosing the ids first means that only those CIFs are read.
+    """
+    all_ids = id_prop_ids(id_prop)
+    keep = None if all_ids is None else sample_rows(len(all_ids), limit, random_state)
+    return None if keep is None else [all_ids[i] for i in keep]
 
 
 def structures_and_target(df: pd.DataFrame, target: str | None = None

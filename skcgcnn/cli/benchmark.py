@@ -94,26 +94,22 @@ def _load_data(args: argparse.Namespace, verbose: int) -> tuple[pd.Series, np.nd
     the rows, so only those CIFs are parsed.
     """
     from .. import datasets
-    from ._subsets import id_prop_ids, sample_rows, structures_and_target
+    from ._subsets import sample_rows, structures_and_target, subset_ids
 
     kwargs = {"n_jobs": args.n_jobs, "on_error": "skip", "verbose": verbose}
     if args.dataset:
         df = datasets.load_matbench(args.dataset, **kwargs)
+        chosen = False
+    else:  # the subset's ids first, so that only their CIFs are read
+        data_dir = Path(args.data_dir)
+        prop = data_dir / "id_prop.csv"
+        df = datasets.load_cgcnn_folder(
+            data_dir, ids=subset_ids(prop, args.limit, args.random_state), **kwargs)
+        chosen = prop.is_file()
+    if not chosen:  # no id_prop.csv to choose from: the subset of the loaded rows
         keep = sample_rows(len(df), args.limit, args.random_state)
         if keep is not None:
             df = df.iloc[keep]
-    else:
-        data_dir = Path(args.data_dir)
-        all_ids = id_prop_ids(data_dir / "id_prop.csv")
-        if all_ids is not None and args.limit is not None:
-            keep = sample_rows(len(all_ids), args.limit, args.random_state)
-            ids = None if keep is None else [all_ids[i] for i in keep]
-            df = datasets.load_cgcnn_folder(data_dir, ids=ids, **kwargs)
-        else:
-            df = datasets.load_cgcnn_folder(data_dir, **kwargs)
-            keep = sample_rows(len(df), args.limit, args.random_state)
-            if keep is not None:
-                df = df.iloc[keep]
     if "structure" not in df.columns:
         raise ValueError("the loaded data has no 'structure' column")
     return structures_and_target(df, args.target or None)

@@ -131,17 +131,14 @@ def load_tuning_data(data_dir: str | os.PathLike, *, id_prop: str = "id_prop.csv
     parsed-structure cache.
     """
     from ..datasets import load_cgcnn_folder
-    from ._subsets import id_prop_ids, sample_rows, structures_and_target
+    from ._subsets import structures_and_target, subset_ids
 
     root = Path(data_dir)
     ids = None
     if limit is not None:
         prop = Path(id_prop) if Path(id_prop).is_absolute() else (
             (root.parent if root.is_file() else root) / id_prop)
-        all_ids = id_prop_ids(prop)
-        keep = None if all_ids is None else sample_rows(len(all_ids), limit, random_state)
-        if keep is not None:
-            ids = [all_ids[i] for i in keep]
+        ids = subset_ids(prop, limit, random_state)
     df = load_cgcnn_folder(root, id_prop=id_prop, ids=ids, n_jobs=n_jobs, on_error="skip",
                            cache=cache, verbose=verbose)
     return structures_and_target(df, target)
