@@ -1,4 +1,4 @@
-"""Graph files (skcgcnn.graph, skcgcnn/graph/_io.py): exact round trips, and no code run from a file."""
+"""Graph files (skcgcnn.graph, graph/_io.py): exact round trips, and no code run from a file."""
 from __future__ import annotations
 
 import pickle
