@@ -14,8 +14,8 @@ See ``docs/cli.md`` for the options and their counterparts in ``main.py``/``pred
 
 One module per subcommand (:mod:`.train`, :mod:`.predict`, :mod:`.featurize`,
 :mod:`.benchmark`, :mod:`.tune`); the options and console they share are in
-:mod:`._common`, reading data and writing results in :mod:`._data`, the data of
-``benchmark`` and ``tune`` in :mod:`._subsets`; ``train``'s estimator is built in
+:mod:`._common`, reading data and writing results in :mod:`._data` (the ``--limit``
+subsets of ``benchmark`` and ``tune`` are :mod:`skcgcnn.datasets`'); ``train``'s estimator is built in
 :mod:`._training`, its run folder and ``--resume`` in :mod:`._resume`, its outputs
 written in :mod:`._results`.
 """

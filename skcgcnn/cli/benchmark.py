@@ -94,7 +94,7 @@ def _load_data(args: argparse.Namespace, verbose: int) -> tuple[pd.Series, np.nd
     the rows, so only those CIFs are parsed.
     """
     from .. import datasets
-    from ._subsets import sample_rows, structures_and_target, subset_ids
+    from ..datasets import sample_rows, structures_and_target, subset_ids
 
     kwargs = {"n_jobs": args.n_jobs, "on_error": "skip", "verbose": verbose}
     if args.dataset:

@@ -1,10 +1,10 @@
 """``skcgcnn tune``: search CGCNN hyper-parameters with Optuna.
 
-:func:`add_tune_parser` adds the subcommand to an ``argparse`` subparsers object,
-:func:`run_tune_command` runs it with the parsed arguments and :func:`load_tuning_data`
-reads its data; the search itself is :func:`skcgcnn.tuning.tune`.  Nothing heavy is
-imported until the command runs, so ``skcgcnn tune --help`` imports neither torch nor
-optuna nor scikit-learn; the three names are also importable from :mod:`skcgcnn.tuning`.
+:func:`add_tune_parser` adds the subcommand to an ``argparse`` subparsers object and
+:func:`run_tune_command` runs it with the parsed arguments; the data come from
+:func:`skcgcnn.tuning.load_tuning_data` and the search is :func:`skcgcnn.tuning.tune`.
+Nothing heavy is imported until the command runs, so ``skcgcnn tune --help`` imports
+neither torch nor optuna nor scikit-learn.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_tune_parser", "load_tuning_data", "run_tune_command"]
+__all__ = ["add_tune_parser", "run_tune_command"]
 
 
 def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -119,38 +119,13 @@ def _csv_list(text: str | None, kind: type) -> list | None:
     return [kind(v.strip()) for v in text.split(",") if v.strip()]
 
 
-def load_tuning_data(data_dir: str | os.PathLike, *, id_prop: str = "id_prop.csv",
-                     target: str | None = None, limit: int | None = None,
-                     random_state: int | None = 0, n_jobs: int | None = None,
-                     cache: Any = True, verbose: int = 0) -> tuple[pd.Series, np.ndarray, str]:
-    """Structures (a Series indexed by id), targets and the target's name from a CGCNN folder.
-
-    ``limit`` picks ``sorted(default_rng(random_state).choice(n_rows, limit,
-    replace=False))`` of the id_prop rows (the rule of ``skcgcnn benchmark --limit``),
-    so only those CIFs are read.  ``cache`` is :func:`~skcgcnn.datasets.load_cgcnn_folder`'s
-    parsed-structure cache.
-    """
-    from ..datasets import load_cgcnn_folder
-    from ._subsets import structures_and_target, subset_ids
-
-    root = Path(data_dir)
-    ids = None
-    if limit is not None:
-        prop = Path(id_prop) if Path(id_prop).is_absolute() else (
-            (root.parent if root.is_file() else root) / id_prop)
-        ids = subset_ids(prop, limit, random_state)
-    df = load_cgcnn_folder(root, id_prop=id_prop, ids=ids, n_jobs=n_jobs, on_error="skip",
-                           cache=cache, verbose=verbose)
-    return structures_and_target(df, target)
-
-
 def run_tune_command(args: argparse.Namespace) -> int:
     """Run ``skcgcnn tune`` with parsed arguments; return the exit status."""
     def fail(message: str) -> int:
         sys.stderr.write(f"{PROG} tune: error: {message}\n")
         return 2
 
-    from ..tuning import SearchSpace, best_trials_markdown, tune
+    from ..tuning import SearchSpace, best_trials_markdown, load_tuning_data, tune
 
     if not Path(args.data_dir).exists():
         return fail(f"DATA_DIR {args.data_dir!r} does not exist")

@@ -27,14 +27,13 @@ coordinates and labels bit for bit; structures that the compact form cannot hold
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from .._defaults import default_cache_dir
 from ._cgcnn import load_cgcnn_folder
 from ._errors import DatasetError
 from ._matbench import load_matbench
 from ._materials_project import load_materials_project
+# seeded subsets and target choice (the --limit rule), outside __all__ as before
+from ._subsets import id_prop_ids, sample_rows, structures_and_target, subset_ids  # noqa: F401
 from ._tables import load_cif_table
 
 __all__ = [
@@ -45,14 +44,3 @@ __all__ = [
     "load_materials_project",
     "load_matbench",
 ]
-
-# Helpers of the benchmark and tune commands, not part of the loaders' API: they live in
-# skcgcnn/cli/_subsets.py (the command line sits above the loaders) and are looked up on
-# first use, so that older imports from here keep working.
-_COMMAND_HELPERS = {"id_prop_ids", "sample_rows", "structures_and_target"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _COMMAND_HELPERS:
-        return getattr(importlib.import_module("skcgcnn.cli._subsets"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

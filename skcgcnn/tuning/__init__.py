@@ -23,14 +23,15 @@ error, in the target's units.  What it adds to a plain ``study.optimize`` loop:
   (:mod:`skcgcnn.baselines`) and the default CGCNN on the same split, drawn beside the
   study's best.
 
-The ``skcgcnn tune`` command (:func:`add_tune_parser`, :func:`run_tune_command`,
-:func:`load_tuning_data`) lives in :mod:`skcgcnn.cli.tune`; the three names are
-importable here too, loaded on first use.
+:func:`load_tuning_data` reads a seeded subset of a CGCNN folder.  The ``skcgcnn tune``
+command (:func:`add_tune_parser`, :func:`run_tune_command`) lives in
+:mod:`skcgcnn.cli.tune`; both names are importable here too, loaded on first use.
 :func:`pipeline_distributions` gives the same space for optuna-integration's
 ``OptunaSearchCV`` on :func:`~skcgcnn.estimators.make_cgcnn_pipeline`.
 
 The private modules, in the order data flows through them: ``_space`` (search space),
-``_pipeline`` (trial -> Pipeline, OptunaSearchCV distributions), ``_graph_cache``,
+``_data`` (:func:`load_tuning_data`), ``_pipeline`` (trial -> Pipeline, OptunaSearchCV
+distributions),
 ``_callbacks`` (skorch), ``_storage`` (storages, creation races), ``_recovery``
 (heartbeats, trials of dead workers),
 ``_study`` (one process's trials), ``_workers`` (worker processes), ``_baselines``,
@@ -43,7 +44,9 @@ from typing import Any
 
 from ._baselines import DEFAULT_CGCNN, evaluate_baselines, read_benchmark_maes
 from ._callbacks import PruningCallback, ValidationMAE
-from ._graph_cache import GraphCache, structures_fingerprint
+from ..graph import GraphCache
+from ..graph._cache import structures_fingerprint
+from ._data import load_tuning_data
 from ._pipeline import pipeline_distributions, pipeline_from_params
 from ._results import (TuneResult, best_trials_markdown, plot_against_baselines,
                        trials_table, write_results)
@@ -73,7 +76,7 @@ __all__ = [
 
 # The command line sits above the library (data flow: tuning -> cli), so its names are
 # looked up on first use instead of imported here.
-_COMMAND_NAMES = {"add_tune_parser", "load_tuning_data", "run_tune_command"}
+_COMMAND_NAMES = {"add_tune_parser", "run_tune_command"}
 
 
 def __getattr__(name: str) -> Any:

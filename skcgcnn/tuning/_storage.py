@@ -12,7 +12,7 @@ from typing import Any
 
 from .._defaults import default_cache_dir
 from .._optional import require
-from ._graph_cache import _file_lock
+from ..graph._cache import _file_lock
 from ._recovery import heartbeat_arguments
 
 logger = logging.getLogger(__name__)

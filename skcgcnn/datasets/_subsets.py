@@ -1,10 +1,9 @@
-"""The data of the ``benchmark`` and ``tune`` commands: the ids of an ``id_prop.csv``, the
-seeded ``--limit`` subset (of rows, or of an ``id_prop.csv``'s ids), and one target from
-a loader's frame.
+"""Seeded subsets of a data set and the choice of one target.
 
-They serve the command line, not the loaders (they were in ``skcgcnn.datasets``, which
-still gives the three names).  The module imports pandas and the dataset loaders, so the
-commands import it when they run, not for ``--help``.
+The rules behind ``skcgcnn benchmark --limit``, ``skcgcnn tune --limit`` and
+:func:`skcgcnn.tuning.load_tuning_data`: the ids of an ``id_prop.csv`` (read with the
+loader's header rule), a seeded random subset of them, so that only those CIFs are read,
+and one numeric target from a loader's frame.
 """
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 # the header rule of load_cgcnn_folder, so that the ids here are the loader's ids
-from ..datasets._cgcnn import _looks_like_header
+from ._cgcnn import _looks_like_header
 
 logger = logging.getLogger(__name__)
 
