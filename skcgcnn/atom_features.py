@@ -9,8 +9,9 @@ Named sets
 ----------
 ``"cgcnn"``
     The 92-dimensional one-hot encoding of the original CGCNN (``atom_init.json``),
-    as shipped with matminer.  Its nine property groups can be selected on their own
-    by passing a tuple of group names, e.g. ``("group", "period", "electronegativity")``.
+    shipped with skcgcnn (``skcgcnn/data/``; no matminer needed).  Its nine property
+    groups can be selected on their own by passing a tuple of group names, e.g.
+    ``("group", "period", "electronegativity")``.
 ``"onehot"``
     One-hot atomic number, Z = 1..100.
 ``"magpie"``
@@ -28,6 +29,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files
 from typing import Any, Union
 
 import numpy as np
@@ -156,11 +158,25 @@ def _matminer_data_file(name: str) -> str:
     return os.path.join(os.path.dirname(matminer.__file__), "utils", "data_files", name)
 
 
+#: The CGCNN table shipped with skcgcnn (see skcgcnn/data/README.md for its source).
+_CGCNN_DATA = "cgcnn_atom_features.json"
+
+
 def _cgcnn_full() -> AtomFeatureTable:
-    with open(_matminer_data_file("cgcnn_atom_feature.json")) as fh:
-        raw = json.load(fh)
+    # Stored as the bin of each property group per element (None: no bin); expanded here
+    # into the 92 one-hot columns of atom_init.json.
+    raw = json.loads((files("skcgcnn") / "data" / _CGCNN_DATA).read_text("utf-8"))
+    if raw["groups"] != CGCNN_GROUPS:
+        raise ValueError(f"skcgcnn/data/{_CGCNN_DATA}: groups {raw['groups']} differ from "
+                         f"CGCNN_GROUPS {CGCNN_GROUPS}; reinstall skcgcnn")
+    starts = np.cumsum([0] + list(CGCNN_GROUPS.values()))[:-1]
+    rows = {}
+    for z, bins in raw["bins"].items():
+        row = np.zeros(sum(CGCNN_GROUPS.values()), dtype=np.float32)
+        row[[s + b for s, b in zip(starts, bins) if b is not None]] = 1.0
+        rows[int(z)] = row
     names = [f"{g}_{i}" for g, w in CGCNN_GROUPS.items() for i in range(w)]
-    return _from_rows("cgcnn", {int(k): v for k, v in raw.items()}, names)
+    return _from_rows("cgcnn", rows, names)
 
 
 def _cgcnn_subset(groups: Sequence[str]) -> AtomFeatureTable:

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +23,67 @@ def test_cgcnn_table_equals_atom_init_json():
     assert sorted(table.elements.tolist()) == sorted(int(k) for k in reference)
     for key, vector in reference.items():
         np.testing.assert_array_equal(table.table[int(key)], np.asarray(vector, np.float32))
+
+
+def test_cgcnn_table_equals_matminers_file():
+    matminer = pytest.importorskip("matminer")
+    path = Path(matminer.__file__).parent / "utils" / "data_files" / "cgcnn_atom_feature.json"
+    reference = json.loads(path.read_text())
+    table = get_atom_features("cgcnn")
+    assert sorted(table.elements.tolist()) == sorted(int(k) for k in reference) \
+        == list(range(1, 101))
+    for key, vector in reference.items():
+        np.testing.assert_array_equal(table.table[int(key)], np.asarray(vector, np.float32))
+
+
+def _run_without_matminer(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter in which ``import matminer`` fails."""
+    blocker = "import sys; sys.modules['matminer'] = None\n"  # None: ImportError on import
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH"))
+        if p))
+    return subprocess.run([sys.executable, "-c", blocker + code], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cgcnn_features_need_no_matminer():
+    done = _run_without_matminer(
+        "from skcgcnn.atom_features import get_atom_features\n"
+        "t = get_atom_features('cgcnn'); g = get_atom_features(('group', 'block'))\n"
+        "print(t.n_features, int(t.available.sum()), g.n_features, int(t.table.sum()))\n")
+    assert done.returncode == 0, done.stderr
+    # 100 elements; 9 one-hot groups, minus the 15 + 26 + 9 elements without a bin
+    assert done.stdout.split() == ["92", "100", "23", str(9 * 100 - 15 - 26 - 9)]
+
+
+def test_cgcnn_features_do_not_import_matminer():
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys\nfrom skcgcnn import get_atom_features\n"
+         "get_atom_features('cgcnn')\nprint(sorted(m for m in sys.modules "
+         "if m.split('.')[0] in ('matminer', 'pymatgen')))"],
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])),
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", ["magpie", "matscholar", "megnet"])
+def test_matminer_sets_name_the_extra_without_matminer(name):
+    done = _run_without_matminer(
+        f"from skcgcnn.atom_features import get_atom_features\nget_atom_features({name!r})")
+    assert done.returncode != 0
+    assert "pip install 'skcgcnn[baselines]'" in done.stderr
+
+
+def test_shipped_table_is_declared_as_package_data():
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    patterns = [p.strip() for p in setup["options.package_data"]["skcgcnn"].split(",")]
+    assert "data/*.json" in patterns
+    assert (Path(__file__).resolve().parents[1] / "skcgcnn" / "data"
+            / "cgcnn_atom_features.json").is_file()
 
 
 def test_group_widths_add_up_to_92():
