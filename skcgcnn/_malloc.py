@@ -7,9 +7,10 @@ measured here, element-wise ops on such tensors ran 3-4 times slower than on reu
 memory.  ``M_MMAP_MAX = 0`` serves them from the heap instead, and a high
 ``M_TRIM_THRESHOLD`` keeps the heap from being handed back between batches.
 
-This changes the process's allocator settings (not results).  It is applied once, on
-Linux with glibc, when a CGCNN estimator starts training on the CPU; set the
-environment variable ``SKCGCNN_NO_MALLOPT=1`` to leave malloc alone.
+This changes the process's allocator settings (not results), so it is opt-in:
+:func:`skcgcnn.set_cpu_performance_defaults` applies it (the command line calls that),
+once, on Linux with glibc; set the environment variable ``SKCGCNN_NO_MALLOPT=1`` to
+leave malloc alone.
 """
 from __future__ import annotations
 

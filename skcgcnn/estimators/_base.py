@@ -281,10 +281,6 @@ class _CGCNNMixin:
         return self
 
     def _fit_with_seed(self, X, y, **fit_params):
-        if resolve_device(self.device) in ("cpu", None):
-            from .._malloc import keep_freed_memory
-
-            keep_freed_memory()
         seed = _seed_of(self.random_state)
         self.__dict__["_in_fit"] = True  # fit, not partial_fit: see fit_loop
         try:
