@@ -96,7 +96,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--no-mallopt", action="store_true",
-                        help="leave glibc malloc alone (the estimators tune it on CPU)")
+                        help="leave glibc malloc alone (else it is set as "
+                             "skcgcnn.set_cpu_performance_defaults does)")
     args = parser.parse_args(argv)
     if not args.no_mallopt:
         from skcgcnn._malloc import keep_freed_memory

@@ -471,6 +471,13 @@ def make_models(names: list[str] | tuple[str, ...] = DEFAULT_MODELS, *,
                 device=device,
                 verbose=verbose,
             )
+        elif name == "dummy":
+            # scikit-learn only (make_baseline("dummy") builds the same Pipeline, but its
+            # module needs matminer, the baselines extra)
+            from sklearn.dummy import DummyRegressor
+            from sklearn.pipeline import Pipeline
+
+            models[name] = Pipeline([("model", DummyRegressor(strategy="mean"))])
         else:
             from skcgcnn.baselines import make_baseline
 

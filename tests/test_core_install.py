@@ -79,8 +79,6 @@ def test_core_install_loads_and_runs_an_original_checkpoint(tmp_path):
 
 
 @needs_shared
-@pytest.mark.xfail(strict=True, reason="skcgcnn.benchmark.make_models builds 'dummy' through "
-                   "skcgcnn.baselines, which needs matminer (fix pending in benchmark.py)")
 def test_core_install_benchmarks_the_dummy_model(tmp_path):
     folder = tmp_path / "tiny"
     folder.mkdir()
@@ -144,8 +142,6 @@ def test_the_opt_in_after_torch_says_it_comes_too_late():
     assert "OMP_WAIT_POLICY=PASSIVE was set after torch was imported" in done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="skcgcnn.cli.main does not call "
-                   "set_cpu_performance_defaults yet (change pending in skcgcnn/cli)")
 def test_the_command_line_applies_the_opt_in():
     report = _report(_python(
         "import json, os\nfrom skcgcnn.cli import main\nmain(['--version'])\n"

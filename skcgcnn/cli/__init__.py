@@ -30,6 +30,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from .. import set_cpu_performance_defaults
 from ._common import PROG, CLIError, common_options, console, one_line
 from .featurize import add_featurize_parser
 from .predict import add_predict_parser
@@ -117,8 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         0 on success, 1 when the command failed, 2 for wrong options, 130 when
         interrupted.
+
+    Notes
+    -----
+    It first applies :func:`skcgcnn.set_cpu_performance_defaults` to the process.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    # The command line runs in a process of its own: it takes skcgcnn's CPU speed settings
+    # (before torch is imported; see skcgcnn.set_cpu_performance_defaults).
+    set_cpu_performance_defaults()
     command = _command_of(argv)
     debug = "--debug" in argv
     try:

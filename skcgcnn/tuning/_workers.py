@@ -23,6 +23,9 @@ def _worker_main(argv: Sequence[str]) -> int:
 
     ``argv``: payload path, worker index, torch threads, timeout in s (or "None"), log level.
     """
+    from .. import set_cpu_performance_defaults
+
+    set_cpu_performance_defaults()  # a worker is skcgcnn's own process
     import torch
 
     payload_path, worker, threads = argv[0], int(argv[1]), int(argv[2])
