@@ -30,7 +30,7 @@ def _no_structures(method: str) -> str:
             "or CIF path")
 
 
-class StructureGraphTransformer(TransformerMixin, BaseEstimator):
+class StructureGraphTransformer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     """Turn crystal structures into CGCNN crystal graphs.
 
     Each atom is joined to its ``max_num_nbr`` nearest neighbours within ``radius``

@@ -11,7 +11,12 @@ The estimators are thin skorch subclasses.  What they add to skorch:
   with ``predict`` in the original units (``_regressor``); label encoding
   (``_classifier``);
 * the original ``main.py`` defaults: SGD (lr 0.01, momentum 0.9), batch 256, the
-  learning rate multiplied by 0.1 at epoch 100, 30 epochs;
+  learning rate multiplied by 0.1 at epoch 100, 30 epochs (``ORIGINAL_RECIPE``), and
+  the recipe as parameters: ``lr_schedule``, ``warmup_fraction``, ``early_stopping``,
+  ``validation_fraction``, ``n_iter_no_change``, ``loss``, ``sample_weight`` in
+  ``fit`` (``_recipe``);
+* skorch's ``save_params`` / ``load_params`` with ``f_fitted`` for what ``fit`` learned
+  besides the weights (``_fitted``);
 * ``random_state`` without touching the global random generators;
 * resumable training callbacks (``_callbacks``);
 * loading of the original CGCNN checkpoints and a safe save format of their own
@@ -26,10 +31,14 @@ from ._data import GraphDataset, collate_graphs, graphs_to_tensors
 from ._persistence import (CheckpointError, is_torch_file, load_cgcnn_checkpoint, load_model,
                            save_model)
 from ._pipeline import make_cgcnn_pipeline
+from ._recipe import (LOSSES, LR_SCHEDULES, ORIGINAL_CLASSIFIER_RECIPE, ORIGINAL_RECIPE,
+                      PerBatchLRScheduler, WarmupCosine)
 from ._regressor import CGCNNRegressor
 
 __all__ = ["CGCNNRegressor", "CGCNNClassifier", "GraphDataset", "collate_graphs",
            "graphs_to_tensors", "make_cgcnn_pipeline", "load_cgcnn_checkpoint", "save_model", "load_model",
            "CheckpointError", "is_torch_file", "TrainingCheckpoint", "LoadTrainingState",
            "AtomicCheckpoint", "TrainingStateError", "read_training_state",
-           "atomic_torch_save", "DEFAULT_MOMENTUM", "OPTIMIZERS"]
+           "atomic_torch_save", "DEFAULT_MOMENTUM", "OPTIMIZERS", "ORIGINAL_RECIPE",
+           "ORIGINAL_CLASSIFIER_RECIPE", "LR_SCHEDULES", "LOSSES", "PerBatchLRScheduler",
+           "WarmupCosine"]

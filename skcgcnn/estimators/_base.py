@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
-from skorch.callbacks import LRScheduler
 
 from .._defaults import GRAPH_PARAMS, MOMENTUM, resolve_device
 from ..graph import GraphCollection
 from ._data import GraphDataset, graphs_to_tensors
+from ._recipe import check_callbacks, recipe_callbacks, validation_split
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +86,38 @@ class _CGCNNMixin:
             return super().initialize()
 
     def infer(self, x, **fit_params):
+        if isinstance(x, dict) and "sample_weight" in x:  # for the loss, not the module
+            x = {key: value for key, value in x.items() if key != "sample_weight"}
         with self._resolved_device():
             return super().infer(x, **fit_params)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
+        return self._weighted_loss(super().get_loss, y_pred, y_true, X, training)
+
+    def _weighted_loss(self, loss, y_pred, y_true, X, training):
+        """``loss(y_pred, y_true, X=X, training=training)``; when the batch carries sample
+        weights (normalised to mean 1 over the fit's rows), the mean over the batch of
+        each crystal's loss times its weight."""
+        weights = X.get("sample_weight") if isinstance(X, dict) else None
         with self._resolved_device():
-            return super().get_loss(y_pred, y_true, X=X, training=training)
+            if weights is None:
+                return loss(y_pred, y_true, X=X, training=training)
+            criterion = self.criterion_
+            if not hasattr(criterion, "reduction"):
+                raise ValueError(f"sample_weight needs a criterion with a 'reduction' "
+                                 f"argument (as torch's losses); {type(criterion).__name__} "
+                                 "has none")
+            reduction, criterion.reduction = criterion.reduction, "none"
+            try:
+                per_value = loss(y_pred, y_true, X=X, training=training)
+            finally:
+                criterion.reduction = reduction
+        per_crystal = per_value.reshape(y_pred.shape[0], -1).mean(dim=1)
+        # the batch carries the weight of each atom's crystal: one per crystal back
+        weights = weights.to(per_crystal.device, per_crystal.dtype)
+        crystal_idx = X["crystal_idx"].to(per_crystal.device)
+        weights = torch.zeros_like(per_crystal).scatter(0, crystal_idx, weights)
+        return (per_crystal * weights).mean()
 
     def __sklearn_tags__(self):
         """X is a GraphCollection, not a 2-D array: scikit-learn's data-driven estimator
@@ -109,6 +135,8 @@ class _CGCNNMixin:
         if method_name != "on_train_begin":
             return super().notify(method_name, **cb_kwargs)
         from skorch.callbacks import LoadInitState
+
+        check_callbacks(self, has_validation=bool(self._validation_split()))
 
         before = self.history
         for _, cb in self.callbacks_:
@@ -133,10 +161,25 @@ class _CGCNNMixin:
         return super().fit_loop(X, y, epochs=epochs, **fit_params)
 
     def get_default_callbacks(self):
-        return list(super().get_default_callbacks()) + [
-            ("lr_scheduler", LRScheduler(policy=torch.optim.lr_scheduler.MultiStepLR,
-                                         milestones=[100], gamma=0.1)),
-        ]
+        """skorch's, then the recipe's: ``lr_scheduler`` (from ``lr_schedule``) and
+        ``early_stopping`` (with ``early_stopping=True``)."""
+        return list(super().get_default_callbacks()) + recipe_callbacks(self)
+
+    # -- the validation split of early_stopping ----------------------------------------
+    def _validation_split(self):
+        seed = self.random_state if isinstance(self.random_state, (int, np.integer)) \
+            else None
+        return validation_split(self, seed)
+
+    def get_split_datasets(self, X, y=None, **fit_params):
+        """skorch's, with the internal split of ``early_stopping=True`` (skorch's
+        ``ValidSplit(validation_fraction)``) when ``train_split`` is None."""
+        given = self.__dict__["train_split"]
+        self.__dict__["train_split"] = self._validation_split()
+        try:
+            return super().get_split_datasets(X, y, **fit_params)
+        finally:
+            self.__dict__["train_split"] = given
 
     # -- validation ----------------------------------------------------------------
     def _check_X(self, X: Any, all_skipped_ok: bool = False) -> GraphCollection:
@@ -257,7 +300,106 @@ class _CGCNNMixin:
     def get_dataset(self, dataset, y=None):
         if isinstance(dataset, torch.utils.data.Dataset):
             return dataset
-        return GraphDataset(self._check_X(dataset), y)
+        weighted = self.__dict__.get("_sample_weight")  # (X, weights) during fit
+        weights = weighted[1] if weighted is not None and weighted[0] is dataset else None
+        return GraphDataset(self._check_X(dataset), y, sample_weight=weights)
+
+    # -- sample weights --------------------------------------------------------------
+    def _take_sample_weight(self, X: GraphCollection, y: np.ndarray, sample_weight: Any):
+        """``(X, y, weights)`` for a weighted fit: rows of weight 0 left out (they would
+        still move the batch-norm statistics), the other weights divided by their mean;
+        ``weights`` is None when they are all equal (the unweighted fit, exactly)."""
+        if sample_weight is None:
+            return X, y, None
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if w.ndim != 1:
+            raise ValueError(f"sample_weight must be 1-D, one weight per crystal; got shape "
+                             f"{w.shape}")
+        if len(w) != len(X) and X.input_positions is not None and len(w) == X.n_inputs:
+            w = w[X.input_positions]  # one per input structure, as y: keep those with a graph
+        if len(w) != len(X):
+            raise ValueError(f"sample_weight has {len(w)} values but X has {len(X)} "
+                             "crystals; give one weight per crystal")
+        bad = ~np.isfinite(w) | (w < 0)
+        if bad.any():
+            rows = np.flatnonzero(bad)[:5].tolist()
+            raise ValueError(f"sample_weight must be finite and >= 0; rows {rows} are not "
+                             f"({w[rows].tolist()})")
+        keep = w > 0
+        if not keep.any():
+            raise ValueError("every sample_weight is 0: there is nothing to fit")
+        if not keep.all():
+            logger.info("leaving out the %d row(s) of sample_weight 0", int((~keep).sum()))
+            rows = np.flatnonzero(keep)
+            X, y, w = X[rows], y[rows], w[rows]
+        if np.ptp(w) == 0:
+            return X, y, None
+        return X, y, (w / w.mean()).astype(np.float32)
+
+    def _fit_weighted(self, X, y, weights, **fit_params):
+        """``_fit_with_seed``, with ``weights`` (or None) given to the training data."""
+        if "sample_weight" in fit_params:
+            raise TypeError("sample_weight was given twice")
+        self.__dict__["_sample_weight"] = (X, weights) if weights is not None else None
+        try:
+            return self._fit_with_seed(X, y, **fit_params)
+        finally:
+            self.__dict__.pop("_sample_weight", None)
+
+    # -- skorch's save_params / load_params ----------------------------------------------
+    def save_params(self, f_params=None, f_optimizer=None, f_criterion=None, f_history=None,
+                    use_safetensors=False, f_fitted=None, **kwargs):
+        """skorch's ``save_params``, and with ``f_fitted`` a JSON file of what ``fit``
+        learned besides the weights (module arguments from the data, graph settings,
+        target scaling or class labels), which ``load_params(f_fitted=...)`` needs to
+        give a fitted estimator.  :func:`skcgcnn.estimators.save_model` writes all of it
+        into one file."""
+        if f_fitted is not None:
+            from . import _fitted
+
+            self._require_fitted()
+            _fitted.write(self, f_fitted)
+        if any(f is not None for f in (f_params, f_optimizer, f_criterion, f_history,
+                                       *kwargs.values())):
+            super().save_params(f_params=f_params, f_optimizer=f_optimizer,
+                                f_criterion=f_criterion, f_history=f_history,
+                                use_safetensors=use_safetensors, **kwargs)
+
+    def load_params(self, f_params=None, f_optimizer=None, f_criterion=None, f_history=None,
+                    checkpoint=None, use_safetensors=False, f_fitted=None, **kwargs):
+        """skorch's ``load_params``; ``f_fitted`` (written by ``save_params(f_fitted=...)``)
+        first restores what ``fit`` learned and builds the module to its shape.
+
+        Raises
+        ------
+        NotFittedError
+            When the estimator was never fitted and no ``f_fitted`` is given: the weights
+            alone do not make a model that can predict.
+        """
+        if f_fitted is not None:
+            from . import _fitted
+
+            state = _fitted.read(f_fitted)
+            if self.__sklearn_is_fitted__():
+                if dict(state["module_kwargs"]) != dict(self.module_kwargs_):
+                    raise ValueError(
+                        f"the f_fitted file describes another network ({state['module_kwargs']}) "
+                        f"than this fitted {type(self).__name__} ({self.module_kwargs_})")
+                _fitted.apply(self, state)
+            else:
+                _fitted.apply(self, state)
+                self.initialize()
+        elif not hasattr(self, "module_kwargs_"):
+            raise NotFittedError(
+                f"{type(self).__name__}.load_params: this estimator was not fitted, and the "
+                "saved weights alone leave it unable to predict (the target scaling, class "
+                "labels and data-dependent module arguments are not in them). Save with "
+                "save_params(..., f_fitted='fitted.json') and load with load_params(..., "
+                "f_fitted='fitted.json'), or use skcgcnn.save_model / skcgcnn.load_model")
+        return super().load_params(f_params=f_params, f_optimizer=f_optimizer,
+                                   f_criterion=f_criterion, f_history=f_history,
+                                   checkpoint=checkpoint, use_safetensors=use_safetensors,
+                                   **kwargs)
 
     def initialize_module(self):
         kwargs = self.get_params_for("module")
@@ -367,7 +509,26 @@ _COMMON_DOC = """
         default is dropped.
     train_split : callable or None, default=None
         skorch's validation split (e.g. ``skorch.dataset.ValidSplit(0.2)``); None
-        trains on every row passed to ``fit``.
+        trains on every row passed to ``fit`` (or, with ``early_stopping``, on all but
+        ``validation_fraction`` of them).
+    lr_schedule : {"multistep", "onecycle", "cosine"} or None, default="multistep"
+        The ``lr_scheduler`` callback. "multistep": the original's, per epoch
+        (MultiStepLR, ``callbacks__lr_scheduler__milestones=[100]``, gamma 0.1);
+        "onecycle": torch's OneCycleLR up to ``lr`` and down, per batch; "cosine": a
+        linear warm-up to ``lr`` then a cosine decay to 0, per batch; None: a constant
+        rate (or your own ``LRScheduler`` callback, which is refused beside a built-in one).
+        The per-batch schedules span ``max_epochs`` of ``ceil(n_train / batch_size)``
+        steps.
+    warmup_fraction : float, default=0.1
+        Share of the steps spent warming up ("onecycle" and "cosine").
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows (skorch's ``ValidSplit``, seeded by
+        an int ``random_state``; or use ``train_split`` when given), stop when the
+        validation loss has not improved for ``n_iter_no_change`` epochs, and end with the
+        weights of the best epoch (skorch's ``EarlyStopping(load_best=True)``, the
+        ``early_stopping`` callback).
+    validation_fraction : float, default=0.1
+    n_iter_no_change : int, default=10
     random_state : int, RandomState, Generator or None, default=None
         Seeds weight initialisation, shuffling and dropout inside ``fit`` (the global
         torch generator is restored afterwards).
@@ -377,8 +538,10 @@ _COMMON_DOC = """
         skorch's epoch table when 1.
     **kwargs
         Any other skorch ``NeuralNet`` argument (``callbacks``, ``iterator_train__*``,
-        ``optimizer__weight_decay``, ...).  The learning-rate schedule is the callback
-        ``lr_scheduler`` (MultiStepLR, milestones [100], gamma 0.1), tunable as
-        ``callbacks__lr_scheduler__milestones``.
+        ``optimizer__weight_decay``, ...).
+
+    The defaults are the original ``main.py`` recipe, also written out as
+    :data:`~skcgcnn.estimators.ORIGINAL_RECIPE` (regressor) and
+    :data:`~skcgcnn.estimators.ORIGINAL_CLASSIFIER_RECIPE`.
 """
 

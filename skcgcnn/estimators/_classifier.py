@@ -1,6 +1,8 @@
 """CGCNNClassifier: CGCNN classification behind skorch's NeuralNetClassifier."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 from sklearn.preprocessing import LabelEncoder
@@ -44,7 +46,9 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
                  iterator_train__collate_fn=collate_graphs,
                  iterator_valid__collate_fn=collate_graphs,
                  optimizer__momentum=DEFAULT_MOMENTUM, predict_nonlinearity=_exp,
-                 random_state=None, device="cpu", verbose=0, **kwargs):
+                 lr_schedule="multistep", warmup_fraction=0.1, early_stopping=False,
+                 validation_fraction=0.1, n_iter_no_change=10, random_state=None,
+                 device="cpu", verbose=0, **kwargs):
         super().__init__(module, criterion=criterion, optimizer=optimizer, lr=lr,
                          max_epochs=max_epochs, batch_size=batch_size,
                          train_split=train_split,
@@ -54,6 +58,11 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
                          optimizer__momentum=optimizer__momentum,
                          predict_nonlinearity=predict_nonlinearity, device=device,
                          verbose=verbose, **kwargs)
+        self.lr_schedule = lr_schedule
+        self.warmup_fraction = warmup_fraction
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
         self.random_state = random_state
 
     @property
@@ -62,7 +71,8 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
             return self.label_encoder_.classes_
         raise AttributeError("CGCNNClassifier has no classes_ before fit")
 
-    def fit(self, X, y, **fit_params):
+    def fit(self, X, y, sample_weight=None, **fit_params):
+        """Fit on graphs X and class labels y; ``sample_weight`` as for the regressor."""
         X = self._check_X(X)
         y = self._check_y(X, y)
         if y.ndim != 1:
@@ -80,6 +90,7 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
         if kind not in ("binary", "multiclass"):
             raise ValueError(f"CGCNNClassifier needs binary or multiclass labels, but y is "
                              f"of type {kind!r} (sklearn.utils.multiclass.type_of_target)")
+        X, y, weights = self._take_sample_weight(X, y, sample_weight)
         self.label_encoder_ = LabelEncoder().fit(y)
         if len(self.label_encoder_.classes_) < 2:
             raise ValueError(f"classification needs at least two classes; y only holds "
@@ -87,7 +98,7 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
         self.module_kwargs_ = self._data_kwargs(X, len(self.label_encoder_.classes_))
         self.graph_params_ = _graph_params_of(X)
         encoded = self.label_encoder_.transform(y).astype(np.int64)
-        return self._fit_with_seed(X, encoded, **fit_params)
+        return self._fit_weighted(X, encoded, weights, **fit_params)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         """The criterion applied to the module's output as it is.
@@ -99,8 +110,8 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
         this goes straight to ``NeuralNet.get_loss``.  (``CrossEntropyLoss`` gives the
         same loss here, as log-softmax of log-probabilities changes nothing.)
         """
-        with self._resolved_device():
-            return NeuralNet.get_loss(self, y_pred, y_true, X=X, training=training)
+        return self._weighted_loss(partial(NeuralNet.get_loss, self), y_pred, y_true, X,
+                                   training)
 
     def predict_proba(self, X):
         """Class probabilities, shape (n, n_classes): the exp of the module's

@@ -15,23 +15,27 @@ __all__ = ["GraphDataset", "collate_graphs", "graphs_to_tensors"]
 class _Row:
     """One crystal of a collection, as a dataset item (collated by ``collate_graphs``)."""
 
-    __slots__ = ("graphs", "row")
+    __slots__ = ("graphs", "row", "weights")
 
-    def __init__(self, graphs: GraphCollection, row: int):
+    def __init__(self, graphs: GraphCollection, row: int, weights: Any = None):
         self.graphs = graphs
         self.row = row
+        self.weights = weights  # the dataset's sample weights (all rows) or None
 
 
 class GraphDataset(SkorchDataset):
     """A skorch Dataset over a :class:`GraphCollection` and optional targets.
 
     Items are light references to crystals; :func:`collate_graphs` builds a batch
-    from them with vectorised numpy (no Python loop over atoms).
+    from them with vectorised numpy (no Python loop over atoms).  With
+    ``sample_weight`` (float32, one per crystal) the batches carry the weights of their
+    crystals as ``X["sample_weight"]``, for the estimators' weighted loss.
     """
 
-    def __init__(self, X: GraphCollection, y: Any = None):
+    def __init__(self, X: GraphCollection, y: Any = None, sample_weight: Any = None):
         self.X = X
         self.y = y
+        self.sample_weight = sample_weight
         self._len = len(X)
 
     def __len__(self) -> int:
@@ -39,7 +43,7 @@ class GraphDataset(SkorchDataset):
 
     def __getitem__(self, i: int):
         yi = 0.0 if self.y is None else self.y[i]
-        return _Row(self.X, int(i)), yi
+        return _Row(self.X, int(i), self.sample_weight), yi
 
 
 def collate_graphs(batch: list) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -48,13 +52,19 @@ def collate_graphs(batch: list) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     Returns
     -------
     X : dict with ``atom_fea`` (N, n_features) float32, ``nbr_idx`` (N, M) int64
-        (-1 = no neighbour), ``nbr_dist`` (N, M) float32, ``crystal_idx`` (N,) int64
+        (-1 = no neighbour), ``nbr_dist`` (N, M) float32, ``crystal_idx`` (N,) int64,
+        and ``sample_weight`` (N,) float32, the weight of each atom's crystal, when the
+        dataset has sample weights
     y : Tensor of shape (B, ...) -- the targets of the batch
     """
     graphs = batch[0][0].graphs
     rows = np.fromiter((item[0].row for item in batch), dtype=np.int64, count=len(batch))
     y = torch.as_tensor(np.asarray([item[1] for item in batch]))
-    return graphs_to_tensors(graphs, rows), y
+    X = graphs_to_tensors(graphs, rows)
+    weights = batch[0][0].weights
+    if weights is not None:  # per atom: skorch wants one length for all the inputs
+        X["sample_weight"] = torch.from_numpy(weights[rows])[X["crystal_idx"]]
+    return X, y
 
 
 def graphs_to_tensors(graphs: GraphCollection, rows: np.ndarray | None = None,

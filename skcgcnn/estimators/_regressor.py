@@ -9,6 +9,7 @@ from skorch import NeuralNetRegressor
 from ..model import CGCNN
 from ._base import _COMMON_DOC, DEFAULT_MOMENTUM, _CGCNNMixin, _graph_params_of
 from ._data import collate_graphs
+from ._recipe import LOSSES
 
 __all__ = ["CGCNNRegressor"]
 
@@ -20,9 +21,12 @@ class CGCNNRegressor(_CGCNNMixin, NeuralNetRegressor):
     :class:`~skcgcnn.transformers.StructureGraphTransformer`; y is 1-D or 2-D
     (several targets).  Targets are standardised with a scikit-learn
     ``StandardScaler`` fitted on the rows passed to ``fit`` (the original CGCNN fitted
-    its normaliser on a sample that included the test set); the loss is the MSE in
-    standardised units and ``predict`` answers in the original units.
-""" + _COMMON_DOC + """
+    its normaliser on a sample that included the test set); the loss (``loss``) is taken
+    in standardised units and ``predict`` answers in the original units.
+""" + _COMMON_DOC + """    loss : {"squared_error", "absolute_error", "huber"}, default="squared_error"
+        The loss on standardised targets: MSE (the original's), L1 or Huber
+        (``criterion__delta``, default 1.0, in standard deviations).
+
     Attributes
     ----------
     module_ : CGCNN
@@ -53,8 +57,10 @@ class CGCNNRegressor(_CGCNNMixin, NeuralNetRegressor):
                  train_split=None, iterator_train__shuffle=True,
                  iterator_train__collate_fn=collate_graphs,
                  iterator_valid__collate_fn=collate_graphs,
-                 optimizer__momentum=DEFAULT_MOMENTUM, random_state=None, device="cpu",
-                 verbose=0, **kwargs):
+                 optimizer__momentum=DEFAULT_MOMENTUM, lr_schedule="multistep",
+                 warmup_fraction=0.1, loss="squared_error", early_stopping=False,
+                 validation_fraction=0.1, n_iter_no_change=10, random_state=None,
+                 device="cpu", verbose=0, **kwargs):
         super().__init__(module, criterion=criterion, optimizer=optimizer, lr=lr,
                          max_epochs=max_epochs, batch_size=batch_size,
                          train_split=train_split,
@@ -63,6 +69,12 @@ class CGCNNRegressor(_CGCNNMixin, NeuralNetRegressor):
                          iterator_valid__collate_fn=iterator_valid__collate_fn,
                          optimizer__momentum=optimizer__momentum, device=device,
                          verbose=verbose, **kwargs)
+        self.lr_schedule = lr_schedule
+        self.warmup_fraction = warmup_fraction
+        self.loss = loss
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
         self.random_state = random_state
 
     def __sklearn_tags__(self):
@@ -70,8 +82,12 @@ class CGCNNRegressor(_CGCNNMixin, NeuralNetRegressor):
         tags.target_tags.multi_output = True  # y of shape (n, n_targets)
         return tags
 
-    def fit(self, X, y, **fit_params):
-        """Fit on graphs X and targets y of shape (n,) or (n, n_targets)."""
+    def fit(self, X, y, sample_weight=None, **fit_params):
+        """Fit on graphs X and targets y of shape (n,) or (n, n_targets).
+
+        ``sample_weight`` (one per crystal, >= 0) weighs each crystal's loss, scaled by
+        the mean weight; rows of weight 0 are left out, equal weights change nothing.
+        """
         X = self._check_X(X)
         y = self._check_y(X, y).astype(np.float64)
         if y.ndim not in (1, 2):
@@ -83,13 +99,27 @@ class CGCNNRegressor(_CGCNNMixin, NeuralNetRegressor):
                 f"y has {rows.size} row(s) with NaN or infinite targets (first: "
                 f"{rows[:5].tolist()}, ids {[X.ids[r] for r in rows[:5]]}); drop them "
                 "before fitting")
+        X, y, weights = self._take_sample_weight(X, y, sample_weight)
         self.y_ndim_ = y.ndim
         y2 = y.reshape(len(y), -1)
         self.n_outputs_ = y2.shape[1]
         self.target_scaler_ = StandardScaler().fit(y2)
         self.module_kwargs_ = self._data_kwargs(X, self.n_outputs_)
         self.graph_params_ = _graph_params_of(X)
-        return self._fit_with_seed(X, y2.astype(np.float32), **fit_params)
+        return self._fit_weighted(X, y2.astype(np.float32), weights, **fit_params)
+
+    def initialize_criterion(self):
+        """The criterion of ``loss`` (``criterion`` when one other than MSE is given)."""
+        criterion = self.criterion
+        if self.loss not in LOSSES:
+            raise ValueError(f"CGCNNRegressor(loss={self.loss!r}): use one of {list(LOSSES)}")
+        if criterion is torch.nn.MSELoss:
+            criterion = LOSSES[self.loss]
+        elif self.loss != "squared_error":
+            raise ValueError(f"CGCNNRegressor got both criterion={criterion!r} and "
+                             f"loss={self.loss!r}; give one of them")
+        self.criterion_ = self.initialized_instance(criterion, self.get_params_for("criterion"))
+        return self
 
     def _target_tensors(self, device):
         mean = torch.as_tensor(self.target_scaler_.mean_, dtype=torch.float32, device=device)

@@ -1,0 +1,206 @@
+"""The training recipe as estimator parameters: schedules, early stopping, losses.
+
+Each recipe parameter of :class:`~skcgcnn.CGCNNRegressor` / :class:`~skcgcnn.CGCNNClassifier`
+becomes a skorch callback or criterion when the estimator is initialised, so that
+``GridSearchCV`` and the Optuna space tune them as any other parameter:
+
+* ``lr_schedule`` -> the ``lr_scheduler`` callback: ``"multistep"`` (the original's
+  MultiStepLR, milestones [100], gamma 0.1, stepped per epoch), ``"onecycle"`` (torch's
+  ``OneCycleLR``, per batch), ``"cosine"`` (linear warm-up then cosine decay, per batch) or
+  None (a constant learning rate, or the user's own ``LRScheduler``);
+* ``early_stopping``, ``validation_fraction``, ``n_iter_no_change`` -> an internal
+  validation split (skorch's ``ValidSplit``) and skorch's ``EarlyStopping(load_best=True)``
+  named ``early_stopping``;
+* ``loss`` (regressor) -> the criterion on standardised targets.
+
+:data:`ORIGINAL_RECIPE` / :data:`ORIGINAL_CLASSIFIER_RECIPE` hold the original
+``main.py`` recipe as parameters.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+from skorch.callbacks import EarlyStopping, LRScheduler
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ORIGINAL_RECIPE", "ORIGINAL_CLASSIFIER_RECIPE", "LR_SCHEDULES", "LOSSES",
+           "PerBatchLRScheduler", "WarmupCosine"]
+
+#: Values of ``lr_schedule`` (None: no built-in schedule).
+LR_SCHEDULES = ("multistep", "onecycle", "cosine")
+#: Values of ``loss`` of the regressor (scikit-learn's names) and their torch criteria.
+LOSSES = {"squared_error": torch.nn.MSELoss, "absolute_error": torch.nn.L1Loss,
+          "huber": torch.nn.HuberLoss}
+
+#: The original CGCNN ``main.py`` recipe as classifier parameters:
+#: ``CGCNNClassifier(**ORIGINAL_CLASSIFIER_RECIPE)``.
+ORIGINAL_CLASSIFIER_RECIPE = {
+    "optimizer": torch.optim.SGD, "lr": 0.01, "optimizer__momentum": 0.9,
+    "optimizer__weight_decay": 0.0, "batch_size": 256, "max_epochs": 30,
+    "lr_schedule": "multistep", "early_stopping": False,
+}
+#: The original CGCNN ``main.py`` recipe as regressor parameters (SGD lr 0.01, momentum
+#: 0.9, no weight decay, batch 256, MultiStepLR [100] x0.1, MSE, 30 epochs):
+#: ``CGCNNRegressor(**ORIGINAL_RECIPE)`` or ``reg.set_params(**ORIGINAL_RECIPE)``.
+ORIGINAL_RECIPE = {**ORIGINAL_CLASSIFIER_RECIPE, "loss": "squared_error"}
+
+
+class WarmupCosine:
+    """Learning-rate factor of step ``t``: linear warm-up over ``warmup_steps``, then a
+    cosine decay to 0 at ``total_steps`` (a picklable ``LambdaLR`` function).
+
+    ``factor(t) = (t + 1) / (warmup_steps + 1)`` for ``t < warmup_steps``, else
+    ``0.5 * (1 + cos(pi * (t - warmup_steps) / (total_steps - warmup_steps)))``.
+    """
+
+    def __init__(self, total_steps: int, warmup_steps: int) -> None:
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        span = max(self.total_steps - self.warmup_steps, 1)
+        progress = min((step - self.warmup_steps) / span, 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class PerBatchLRScheduler(LRScheduler):
+    """skorch's ``LRScheduler`` for schedules over the whole fit, stepped every batch.
+
+    A one-cycle or warm-up + cosine schedule needs the number of optimiser steps of the
+    fit: ``ceil(len(training set) / batch_size) * max_epochs``.  The training set is
+    known only when the first epoch begins (after the validation split), so the torch
+    scheduler is built then; on a resumed or continued fit it starts at the step the
+    history has reached.  Past the last step the learning rate stays at its final value.
+    The rate of every batch is recorded in the history's batches as ``event_lr``.
+
+    Parameters
+    ----------
+    schedule : {"onecycle", "cosine"}
+        ``"onecycle"``: torch's ``OneCycleLR`` (peak ``lr``, ``pct_start`` =
+        ``warmup_fraction``, momentum / beta1 cycled as torch does).
+        ``"cosine"``: :class:`WarmupCosine` through ``LambdaLR``.
+    warmup_fraction : float, default=0.1
+        Share of the steps spent warming up.
+    """
+
+    def __init__(self, schedule: str = "onecycle", warmup_fraction: float = 0.1,
+                 event_name: str = "event_lr") -> None:
+        super().__init__(policy=None, event_name=event_name, step_every="batch")
+        self.schedule = schedule
+        self.warmup_fraction = warmup_fraction
+
+    def initialize(self) -> "PerBatchLRScheduler":
+        self.policy_ = None
+        self.lr_scheduler_ = None
+        self.batch_idx_ = 0
+        self.total_steps_ = None
+        return self
+
+    def on_train_begin(self, net: Any, **kwargs: Any) -> None:
+        self.batch_idx_ = 0
+        if net.history:
+            self.batch_idx_ = sum(net.history[:, "train_batch_count"])
+        self.lr_scheduler_ = None  # built when the first epoch begins
+
+    def on_epoch_begin(self, net: Any, dataset_train: Any = None, **kwargs: Any) -> None:
+        if self.lr_scheduler_ is not None:
+            return
+        it = net.get_params_for("iterator_train")
+        batch_size = it.get("batch_size", net.batch_size)
+        n = len(dataset_train)
+        per_epoch = n // batch_size if it.get("drop_last") else math.ceil(n / batch_size)
+        self.total_steps_ = max(per_epoch * net.max_epochs, 1)
+        warmup = int(self.warmup_fraction * self.total_steps_)
+        last = min(self.batch_idx_, self.total_steps_) - 1
+        if self.schedule == "onecycle":
+            self.lr_scheduler_ = torch.optim.lr_scheduler.OneCycleLR(
+                net.optimizer_, max_lr=net.lr, total_steps=self.total_steps_,
+                pct_start=self.warmup_fraction, last_epoch=last)
+        else:
+            self.lr_scheduler_ = torch.optim.lr_scheduler.LambdaLR(
+                net.optimizer_, WarmupCosine(self.total_steps_, warmup), last_epoch=last)
+        logger.debug("%s schedule over %d steps (%d per epoch, %d warm-up)", self.schedule,
+                     self.total_steps_, per_epoch, warmup)
+
+    def _step(self, net: Any, lr_scheduler: Any, score: Any = None) -> None:
+        if lr_scheduler.last_epoch < self.total_steps_:  # then hold the final rate
+            lr_scheduler.step()
+
+
+def check_recipe(net: Any) -> None:
+    """ValueError naming the bad recipe parameter of ``net`` and what is allowed."""
+    name = type(net).__name__
+    if net.lr_schedule is not None and net.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"{name}(lr_schedule={net.lr_schedule!r}): use one of "
+                         f"{list(LR_SCHEDULES)} or None")
+    fraction = net.warmup_fraction
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+            or not 0.0 <= fraction < 1.0:
+        raise ValueError(f"{name}(warmup_fraction={fraction!r}): give a share of the "
+                         "training steps, 0 <= warmup_fraction < 1")
+    if not isinstance(net.early_stopping, bool):
+        raise ValueError(f"{name}(early_stopping={net.early_stopping!r}): give True or False")
+    fraction = net.validation_fraction
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+            or not 0.0 < fraction < 1.0:
+        raise ValueError(f"{name}(validation_fraction={fraction!r}): give a share of the "
+                         "rows, 0 < validation_fraction < 1")
+    patience = net.n_iter_no_change
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ValueError(f"{name}(n_iter_no_change={patience!r}): give a whole number of "
+                         "epochs, at least 1")
+
+
+def recipe_callbacks(net: Any) -> list[tuple[str, Any]]:
+    """The callbacks of ``net``'s recipe parameters (checked first)."""
+    check_recipe(net)
+    callbacks = []
+    if net.lr_schedule == "multistep":
+        callbacks.append(("lr_scheduler", LRScheduler(
+            policy=torch.optim.lr_scheduler.MultiStepLR, milestones=[100], gamma=0.1)))
+    elif net.lr_schedule is not None:
+        callbacks.append(("lr_scheduler", PerBatchLRScheduler(
+            net.lr_schedule, warmup_fraction=net.warmup_fraction)))
+    if net.early_stopping:
+        callbacks.append(("early_stopping", EarlyStopping(
+            monitor="valid_loss", patience=net.n_iter_no_change, load_best=True,
+            sink=logger.info)))
+    return callbacks
+
+
+def validation_split(net: Any, seed: int | None) -> Any:
+    """The split ``fit`` uses: ``train_split`` when given, else with ``early_stopping``
+    skorch's ``ValidSplit(validation_fraction)`` (stratified for a classifier)."""
+    if net.train_split is not None or not net.early_stopping:
+        return net.train_split
+    from skorch.dataset import ValidSplit
+
+    return ValidSplit(net.validation_fraction, stratified=net._classification,
+                      random_state=seed)
+
+
+def check_callbacks(net: Any, has_validation: bool) -> None:
+    """Refuse callbacks that cannot work together: an ``EarlyStopping`` on a validation
+    score without a validation set, a user ``LRScheduler`` beside the built-in one."""
+    name = type(net).__name__
+    for cb_name, cb in getattr(net, "callbacks_", []):
+        monitor = getattr(cb, "monitor", None)
+        if isinstance(cb, EarlyStopping) and isinstance(monitor, str) \
+                and monitor.startswith("valid") and not has_validation:
+            raise ValueError(
+                f"callback {cb_name!r} (EarlyStopping) watches {monitor!r}, but {name} has "
+                "no validation set (train_split=None): pass early_stopping=True (with "
+                "validation_fraction= and n_iter_no_change=) instead of the callback, or "
+                "give train_split=skorch.dataset.ValidSplit(0.1)")
+        if isinstance(cb, LRScheduler) and cb_name != "lr_scheduler" \
+                and net.lr_schedule is not None:
+            raise ValueError(
+                f"callback {cb_name!r} is an LRScheduler, and {name} already schedules "
+                f"the learning rate (lr_schedule={net.lr_schedule!r}): both would change "
+                "it. Pass lr_schedule=None to use yours alone, or drop it")
