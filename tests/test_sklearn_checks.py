@@ -137,7 +137,17 @@ NOT_APPLICABLE = {
     "check_regressor_multioutput": "test_regressor_multioutput",
     "check_classifiers_regression_target": "test_bad_targets_are_refused",
     "check_classifiers_one_label": "test_bad_targets_are_refused",
-    "check_classifiers_one_label_sample_weights": "fit takes no sample_weight",
+    "check_classifiers_one_label_sample_weights": "test_bad_targets_are_refused",
+    # sample weights on numeric arrays; on crystals in tests/test_recipes.py
+    "check_all_zero_sample_weights_error": "test_recipes.py::test_bad_sample_weights",
+    "check_sample_weight_equivalence_on_dense_data":
+        "test_recipes.py::test_zero_weights_equal_dropping_the_rows",
+    "check_sample_weights_list": "test_recipes.py::test_bad_sample_weights",
+    "check_sample_weights_not_an_array": "test_recipes.py::test_bad_sample_weights",
+    "check_sample_weights_not_overwritten":
+        "test_recipes.py::test_zero_weights_equal_dropping_the_rows",
+    "check_sample_weights_pandas_series": "test_recipes.py::test_bad_sample_weights",
+    "check_sample_weights_shape": "test_recipes.py::test_bad_sample_weights",
     "check_classifiers_classes": "test_classifier_labels",
     "check_classifiers_train": "learning on blobs; tests/test_estimators.py trains on "
                                "real crystals with exact loss / score assertions",

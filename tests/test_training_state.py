@@ -55,6 +55,27 @@ def assert_same_state(a, b):
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(sb["state"][index][key]))
 
 
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_a_per_batch_schedule_resumes_exactly(sample, tmp_path, schedule):
+    """The one-cycle and cosine schedules continue at the step the history reached."""
+    graphs, y = sample
+
+    def make(folder, extra=()):
+        state = TrainingCheckpoint(dirname=folder)
+        return CGCNNRegressor(max_epochs=5, random_state=0, lr_schedule=schedule,
+                              optimizer="adamw", warmup_fraction=0.3,
+                              callbacks=[("state", state), ("resume", LoadTrainingState(state)),
+                                         *extra], **TINY)
+
+    whole = make(tmp_path / "whole").fit(graphs, y)
+    with pytest.raises(RuntimeError, match="killed"):
+        make(tmp_path / "killed", extra=[("kill", Kill(3))]).fit(graphs, y)
+    resumed = make(tmp_path / "killed").fit(graphs, y)
+    lrs = [[b["event_lr"] for b in row["batches"]] for row in resumed.history]
+    assert lrs == [[b["event_lr"] for b in row["batches"]] for row in whole.history]
+    assert_same_state(resumed, whole)
+
+
 @pytest.mark.parametrize("kill_epoch", [2, 5])
 def test_a_killed_fit_resumes_to_the_weights_of_an_uninterrupted_fit(sample, tmp_path,
                                                                      kill_epoch):

@@ -539,9 +539,5 @@ _COMMON_DOC = """
     **kwargs
         Any other skorch ``NeuralNet`` argument (``callbacks``, ``iterator_train__*``,
         ``optimizer__weight_decay``, ...).
-
-    The defaults are the original ``main.py`` recipe, also written out as
-    :data:`~skcgcnn.estimators.ORIGINAL_RECIPE` (regressor) and
-    :data:`~skcgcnn.estimators.ORIGINAL_CLASSIFIER_RECIPE`.
 """
 

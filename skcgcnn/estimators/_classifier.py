@@ -27,7 +27,9 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
     original; the loss is the negative log-likelihood and ``predict_proba`` returns
     probabilities.  Labels may be any values (encoded with a ``LabelEncoder``); a
     continuous target (``type_of_target(y) == "continuous"``, e.g. formation energies)
-    is refused: use :class:`CGCNNRegressor` or turn it into classes first.
+    is refused: use :class:`CGCNNRegressor` or turn it into classes first.  The defaults
+    are the original ``main.py`` recipe, written out as
+    :data:`~skcgcnn.estimators.ORIGINAL_CLASSIFIER_RECIPE`.
 """ + _COMMON_DOC + """
     Attributes
     ----------

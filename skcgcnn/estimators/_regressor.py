@@ -22,8 +22,11 @@ class CGCNNRegressor(_CGCNNMixin, NeuralNetRegressor):
     (several targets).  Targets are standardised with a scikit-learn
     ``StandardScaler`` fitted on the rows passed to ``fit`` (the original CGCNN fitted
     its normaliser on a sample that included the test set); the loss (``loss``) is taken
-    in standardised units and ``predict`` answers in the original units.
-""" + _COMMON_DOC + """    loss : {"squared_error", "absolute_error", "huber"}, default="squared_error"
+    in standardised units and ``predict`` answers in the original units.  The defaults
+    are the original ``main.py`` recipe, written out as
+    :data:`~skcgcnn.estimators.ORIGINAL_RECIPE`.
+""" + _COMMON_DOC + """    loss : {"squared_error", "absolute_error", "huber"}, \
+default="squared_error"
         The loss on standardised targets: MSE (the original's), L1 or Huber
         (``criterion__delta``, default 1.0, in standard deviations).
 
