@@ -18,7 +18,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelEncoder, StandardScaler
 
 from .._defaults import GRAPH_PARAMS, resolve_device
-from ._base import _GRAPH_KEYS, OPTIMIZERS, _atom_features_digest
+from ._base import OPTIMIZERS
+from ._checks import _GRAPH_KEYS, _atom_features_digest
 from ._classifier import CGCNNClassifier
 from ._regressor import CGCNNRegressor
 
