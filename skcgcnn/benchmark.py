@@ -93,8 +93,11 @@ class BenchmarkResult:
     files: list[Path] = field(default_factory=list)
 
     def to_markdown(self) -> str:
-        """The summary as a markdown table (mean ± std over folds)."""
-        return reporting.summary_markdown(self.summary, _METRICS, digits=_DIGITS)
+        """The summary as a markdown table (mean ± std over folds); the MAE and RMSE
+        headers carry the unit of :attr:`target_name` (``MAE (eV/atom)``)."""
+        unit = reporting.unit_of(self.target_name)
+        return reporting.summary_markdown(self.summary, _METRICS, digits=_DIGITS,
+                                          units={"mae": unit, "rmse": unit})
 
     def __str__(self) -> str:
         return self.to_markdown()

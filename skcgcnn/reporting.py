@@ -157,8 +157,27 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def unit_of(label: str) -> str | None:
+    """The unit of a target label: the text in its last parentheses, when the label ends
+    with them (``"E_form (eV/atom)"`` -> ``"eV/atom"``,
+    ``"log10(G_VRH) (log10(GPa))"`` -> ``"log10(GPa)"``); else None."""
+    text = label.rstrip()
+    if not text.endswith(")"):
+        return None
+    depth = 0
+    for i in range(len(text) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(text[i], 0)
+        if depth == 0:
+            # "log10(G_VRH)" alone is a name, not a name and a unit
+            if i == 0 or text[i - 1] != " ":
+                return None
+            return text[i + 1:-1].strip() or None
+    return None
+
+
 def summary_markdown(summary: pd.DataFrame, metrics: Sequence[str], *,
-                     digits: Mapping[str, int] | None = None, default_digits: int = 3) -> str:
+                     digits: Mapping[str, int] | None = None, default_digits: int = 3,
+                     units: Mapping[str, str | None] | None = None) -> str:
     """A :func:`summarize` table in markdown, ``mean ± std`` per metric, ``n/a`` for NaN.
 
     Parameters
@@ -169,8 +188,11 @@ def summary_markdown(summary: pd.DataFrame, metrics: Sequence[str], *,
         Columns, named by :data:`METRIC_LABELS`.
     digits : mapping of str -> int, default=None
         Decimals per metric (``default_digits`` for the others).
+    units : mapping of str -> str, default=None
+        Unit per metric, shown in its header as ``MAE (eV/atom)``.
     """
     digits = dict(digits or {})
+    units = dict(units or {})
 
     def fmt(mean: float, std: float, d: int) -> str:
         return "n/a" if not np.isfinite(mean) else f"{mean:.{d}f} ± {std:.{d}f}"
@@ -178,7 +200,10 @@ def summary_markdown(summary: pd.DataFrame, metrics: Sequence[str], *,
     cells = pd.DataFrame({summary.index.name or "": summary.index.astype(str)})
     for m in metrics:
         d = digits.get(m, default_digits)
-        cells[METRIC_LABELS.get(m, m)] = [
+        header = METRIC_LABELS.get(m, m)
+        if units.get(m):
+            header = f"{header} ({units[m]})"
+        cells[header] = [
             fmt(a, b, d) for a, b in zip(summary[f"{m}_mean"], summary[f"{m}_std"])]
     return markdown_table(cells)
 
