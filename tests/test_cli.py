@@ -831,7 +831,7 @@ def test_skip_errors_names_every_skipped_structure(folder60, tmp_path):
     reasons = dict(written[1:])
     assert reasons["nocif"] == f"no CIF file {root / 'nocif.cif'}"
     assert reasons["broken1"].startswith("unreadable CIF file")
-    assert "no neighbour within radius" in reasons["lonely"]
+    assert "no neighbour within --radius" in reasons["lonely"]
     assert "skipped.csv" in stdout
     assert len(read_rows(out / "split.csv")) == 1 + len(rows)
 
@@ -866,3 +866,178 @@ def test_cuda_requested_without_a_gpu(tmp_path):
         pytest.skip("a CUDA device is available here")
     status, _, err = run(["train", tmp_path, "--device", "cuda", "-q"])
     assert_one_line_error(status, err, "train", "--device cuda", "no CUDA device")
+
+
+# -- one vocabulary (issue 15) --------------------------------------------------------
+DATA_COMMANDS = ["train", "predict", "featurize", "benchmark", pytest.param(
+    "tune", marks=pytest.mark.skipif(importlib.util.find_spec("optuna") is None,
+                                     reason="no optuna"))]
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    return cli.build_parser(load=argv[0] if argv[0] in cli.EXTERNAL_COMMANDS
+                            else None).parse_args(argv)
+
+
+def _positional(command: str) -> list[str]:
+    return {"train": ["train", "d"], "predict": ["predict", "m.pt", "d"],
+            "featurize": ["featurize", "d", "-o", "g.npz"], "benchmark": ["benchmark", "d"],
+            "tune": ["tune", "d"]}[command]
+
+
+@pytest.mark.parametrize("command", DATA_COMMANDS)
+def test_every_command_names_and_defaults_its_options_alike(command):
+    status, out, _ = run([command, "--help"])
+    assert status == 0
+    usage = out.split("\n\n")[0]
+    assert "DATA_DIR" in usage and "ROOT_DIR" not in out
+    args = _parse(_positional(command))
+    # the shared data options, with the same defaults everywhere
+    assert args.id_prop == "id_prop.csv" and args.target is None and args.n_jobs is None
+    assert args.no_cache is False and args.quiet is False
+    assert "--n-jobs N            processes for CIF parsing" in out and "(default: 1;" in out
+    if command != "featurize":
+        assert args.device == "auto"
+    if command in ("train", "predict", "benchmark", "tune"):
+        assert args.target_label is None
+    if command != "tune":  # tune's data loader always skips (documented in docs/cli.md)
+        assert args.skip_errors is False
+    if command in ("train", "benchmark", "tune"):
+        seed = "seed" if command == "train" else "random_state"
+        for spelling in ("--random-state", "--seed"):
+            assert getattr(_parse(_positional(command) + [spelling, "7"]), seed) == 7
+    assert _parse(_positional(command) + ["--debug"]).debug is True
+
+
+def test_benchmark_takes_the_data_options():
+    args = _parse(["benchmark", "d", "--id-prop", "p.csv", "--skip-errors", "--no-cache",
+                   "--debug", "--target-label", "E_form (eV/atom)", "--n-jobs", "2"])
+    assert (args.id_prop, args.skip_errors, args.no_cache, args.debug, args.target_label,
+            args.n_jobs) == ("p.csv", True, True, True, "E_form (eV/atom)", 2)
+
+
+def test_a_typo_in_a_subcommand_option_prints_that_subcommands_usage():
+    status, out, err = run(["train", "--epochz", "3"])
+    assert status == 2 and out == ""
+    assert err.startswith("usage: skcgcnn train ")
+    assert err.rstrip().endswith("skcgcnn train: error: unrecognized arguments: --epochz")
+    status, _, err = run(["featurize", "d", "-o", "g.npz", "--radis", "6"])
+    assert status == 2 and err.startswith("usage: skcgcnn featurize ")
+
+
+@pytest.mark.parametrize("message, line", [
+    ("structure 3 has no sites; remove it or pass on_error='skip'",
+     "structure 3 has no sites; remove it or pass --skip-errors"),
+    ("no id_prop.csv in d; a CGCNN root_dir holds id_prop.csv (id,target rows) and <id>.cif "
+     "files (or an archive of them); pass id_prop= to name another file",
+     "no id_prop.csv in d; a CGCNN root_dir holds id_prop.csv (id,target rows) and <id>.cif "
+     "files (or an archive of them); pass --id-prop FILE to name another file"),
+    ("no id_prop.csv at /x/id_prop.csv; with an archive as root, pass id_prop=<path to "
+     "id_prop.csv>", "no id_prop.csv at /x/id_prop.csv; with an archive as root, pass "
+     "--id-prop <path to id_prop.csv>"),
+    ("it can run code when loaded. If you trust the file, pass trusted=True",
+     "it can run code when loaded. If you trust the file, pass --trusted"),
+    ("s: atom(s) [0] have no neighbour within radius=3.0 Å; increase radius or pass "
+     "on_error='skip'", "s: atom(s) [0] have no neighbour within --radius 3.0 Å; increase "
+     "--radius or pass --skip-errors"),
+    ("device='cuda' but torch sees no CUDA device; use device='cpu'",
+     "--device cuda but torch sees no CUDA device; use --device cpu"),
+    # a class's own keyword in an explanation stays as it is
+    ("left out by StructureGraphTransformer(on_error='skip') before",
+     "left out by StructureGraphTransformer(on_error='skip') before"),
+])
+def test_library_advice_is_given_in_command_line_flags(message, line):
+    assert cli._common.one_line(ValueError(message)) == line
+
+
+def test_advice_after_a_listing_is_kept_in_flags():
+    from skcgcnn.datasets import DatasetError
+
+    exc = DatasetError("1 of 21 entries of d/id_prop.csv cannot be used (first: b: bad)\n"
+                       "  b: bad\nFix them, or pass on_error='skip' to drop them (they are "
+                       "then listed in df.attrs['errors']).")
+    assert cli._common.one_line(exc) == ("1 of 21 entries of d/id_prop.csv cannot be used "
+                                         "(first: b: bad); pass --skip-errors to leave them "
+                                         "out")
+
+
+def test_a_missing_id_prop_names_the_flag(tmp_path):
+    (tmp_path / "a.cif").write_text("data_a\n")
+    status, _, err = run(["featurize", tmp_path, "-o", tmp_path / "g.npz", "-q"])
+    assert_one_line_error(status, err, "featurize", "pass --id-prop FILE to name another file")
+    assert "id_prop=" not in err
+
+
+@needs_data
+def test_predict_into_a_pipe_closed_early_ends_quietly():
+    """'skcgcnn predict ... | head -0': the reader is gone before the rows are written."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "skcgcnn", "predict",
+         REF / "pre-trained/formation-energy-per-atom.pth.tar", REF / "sample-regression",
+         "--device", "cpu", "-q"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader closes its end at once
+    _, err = proc.communicate(timeout=300)
+    err = err.decode()
+    assert proc.returncode == 141, err
+    assert "Broken pipe" not in err and "Errno 32" not in err and "Traceback" not in err
+
+
+def test_matbench_targets_are_labelled_with_their_unit():
+    from skcgcnn.cli.benchmark import target_label
+
+    def ns(**kw):
+        return argparse.Namespace(**{"target_label": None, "dataset": None, "target": None,
+                                     **kw})
+
+    assert target_label(ns(dataset="matbench_mp_e_form"), "e_form") == "E_form (eV/atom)"
+    assert target_label(ns(dataset="jdft2d"), "exfoliation_en") == \
+        "exfoliation energy (meV/atom)"
+    assert target_label(ns(dataset="matbench_mp_e_form", target_label="Ef"), "e_form") == "Ef"
+    assert target_label(ns(), "target") == "target"
+
+
+@needs_data
+def test_target_label_reaches_the_benchmark_table_and_plots(folder60, tmp_path,
+                                                            monkeypatch):
+    from skcgcnn import reporting
+
+    targets = []
+    for name in ("plot_parity", "plot_bars"):
+        real = getattr(reporting, name)
+
+        def spy(*a, _real=real, **kw):
+            targets.append(kw.get("target", kw.get("label")))
+            return _real(*a, **kw)
+
+        monkeypatch.setattr(reporting, name, spy)
+    status, out, err = run(["benchmark", folder60, "--models", "dummy", "--cv", "2",
+                            "--target-label", "E_form (eV/atom)", "--output-dir", tmp_path,
+                            "-q"])
+    assert status == 0, err
+    header = "| model | MAE (eV/atom) | RMSE (eV/atom) | R² | fit (s) | predict (s) |"
+    assert out.startswith(header)
+    results = (tmp_path / "results.md").read_text()
+    assert results.startswith("# Benchmark: E_form (eV/atom)\n") and header in results
+    assert targets == ["E_form (eV/atom)"] * 2 + ["MAE of E_form (eV/atom)"]
+
+
+@needs_data
+def test_benchmark_stops_at_a_bad_structure_unless_skip_errors(folder60, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    lines = (folder60 / "id_prop.csv").read_text().splitlines()[:20]
+    for line in lines:
+        name = line.split(",")[0] + ".cif"
+        os.symlink(os.readlink(folder60 / name), root / name)
+    (root / "broken.cif").write_text("data_broken\n_cell_length_a 3\n")
+    (root / "id_prop.csv").write_text("\n".join(lines + ["broken,-1.0"]) + "\n")
+    argv = ["benchmark", root, "--models", "dummy", "--cv", "2", "--no-cache", "-q"]
+    status, _, err = run(argv)
+    assert_one_line_error(status, err, "benchmark", "broken", "--skip-errors")
+    assert status == 1
+    status, out, err = run(argv + ["--skip-errors"])
+    assert status == 0, err
+    assert "20 structures, 2 folds" in out
+    assert "1 entries of the data skipped: broken" in err

@@ -25,6 +25,7 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import os
 import pickle
 import sys
 import traceback
@@ -100,6 +101,33 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, but an option that the subcommand does not know is
+    reported with the subcommand's usage (``usage: skcgcnn train ...``), not the
+    top-level one that argparse shows for unrecognised arguments."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        sub = next(a for a in parser._actions  # noqa: SLF001 (argparse has no accessor)
+                   if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def _broken_pipe() -> int:
+    """The reader of standard output went away (``skcgcnn predict ... | head``): stop
+    quietly, as the Python documentation recommends (``signal`` module, "Note on
+    SIGPIPE"): point stdout at devnull so that the flush at exit cannot fail again, and
+    return 141 (128 + SIGPIPE), the status of a program that a shell pipe stopped."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (a test's capture)
+        pass
+    finally:
+        os.close(devnull)
+    return 141
+
+
 def _command_of(argv: Sequence[str]) -> str | None:
     """The subcommand named in argv (top-level options take no values)."""
     return next((a for a in argv if not a.startswith("-")), None)
@@ -117,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         0 on success, 1 when the command failed, 2 for wrong options, 130 when
-        interrupted.
+        interrupted, 141 when the reader of standard output closed it early.
 
     Notes
     -----
@@ -139,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{PROG} {command}: error: {one_line(exc)}\n")
         return 1
     try:
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv)
     except SystemExit as exc:  # --help, --version, or a usage error (already printed)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     debug = bool(getattr(args, "debug", False))
@@ -149,7 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with console(level):
         try:
             status = args.func(args)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
             return 0 if status is None else int(status)
+        except BrokenPipeError:
+            return _broken_pipe()
         except KeyboardInterrupt:
             sys.stderr.write(f"{prefix}: interrupted\n")
             return 130

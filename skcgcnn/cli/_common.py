@@ -1,8 +1,9 @@
 """What every ``skcgcnn`` subcommand shares: the error type, the option groups, the console.
 
-The option groups (:func:`common_options`, :func:`graph_options`, :func:`data_options`)
-are defined here once and added to each subcommand's parser; :func:`console` routes the
-package's log lines and warnings to stderr as one-line ``skcgcnn: LEVEL: ...`` entries,
+The options (:func:`common_options`, :func:`graph_options`, :func:`data_options`,
+:func:`label_options`, :func:`random_state_option`, :func:`device_option`) are defined
+here once and added to each subcommand's parser; :func:`console` routes the package's
+log lines and warnings to stderr as one-line ``skcgcnn: LEVEL: ...`` entries,
 and :func:`one_line` turns an exception into the one-line reason that ``main`` prints.
 Nothing heavy is imported here, so that ``skcgcnn --help`` stays fast.
 """
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from .._defaults import DMIN, GRAPH_PARAMS, MAX_NUM_NBR, RADIUS, STEP, resolve_device
+from .._defaults import DEVICES, DMIN, GRAPH_PARAMS, MAX_NUM_NBR, RADIUS, STEP, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,14 @@ class CLIError(Exception):
 
 
 
+#: The metavar of the data folder in every subcommand (train, predict, featurize,
+#: benchmark, tune): it names what the argument is, where the original main.py's
+#: "root_dir" names where it sits.
+DATA_DIR = "DATA_DIR"
+
+
 def common_options() -> argparse.ArgumentParser:
+    """The parent parser of every subcommand: -q/--quiet and --debug."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bars, epoch table or log lines; only warnings, "
@@ -67,36 +76,79 @@ def graph_options(parser: argparse.ArgumentParser, defaults_none: bool) -> None:
                             f"(default: {STEP:g})")
     group.add_argument("--atom-features", metavar="NAME|FILE",
                        help="atom-feature set: cgcnn, onehot, magpie, matscholar, megnet or "
-                            "the path of an atom_init.json (default: ROOT_DIR/atom_init.json "
+                            f"the path of an atom_init.json (default: {DATA_DIR}/atom_init.json "
                             "when present, else cgcnn)")
 
 
-def data_options(parser: argparse.ArgumentParser) -> None:
+def data_options(parser: argparse.ArgumentParser, skip_errors: bool = True) -> None:
+    """The data options of every command that reads a data folder: --id-prop, --target,
+    --n-jobs, --skip-errors (left out where ``skip_errors`` is False), --no-cache."""
     group = parser.add_argument_group("data")
     group.add_argument("--id-prop", default="id_prop.csv", metavar="FILE",
-                       help="the id,target file inside ROOT_DIR (default: id_prop.csv)")
+                       help=f"the id,target file inside {DATA_DIR} (default: id_prop.csv)")
     group.add_argument("--target", metavar="NAME",
-                       help="target column when the id_prop file has several (default: the "
-                            "first)")
+                       help="target column when the data have several (default: the first)")
     group.add_argument("--n-jobs", type=int, default=None, metavar="N",
-                       help="processes for CIF parsing and graph building (default: 1; "
-                            "-1: all cores)")
-    group.add_argument("--skip-errors", action="store_true",
-                       help="drop structures that cannot be read or turned into graphs "
-                            "(they are logged) instead of stopping")
+                       help="processes for CIF parsing, graph building and descriptor "
+                            "baselines (default: 1; -1: all cores)")
+    if skip_errors:
+        group.add_argument("--skip-errors", action="store_true",
+                           help="drop structures that cannot be read or turned into "
+                                "graphs (they are logged) instead of stopping at the first "
+                                "one")
     group.add_argument("--no-cache", action="store_true",
                        help="do not use the parsed-structure cache ($SKCGCNN_CACHE or "
                             "~/.cache/skcgcnn)")
 
 
+def label_options(parser: argparse.ArgumentParser) -> None:
+    """--target-label: the target's name (and unit) in tables, plots and metrics."""
+    group = parser.add_argument_group("labels")
+    group.add_argument("--target-label", metavar="TEXT",
+                       help="name and unit of the target in tables, plots and metrics.json, "
+                            "e.g. 'E_form (eV/atom)' (default: the target column's name, or "
+                            "the dataset's own label)")
+
+
+def random_state_option(parser: argparse.ArgumentParser, what: str,
+                        dest: str = "random_state") -> None:
+    """--random-state (scikit-learn's word) with --seed, the original's, as an alias."""
+    parser.add_argument("--random-state", "--seed", type=int, default=0, dest=dest,
+                        metavar="N", help=f"seed of {what} (default: 0)")
+
+
+def device_option(parser: argparse.ArgumentParser) -> None:
+    """--device, default auto (the GPU when torch sees one)."""
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="torch device; auto takes the GPU when there is one "
+                             "(default: auto)")
+
+
+#: The library's advice names its keyword arguments; the command line says its flags.
+#: (regular expression, replacement), applied in order to the line ``main`` prints.
+KEYWORD_TO_FLAG: tuple[tuple[str, str], ...] = (
+    (r"(?<!\()on_error='skip'", "--skip-errors"),
+    (r"pass id_prop=<path to id_prop\.csv>", "pass --id-prop <path to id_prop.csv>"),
+    (r"pass id_prop= ", "pass --id-prop FILE "),
+    (r"pass trusted=True", "pass --trusted"),
+    (r"increase radius\b", "increase --radius"),
+    (r"within radius=", "within --radius "),
+    (r"use device='cpu'", "use --device cpu"),
+    (r"device='cuda'", "--device cuda"),
+)
+
+
 def one_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, in command-line words (:data:`KEYWORD_TO_FLAG`)."""
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, KeyError):
         text = f"missing key {text}"
     line = text.splitlines()[0].strip()
-    # the library's advice names its keyword arguments; say it in command-line words
-    line = line.replace("pass on_error='skip'", "pass --skip-errors")
-    line = line.replace("on_error='skip'", "--skip-errors")
+    if "on_error='skip'" in text and "on_error='skip'" not in line:
+        # a DatasetError gives its advice on its last line, after the listing
+        line += "; pass on_error='skip' to leave them out"
+    for pattern, flag in KEYWORD_TO_FLAG:
+        line = re.sub(pattern, flag, line)
     return line
 
 

@@ -27,13 +27,13 @@ logger = logging.getLogger(__name__)
 def existing_root(path: str) -> Path:
     root = Path(path).expanduser()
     if not root.exists():
-        raise CLIError(f"ROOT_DIR {path!r} does not exist; give a CGCNN data folder "
+        raise CLIError(f"DATA_DIR {path!r} does not exist; give a CGCNN data folder "
                        "(id_prop.csv and <id>.cif files)")
     return root
 
 
 def atom_features_spec(given: str | None, root: Path | None) -> Any:
-    """The --atom-features value, else ROOT_DIR/atom_init.json (as main.py), else cgcnn."""
+    """The --atom-features value, else DATA_DIR/atom_init.json (as main.py), else cgcnn."""
     if given is not None:
         looks_like_path = given.endswith(".json") or os.sep in given
         if looks_like_path and not Path(given).is_file():
@@ -79,7 +79,7 @@ def write_skipped(path: Path, rows: Sequence[tuple[str, str]]) -> None:
 
 def build_graphs(root: Path, args: argparse.Namespace, graph_params: dict,
                   skipped: list | None = None) -> tuple[Any, Any, Any, list[str]]:
-    """Load ROOT_DIR and build its graphs: (transformer, graphs, targets 2-D, names).
+    """Load DATA_DIR and build its graphs: (transformer, graphs, targets 2-D, names).
 
     With ``--skip-errors``, the ``(id, reason)`` of every structure left out are logged
     and appended to ``skipped``.

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._defaults import DEVICES
 from ..benchmark import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_MODELS, make_models,
                          run_benchmark)
-from ._common import PROG, common_options
+from ._common import (DATA_DIR, PROG, check_device, common_options, data_options,
+                      device_option, label_options, random_state_option)
+from ._data import log_skipped
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +41,13 @@ def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument(
-        "data_dir", nargs="?", metavar="DATA_DIR",
+        "data_dir", nargs="?", metavar=DATA_DIR,
         help="a CGCNN data folder: <id>.cif files and a header-less id_prop.csv "
              "(id,target); not needed with --dataset",
     )
     p.add_argument(
         "--dataset", metavar="NAME",
-        help="load a matbench dataset instead of DATA_DIR, e.g. matbench_mp_e_form "
+        help=f"load a matbench dataset instead of {DATA_DIR}, e.g. matbench_mp_e_form "
              "(downloads it: needs network)",
     )
     p.add_argument(
@@ -71,66 +72,96 @@ def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--output-dir", metavar="DIR",
         help="write tables and plots here (default: only print the table)",
     )
-    p.add_argument(
-        "--n-jobs", type=int, default=-1,
-        help="processes for featurization and graph building, trees of the random forest "
-             "(default: -1, all cores)",
-    )
-    p.add_argument("--random-state", type=int, default=0,
-                   help="seed of the subset, the folds and the models (default: 0)")
-    p.add_argument("--device", default="cpu",
-                   help=f"torch device of CGCNN: {', '.join(DEVICES)} (default: cpu)")
-    p.add_argument("--target", help="target column, when the data has several")
-    p.add_argument("--target-label", metavar="TEXT",
-                   help="name of the target in tables and plots, e.g. 'E_form (eV/atom)'")
+    random_state_option(p, "the subset, the folds and the models")
+    device_option(p)
+    data_options(p)
+    label_options(p)
     p.set_defaults(func=run_benchmark_command)
     return p
+
+
+#: Labels (name and unit) of the matbench targets, from the matbench task metadata; a
+#: --target-label replaces them.
+MATBENCH_LABELS: dict[str, str] = {
+    "mp_e_form": "E_form (eV/atom)",
+    "mp_gap": "band gap (eV)",
+    "mp_is_metal": "is_metal",
+    "log_gvrh": "log10(G_VRH) (log10(GPa))",
+    "log_kvrh": "log10(K_VRH) (log10(GPa))",
+    "dielectric": "refractive index n",
+    "jdft2d": "exfoliation energy (meV/atom)",
+    "perovskites": "E_form (eV/unit cell)",
+    "phonons": "last phonon DOS peak (1/cm)",
+}
+
+
+def target_label(args: argparse.Namespace, column: str) -> str:
+    """The target's name in tables and plots: --target-label, else the matbench
+    dataset's label (:data:`MATBENCH_LABELS`, when its target column is the one
+    used), else the column's name."""
+    if args.target_label:
+        return args.target_label
+    if args.dataset and not args.target:
+        label = MATBENCH_LABELS.get(args.dataset.removeprefix("matbench_"))
+        if label is not None:
+            return label
+    return column
 
 
 def _load_data(args: argparse.Namespace, verbose: int) -> tuple[pd.Series, np.ndarray, str]:
     """Structures (Series indexed by id), targets and the target's name.
 
     ``--limit N`` picks ``sorted(default_rng(seed).choice(n_rows, N, replace=False))`` of
-    the rows, so only those CIFs are parsed.
+    the rows, so only those CIFs are parsed.  A structure that cannot be read stops the
+    command unless ``--skip-errors`` is given, as in ``skcgcnn train``.
     """
     from .. import datasets
     from ..datasets import sample_rows, structures_and_target, subset_ids
 
-    kwargs = {"n_jobs": args.n_jobs, "on_error": "skip", "verbose": verbose}
+    kwargs = {"n_jobs": args.n_jobs, "on_error": "skip" if args.skip_errors else "raise",
+              "verbose": verbose}
     if args.dataset:
         df = datasets.load_matbench(args.dataset, **kwargs)
         chosen = False
     else:  # the subset's ids first, so that only their CIFs are read
         data_dir = Path(args.data_dir)
-        prop = data_dir / "id_prop.csv"
+        prop = Path(args.id_prop)
+        prop = prop if prop.is_absolute() else data_dir / prop
         df = datasets.load_cgcnn_folder(
-            data_dir, ids=subset_ids(prop, args.limit, args.random_state), **kwargs)
+            data_dir, id_prop=args.id_prop, ids=subset_ids(prop, args.limit, args.random_state),
+            cache=not args.no_cache, **kwargs)
         chosen = prop.is_file()
     if not chosen:  # no id_prop.csv to choose from: the subset of the loaded rows
         keep = sample_rows(len(df), args.limit, args.random_state)
         if keep is not None:
             df = df.iloc[keep]
+    log_skipped(df.attrs.get("errors", []), "entries of the data")
     if "structure" not in df.columns:
         raise ValueError("the loaded data has no 'structure' column")
     return structures_and_target(df, args.target or None)
 
 
 def run_benchmark_command(args: argparse.Namespace) -> int:
-    """Run ``skcgcnn benchmark`` with parsed arguments; return the exit status."""
+    """Run ``skcgcnn benchmark`` with parsed arguments; return the exit status.
+
+    Wrong options end with status 2; data that cannot be read (a :class:`ValueError`,
+    :class:`OSError`) reach :func:`skcgcnn.cli.main`, which prints their first line.
+    """
     def fail(message: str) -> int:
         sys.stderr.write(f"{PROG} benchmark: error: {message}\n")
         return 2
 
     if not args.data_dir and not args.dataset:
-        return fail("give a DATA_DIR (a CGCNN folder) or --dataset NAME")
+        return fail(f"give a {DATA_DIR} (a CGCNN folder) or --dataset NAME")
     if args.data_dir and args.dataset:
-        return fail("give either DATA_DIR or --dataset, not both")
+        return fail(f"give either {DATA_DIR} or --dataset, not both")
     if args.data_dir and not Path(args.data_dir).is_dir():
-        return fail(f"DATA_DIR {args.data_dir!r} is not a directory")
+        return fail(f"{DATA_DIR} {args.data_dir!r} is not a directory")
     if args.limit is not None and args.limit < 2:
         return fail(f"--limit {args.limit}: use at least 2 structures")
     names = [nm.strip() for nm in args.models.split(",") if nm.strip()]
     verbose = 0 if args.quiet else 1
+    device = check_device(args.device) if "cgcnn" in names else "cpu"
     try:
         models = make_models(
             names,
@@ -138,21 +169,18 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             n_jobs=args.n_jobs,
             random_state=args.random_state,
-            device=args.device,
+            device=device,
         )
     except ValueError as exc:
         return fail(str(exc))
-    try:
-        X, y, target = _load_data(args, verbose)
-    except (ValueError, FileNotFoundError, ConnectionError) as exc:
-        return fail(str(exc))
+    X, y, target = _load_data(args, verbose)
+    label = target_label(args, target)
     logger.info("%d structures from %s, target %r", len(y), args.dataset or args.data_dir,
-                target)
+                label)
     try:
         result = run_benchmark(
             models, X, y, cv=args.cv, output_dir=args.output_dir,
-            random_state=args.random_state, target_name=args.target_label or target,
-            verbose=verbose,
+            random_state=args.random_state, target_name=label, verbose=verbose,
         )
     except ValueError as exc:
         return fail(str(exc))

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import CLIError, data_options, graph_options, graph_params
+from ._common import DATA_DIR, CLIError, data_options, graph_options, graph_params
 from ._data import build_graphs, existing_root
 
 __all__ = ["add_featurize_parser", "run_featurize"]
@@ -27,7 +27,7 @@ def add_featurize_parser(sub: Any, common: argparse.ArgumentParser) -> None:
             "graphs again."),
         epilog="example: skcgcnn featurize data/mp-36737 --output graphs.npz --n-jobs -1",
     )
-    p.add_argument("root_dir", metavar="ROOT_DIR",
+    p.add_argument("root_dir", metavar=DATA_DIR,
                    help="CGCNN data folder (or a .tar.gz of CIFs beside id_prop.csv)")
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="graph file to write (.npz)")

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._defaults import DEVICES, MAX_NUM_NBR
-from ._common import CLIError, check_device, data_options, one_line, verbose
+from .._defaults import MAX_NUM_NBR
+from ._common import (DATA_DIR, CLIError, check_device, data_options, device_option,
+                      label_options, one_line, verbose)
 from ._data import choose_target, load_folder, log_skipped, write_results
 
 logger = logging.getLogger(__name__)
@@ -32,14 +33,14 @@ def add_predict_parser(sub: Any, common: argparse.ArgumentParser) -> None:
             "skcgcnn.estimators.save_model) or an original CGCNN .pth.tar checkpoint. The "
             "output is CSV without header: id, target (empty when unknown), prediction; for "
             "classification the prediction is the probability of class 1, as predict.py. "
-            "When ROOT_DIR has an id_prop.csv its targets are written too and the MAE "
+            "When DATA_DIR has an id_prop.csv its targets are written too and the MAE "
             "(classification: accuracy and ROC-AUC) is printed."),
         epilog="example: skcgcnn predict pre-trained/formation-energy-per-atom.pth.tar "
                "data/sample-regression --output test_results.csv",
     )
     p.add_argument("model", metavar="MODEL",
                    help="model.pt from 'skcgcnn train' or an original CGCNN .pth.tar")
-    p.add_argument("inputs", nargs="+", metavar="ROOT_DIR|CIF",
+    p.add_argument("inputs", nargs="+", metavar=f"{DATA_DIR}|CIF",
                    help="a CGCNN data folder (id_prop.csv optional: without it, every *.cif "
                         "in it), or CIF files")
     p.add_argument("-o", "--output", default="-", metavar="FILE",
@@ -48,11 +49,11 @@ def add_predict_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="allow checkpoints that hold pickled Python objects (the original "
                         "classification checkpoints); they can run code when loaded, so "
                         "only for files you trust")
-    p.add_argument("--device", choices=DEVICES, default="cpu",
-                   help="torch device (default: cpu)")
+    device_option(p)
     p.add_argument("-b", "--batch-size", type=int, default=None, metavar="N",
                    help="crystals per batch (default: the model's)")
     data_options(p)
+    label_options(p)
     p.set_defaults(func=run_predict)
 
 
@@ -109,7 +110,7 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
 
 def _warn_other_atom_features(root: Path, transformer: Any) -> None:
-    """Warn when ROOT_DIR/atom_init.json differs from the model's atom features."""
+    """Warn when DATA_DIR/atom_init.json differs from the model's atom features."""
     import numpy as np
 
     from ..atom_features import get_atom_features
@@ -163,7 +164,7 @@ def _predict_inputs(args: argparse.Namespace, transformer: Any
         paths = cifs
     folders = [str(p) for p in paths if p.is_dir()]
     if folders:
-        raise CLIError(f"{folders[0]!r} is a folder; give one ROOT_DIR or CIF files, not both")
+        raise CLIError(f"{folders[0]!r} is a folder; give one DATA_DIR or CIF files, not both")
     return pd.Series([str(p) for p in paths], index=[p.stem for p in paths],
                      dtype=object), None, None
 
@@ -208,7 +209,8 @@ def run_predict(args: argparse.Namespace) -> int:
                + ("" if output is None else f"; wrote {output}")]
     known = np.isfinite(y)
     if known.any():
-        what = f"on the {int(known.sum())} crystals with a {target_name!r} value"
+        label = args.target_label or target_name
+        what = f"on the {int(known.sum())} crystals with a {label!r} value"
         if task == "classification":
             m = reporting.classification_metrics(y[known], labels[known], proba[known], classes)
             summary.append(f"accuracy {m['accuracy']:.4f}"

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._defaults import DEVICES, GRAPH_PARAMS, MOMENTUM, TEST_RATIO, VAL_RATIO
-from ._common import CLIError, check_device, data_options, graph_options, graph_params
+from .._defaults import GRAPH_PARAMS, MOMENTUM, TEST_RATIO, VAL_RATIO
+from ._common import (DATA_DIR, CLIError, check_device, data_options, device_option,
+                      graph_options, graph_params, label_options, random_state_option)
 from ._data import (atom_features_spec, build_graphs, choose_target, existing_root,
                     read_graph_file, write_skipped)
 from ._results import TrainRun, evaluate_test, summary, write_outputs
@@ -49,11 +50,11 @@ def add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         epilog="example: skcgcnn train data/sample-regression --train-ratio 0.6 "
                "--val-ratio 0.2 --test-ratio 0.2 --epochs 30 --output-dir run1",
     )
-    p.add_argument("root_dir", nargs="?", metavar="ROOT_DIR",
+    p.add_argument("root_dir", nargs="?", metavar=DATA_DIR,
                    help="CGCNN data folder (or a .tar.gz of CIFs beside id_prop.csv); not "
                         "needed with --graphs")
     p.add_argument("--graphs", metavar="FILE",
-                   help="train on graphs written by 'skcgcnn featurize' instead of ROOT_DIR")
+                   help=f"train on graphs written by 'skcgcnn featurize' instead of {DATA_DIR}")
     p.add_argument("--trusted", action="store_true",
                    help="with --graphs: also read an old graph file, which is a pickle and "
                         "can run code when loaded, so only for files you made yourself")
@@ -62,11 +63,10 @@ def add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", default=".", metavar="DIR",
                    help="where the model, results and plots go (default: the current "
                         "directory, as main.py)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the split, the weight initialisation and the shuffling "
-                        "(default: 0)")
-    p.add_argument("--device", choices=DEVICES, default="auto",
-                   help="torch device; auto takes the GPU when there is one (default: auto)")
+    # the namespace keeps the name "seed": run.json records and --resume read it
+    random_state_option(p, "the split, the weight initialisation and the shuffling",
+                        dest="seed")
+    device_option(p)
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run whose --output-dir is DIR (killed or stopped) "
                         "from its last checkpoint, with its options and data, up to its "
@@ -120,6 +120,7 @@ def add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
     graph_options(p, defaults_none=True)
     data_options(p)
+    label_options(p)
     p.set_defaults(func=run_train)
 
 

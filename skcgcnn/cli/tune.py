@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._defaults import DEVICES
-from ._common import PROG, common_options
+from ._common import (DATA_DIR, PROG, check_device, common_options, data_options,
+                      device_option, label_options, random_state_option)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,12 +45,9 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
             "same --storage and --study-name) share one study; a killed study resumes "
             "where it stopped."),
     )
-    p.add_argument("data_dir", metavar="DATA_DIR",
+    p.add_argument("data_dir", metavar=DATA_DIR,
                    help="a CGCNN data folder or archive: <id>.cif files (or cifs.tar.gz) "
                         "and a header-less id_prop.csv (id,target)")
-    p.add_argument("--id-prop", default="id_prop.csv",
-                   help="the id/target file inside DATA_DIR (default: id_prop.csv)")
-    p.add_argument("--target", help="target column, when the id_prop file has several")
     p.add_argument("--limit", type=int, metavar="N",
                    help="use a random subset of N structures (seeded by --random-state; the "
                         "same subset as skcgcnn benchmark --limit)")
@@ -103,12 +100,11 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--grace-period", type=float, default=90.0,
                    help="a running trial silent this long (s) belongs to a dead worker and "
                         "is run again (default: 90)")
-    p.add_argument("--random-state", type=int, default=0,
-                   help="seed of the subset, split, sampler and networks (default: 0)")
-    p.add_argument("--n-jobs", type=int, default=None,
-                   help="processes for reading CIFs and the neighbour search")
-    p.add_argument("--device", default="cpu",
-                   help=f"torch device: {', '.join(DEVICES)} (default: cpu)")
+    random_state_option(p, "the subset, split, sampler and networks")
+    device_option(p)
+    # no --skip-errors: load_tuning_data always leaves unreadable structures out (logged)
+    data_options(p, skip_errors=False)
+    label_options(p)
     p.set_defaults(func=run_tune_command)
     return p
 
@@ -134,6 +130,7 @@ def run_tune_command(args: argparse.Namespace) -> int:
     if args.n_workers < 1:
         return fail(f"--n-workers {args.n_workers}: use at least 1")
     verbose = 0 if args.quiet else 1
+    device = check_device(args.device)
     try:
         space = SearchSpace()
         if args.space:
@@ -167,7 +164,7 @@ def run_tune_command(args: argparse.Namespace) -> int:
         X, y, target = load_tuning_data(args.data_dir, id_prop=args.id_prop,
                                         target=args.target, limit=args.limit,
                                         random_state=args.random_state, n_jobs=args.n_jobs,
-                                        verbose=verbose)
+                                        cache=not args.no_cache, verbose=verbose)
     except (ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
     logger.info("%d structures from %s, target %r", len(y), args.data_dir, target)
@@ -179,9 +176,9 @@ def run_tune_command(args: argparse.Namespace) -> int:
                       random_state=args.random_state, n_workers=args.n_workers,
                       output_dir=args.output_dir, graph_cache=graph_cache,
                       baselines=baselines, refit=args.save_model is not None,
-                      device=args.device, heartbeat_interval=args.heartbeat_interval,
+                      device=device, heartbeat_interval=args.heartbeat_interval,
                       grace_period=args.grace_period, n_jobs=args.n_jobs,
-                      target_name=target, verbose=verbose)
+                      target_name=args.target_label or target, verbose=verbose)
     except (ValueError, RuntimeError, ImportError) as exc:
         return fail(str(exc))
     print(best_trials_markdown(result.study, space))
