@@ -10,6 +10,8 @@ DATA ?= ../shared/data/mp-formation-energy-36737/sample-500
 # slows down several times as soon as another process wants a core.
 export OMP_WAIT_POLICY ?= PASSIVE
 OUT ?= results/demo
+# the name and unit of DATA's target in the demo's tables and plots
+TARGET_LABEL ?= E_form (eV/atom)
 # numpy picks vector kernels by CPU; its AVX-512 ones round some results (the sines and
 # cosines behind a lattice's coordinates) differently from its AVX2 ones in the last bit,
 # which decides ties at the 12-neighbour cut.  The parity references were made with the
@@ -32,7 +34,8 @@ test: venv
 	NPY_DISABLE_CPU_FEATURES="$(NPY_KERNELS)" $(PY) -m pytest -q -p no:cacheprovider
 
 demo: venv
-	$(VENV)/bin/skcgcnn benchmark $(DATA) --output-dir $(OUT)
+	$(VENV)/bin/skcgcnn benchmark $(DATA) --n-jobs -1 --target-label "$(TARGET_LABEL)" \
+	    --output-dir $(OUT)
 
 # constraints.txt: every package that `make test` and `make demo` install, pinned by a real
 # resolver (pip-tools) from setup.cfg's extras, with the versions of the environment the

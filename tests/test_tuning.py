@@ -621,3 +621,23 @@ def test_bad_structures_stop_the_study_or_are_left_out():
     assert len(result.trials) == 1 and result.trials["state"][0] == "COMPLETE"
     with pytest.raises(StructureError, match="structure 1 is a NoneType"):
         tune([nacl, None], [1.0, 2.0], storage=":memory:", n_trials=1)
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not available")
+def test_tuning_data_stop_at_a_bad_structure_unless_skipped(tmp_path, capsys):
+    """`skcgcnn tune` stops at an unreadable CIF as the other commands do; --skip-errors
+    (on_error="skip", the library default) leaves it out."""
+    from skcgcnn.datasets import DatasetError
+
+    rows = (DATA / "id_prop.csv").read_text().splitlines()[:4]
+    (tmp_path / "id_prop.csv").write_text("\n".join(rows) + "\n")
+    ids = [row.split(",")[0] for row in rows]
+    for ident in ids[1:]:
+        os.symlink(DATA / f"{ident}.cif", tmp_path / f"{ident}.cif")
+    (tmp_path / f"{ids[0]}.cif").write_text("data_broken\n_cell_length_a 1\n")
+    with pytest.raises(DatasetError, match=ids[0]):
+        load_tuning_data(tmp_path, on_error="raise", cache=False)
+    X, y, _ = load_tuning_data(tmp_path, cache=False)
+    assert list(X.index) == ids[1:] and len(y) == 3
+    assert main(["tune", str(tmp_path), "--n-trials", "1", "-q", "--no-cache"]) == 2
+    assert f"{ids[0]}: unreadable CIF file" in capsys.readouterr().err

@@ -102,8 +102,7 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "is run again (default: 90)")
     random_state_option(p, "the subset, split, sampler and networks")
     device_option(p)
-    # no --skip-errors: load_tuning_data always leaves unreadable structures out (logged)
-    data_options(p, skip_errors=False)
+    data_options(p)
     label_options(p)
     p.set_defaults(func=run_tune_command)
     return p
@@ -164,7 +163,9 @@ def run_tune_command(args: argparse.Namespace) -> int:
         X, y, target = load_tuning_data(args.data_dir, id_prop=args.id_prop,
                                         target=args.target, limit=args.limit,
                                         random_state=args.random_state, n_jobs=args.n_jobs,
-                                        cache=not args.no_cache, verbose=verbose)
+                                        cache=not args.no_cache,
+                                        on_error="skip" if args.skip_errors else "raise",
+                                        verbose=verbose)
     except (ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
     logger.info("%d structures from %s, target %r", len(y), args.data_dir, target)
