@@ -52,6 +52,8 @@ class TrainRun:
         Wall time of ``fit``.
     done : int or None
         Epochs trained before ``--resume``; None for a new run.
+    stopped_early : bool
+        Whether ``--early-stopping`` ended training before ``--epochs``.
     """
 
     args: argparse.Namespace
@@ -67,6 +69,7 @@ class TrainRun:
     best_score: float | None
     fit_seconds: float
     done: int | None = None
+    stopped_early: bool = False
 
     @property
     def classification(self) -> bool:
@@ -107,10 +110,12 @@ def _metrics_record(run: TrainRun, test_metrics: dict) -> dict:
         "n_train": len(run.split["train"]), "n_val": len(run.split["val"]),
         "n_test": len(run.split["test"]),
         "epochs": args.epochs, "epochs_trained": len(history),
+        "stopped_early": run.stopped_early,
         "resumed_after_epoch": run.done,
         "best_epoch": run.best_epoch,
         "valid": {run.score.removeprefix("valid_"): run.best_score},
         "test": test_metrics,
+        "split_file": args.split,
         "seed": args.seed, "fit_seconds": round(run.fit_seconds, 3),
         "graph_params": {k: v for k, v in graph_params.items() if k in _GRAPH_KEYS},
         "network": {"atom_fea_len": args.atom_fea_len, "h_fea_len": args.h_fea_len,
@@ -119,7 +124,16 @@ def _metrics_record(run: TrainRun, test_metrics: dict) -> dict:
                       "momentum": (est.get_params().get("optimizer__momentum")
                                    if args.optim == "SGD" else None),
                       "weight_decay": args.weight_decay, "batch_size": args.batch_size,
-                      "lr_milestones": list(args.lr_milestones)},
+                      "lr_milestones": (list(args.lr_milestones)
+                                        if args.lr_schedule == "multistep" else None),
+                      "recipe": args.recipe, "lr_schedule": args.lr_schedule,
+                      "warmup_fraction": (args.warmup_fraction
+                                          if args.lr_schedule in ("onecycle", "cosine")
+                                          else None),
+                      "loss": None if run.classification else args.loss,
+                      "early_stopping": args.early_stopping,
+                      "n_iter_no_change": (args.n_iter_no_change if args.early_stopping
+                                           else None)},
     }
     if run.classification:
         metrics["classes"] = est.classes_.tolist()

@@ -4,6 +4,7 @@ A new run writes its options (``train_options.json``) and split (``split.csv``) 
 ``--output-dir`` before it trains; ``--resume DIR`` reads them back
 (:func:`resume_args`), checks that the data still give the same split
 (:func:`check_resumed_split`) and continues from the training state.
+:func:`read_split` reads the split of ``--split FILE`` (the format of ``split.csv``).
 """
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ def start_run_dir(out_dir: Path, args: argparse.Namespace) -> None:
     for name in (STATE_FILE, BEST_FILE, "metrics.json"):
         (out_dir / name).unlink(missing_ok=True)
     options = {k: v for k, v in vars(args).items() if k not in _NOT_SAVED}
-    for key in ("root_dir", "graphs"):
+    for key in ("root_dir", "graphs", "split"):
         if options.get(key) is not None:
             options[key] = str(Path(options[key]).expanduser().resolve())
     features = options.get("atom_features")
@@ -148,3 +149,69 @@ def check_resumed_split(path: Path, rows: list[list[str]], source: str) -> None:
                        f"train/val/test split differs from {path}); the data changed: "
                        "start a new run")
 
+
+
+_SPLIT_PARTS = ("train", "val", "test")
+# the fewest crystals each set of a run needs (as model_selection.split_sizes)
+_SPLIT_NEED = {"train": 2, "val": 1, "test": 1}
+
+
+def read_split(path: str, ids: Any) -> dict[str, Any]:
+    """Positions in ``ids`` of the train, val and test sets of ``--split FILE``.
+
+    FILE holds ``id,split`` rows under that header (the ``split.csv`` a run writes);
+    each set keeps the order of its rows, so the split.csv of a run gives that run's
+    sets again.  Crystals of the data that FILE does not name are left out of the run
+    (a warning gives their count), as a run whose sets add up to less than the data
+    leaves them out of its split.csv.
+
+    Raises
+    ------
+    CLIError
+        Naming the file and the row: a missing or unreadable file, a wrong header, a
+        row that is not ``id,split``, a split other than train/val/test, an id twice,
+        an id not in the data, or a set with fewer crystals than a run needs (train
+        2, val and test 1).
+    """
+    import numpy as np
+
+    file = Path(path).expanduser()
+    where = f"--split {path!r}"
+    try:
+        with open(file, newline="") as handle:
+            rows = [(number, row) for number, row in enumerate(csv.reader(handle), 1)
+                    if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CLIError(f"{where}: cannot read it ({one_line(exc)}); give the split.csv of "
+                       "a run, rows id,split") from exc
+    if not rows or [cell.strip() for cell in rows[0][1]] != ["id", "split"]:
+        raise CLIError(f"{where}: the first row must be the header id,split (as in the "
+                       "split.csv that 'skcgcnn train' writes)")
+    position = {str(ident): i for i, ident in enumerate(ids)}
+    parts: dict[str, list[int]] = {part: [] for part in _SPLIT_PARTS}
+    seen: dict[str, int] = {}
+    for number, row in rows[1:]:
+        if len(row) != 2:
+            raise CLIError(f"{where}, row {number}: {','.join(row)!r} is not id,split")
+        ident, part = row[0].strip(), row[1].strip()
+        if part not in parts:
+            raise CLIError(f"{where}, row {number}: split {part!r} of {ident!r} is not one "
+                           "of train, val, test")
+        if ident in seen:
+            raise CLIError(f"{where}, row {number}: id {ident!r} is already in row "
+                           f"{seen[ident]}; each crystal belongs to one set")
+        if ident not in position:
+            raise CLIError(f"{where}, row {number}: id {ident!r} is not a crystal of the "
+                           "data (or it has no target value, or it was skipped); use the "
+                           "split of this data set")
+        seen[ident] = number
+        parts[part].append(position[ident])
+    for part, need in _SPLIT_NEED.items():
+        if len(parts[part]) < need:
+            raise CLIError(f"{where}: the {part} set holds {len(parts[part])} crystals; it "
+                           f"needs at least {need}")
+    left_out = len(position) - len(seen)
+    if left_out:
+        logger.warning("%d of the %d crystals are not in %s and are left out", left_out,
+                       len(position), file)
+    return {part: np.asarray(rows_, dtype=np.intp) for part, rows_ in parts.items()}

@@ -1,14 +1,20 @@
-"""The estimator of ``skcgcnn train``: validation scores, checkpoints, divergence check.
+"""The estimator of ``skcgcnn train``: recipe, validation scores, checkpoints, divergence.
 
-:func:`make_estimator` builds the CGCNN regressor or classifier with skorch's
-``EpochScoring`` of the validation score, the best-weights checkpoint and the training
-state that ``--resume`` reads; :func:`check_losses` refuses a run whose loss went NaN.
+:func:`apply_recipe` fills the training options from ``--recipe`` (explicit options
+win) and :func:`check_recipe_args` checks the recipe options; :func:`make_estimator`
+builds the CGCNN regressor or classifier with skorch's ``EpochScoring`` of the
+validation score, the best-weights checkpoint, the training state that ``--resume``
+reads, the recipe parameters (``lr_schedule``, ``warmup_fraction``, ``loss``) and,
+with ``--early-stopping``, skorch's ``EarlyStopping`` on that validation score;
+:func:`check_losses` refuses a run whose
+loss went NaN.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import math
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +23,154 @@ from ._common import CLIError, check_device, verbose
 from ._resume import BEST_FILE, STATE_FILE
 
 logger = logging.getLogger(__name__)
+
+# --recipe NAME -> the estimators' parameter set (classification, regression)
+_RECIPES = {"original": ("ORIGINAL_CLASSIFIER_RECIPE", "ORIGINAL_RECIPE")}
+# the estimator parameter of each training option a recipe sets; the learning-rate
+# milestones are the "multistep" schedule's own ([100], recipe_callbacks in
+# skcgcnn.estimators._recipe), which no recipe dict holds
+RECIPE_OPTIONS = {"max_epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+                  "optimizer": "optim", "optimizer__momentum": "momentum",
+                  "optimizer__weight_decay": "weight_decay", "lr_schedule": "lr_schedule",
+                  "early_stopping": "early_stopping", "loss": "loss"}
+_MULTISTEP_MILESTONES = [100]
+
+
+def _usage(message: str) -> CLIError:
+    return CLIError(message, status=2)
+
+
+def _train_defaults() -> dict[str, Any]:
+    """The parser defaults of ``skcgcnn train``'s options."""
+    from . import build_parser  # the package imports this module: imported when run
+
+    return vars(build_parser().parse_args(["train", "--graphs", "-"]))
+
+
+def recipe_values(name: str, task: str) -> dict[str, Any]:
+    """The training options (``args`` names and values) of recipe ``name``.
+
+    Raises
+    ------
+    KeyError
+        When the recipe holds a parameter that no ``skcgcnn train`` option sets (the
+        CLI would silently drop it).
+    """
+    from .. import estimators
+
+    recipe = getattr(estimators, _RECIPES[name][task != "classification"])
+    values: dict[str, Any] = {}
+    for param, value in recipe.items():
+        option = RECIPE_OPTIONS[param]
+        if param == "optimizer":
+            value = value if isinstance(value, str) else value.__name__
+        elif param == "lr_schedule":
+            value = "none" if value is None else value
+        values[option] = value
+    if values.get("lr_schedule") == "multistep":
+        values["lr_milestones"] = list(_MULTISTEP_MILESTONES)
+    return values
+
+
+def apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with the training options of ``--recipe`` (none: ``args`` as is).
+
+    The recipe's values replace the defaults; an option given with a value other than
+    its default overrides the recipe (``--recipe original --epochs 5``: the original
+    recipe for 5 epochs) and is logged.  The options a recipe sets are
+    :data:`RECIPE_OPTIONS` and ``--lr-milestones``.
+    """
+    if getattr(args, "recipe", None) is None:
+        return args
+    defaults = _train_defaults()
+    merged = dict(vars(args))
+    overridden = []
+    values = recipe_values(args.recipe, args.task)
+    for option, value in values.items():
+        given = getattr(args, option)
+        if option == "momentum" and args.optim != defaults["optim"] \
+                and args.optim != values["optim"]:
+            continue  # SGD's momentum: not for the optimizer given instead
+        if given != defaults[option] and given != value:
+            overridden.append(f"--{option.replace('_', '-')} {given} (recipe: {value})")
+        else:
+            merged[option] = value
+    if overridden:
+        logger.info("--recipe %s with %s", args.recipe, ", ".join(overridden))
+    return argparse.Namespace(**merged)
+
+
+def check_recipe_args(args: argparse.Namespace) -> None:
+    """Usage errors (exit status 2) for the recipe options; warnings for options that
+    the chosen schedule ignores."""
+    defaults = _train_defaults()
+    if not 0 <= args.warmup_fraction < 1:
+        raise _usage(f"--warmup-fraction {args.warmup_fraction}: must be in [0, 1)")
+    if args.n_iter_no_change < 1:
+        raise _usage(f"--n-iter-no-change {args.n_iter_no_change}: must be at least 1")
+    if args.n_iter_no_change != defaults["n_iter_no_change"] and not args.early_stopping:
+        raise _usage(f"--n-iter-no-change {args.n_iter_no_change} is the patience of early "
+                     "stopping: add --early-stopping")
+    if args.task == "classification" and args.loss != defaults["loss"]:
+        raise _usage(f"--loss {args.loss} applies to regression only; classification "
+                     "trains on the cross-entropy")
+    if args.lr_schedule != "multistep" and args.lr_milestones != defaults["lr_milestones"]:
+        logger.warning("--lr-milestones applies to --lr-schedule multistep only; ignored "
+                       "with --lr-schedule %s", args.lr_schedule)
+    if args.lr_schedule not in ("onecycle", "cosine") \
+            and args.warmup_fraction != defaults["warmup_fraction"]:
+        logger.warning("--warmup-fraction applies to --lr-schedule onecycle or cosine "
+                       "only; ignored with --lr-schedule %s", args.lr_schedule)
+
+
+@lru_cache(maxsize=None)
+def _early_stopping_state_class() -> type:
+    """The class of :func:`early_stopping_state` (skorch, hence torch, imported when
+    a run starts, not for ``--help``)."""
+    from skorch.callbacks import Callback
+
+    class EarlyStoppingState(Callback):
+        """Bring the ``early_stopping`` callback of a resumed run to where it stood.
+
+        skorch's ``EarlyStopping`` counts the epochs without improvement from the start
+        of each ``fit``; after ``--resume`` this callback (placed after it) replays its
+        rule over the restored history, so the resumed run stops at the epoch an uninterrupted one
+        would, and trains nothing when the run had already stopped early.
+        """
+
+        def on_train_begin(self, net: Any, **kwargs: Any) -> None:
+            cb = dict(net.callbacks_).get("early_stopping")
+            self.stopping_ = cb
+            if cb is None:
+                return
+            for row in net.history:
+                score = row.get(cb.monitor)
+                if score is None:
+                    continue
+                if cb._is_score_improved(score):
+                    cb.misses_ = 0
+                    cb.dynamic_threshold_ = cb._calc_new_threshold(score)
+                    cb.best_epoch_ = row["epoch"]
+                else:
+                    cb.misses_ += 1
+
+        def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
+            cb = self.stopping_
+            if cb is not None and cb.misses_ >= cb.patience:
+                raise KeyboardInterrupt  # it had stopped early: skorch's fit ends here
+
+    return EarlyStoppingState
+
+
+def early_stopping_state() -> Any:
+    """A callback that restores skorch's ``EarlyStopping`` count on ``--resume``."""
+    return _early_stopping_state_class()()
+
+
+def stopped_early(est: Any) -> bool:
+    """Whether the ``early_stopping`` callback of the fitted ``est`` ended training."""
+    cb = dict(getattr(est, "callbacks_", [])).get("early_stopping")
+    return cb is not None and cb.misses_ >= cb.patience
 
 
 # The validation scores are skorch EpochScoring callables rather than scikit-learn scorer
@@ -74,7 +228,7 @@ def make_estimator(args: argparse.Namespace, valid_ds: Any, score: tuple[str, An
     epochs, the whole training state (``training_state.pt``), which ``--resume``
     restores (the best checkpoint first, so that a state never names a best epoch whose
     weights are not on disk)."""
-    from skorch.callbacks import EpochScoring, ProgressBar
+    from skorch.callbacks import EarlyStopping, EpochScoring, ProgressBar
     from skorch.helper import predefined_split
 
     from ..estimators import CGCNNClassifier, CGCNNRegressor
@@ -94,6 +248,17 @@ def make_estimator(args: argparse.Namespace, valid_ds: Any, score: tuple[str, An
         callbacks.append(("progress_bar", ProgressBar()))
     if args.resume is not None:
         callbacks.append(("resume", LoadTrainingState(state)))
+    if args.early_stopping:
+        # the command's own EarlyStopping, last: it watches the validation score that
+        # picks the best epoch and stops n epochs after that epoch, once the score, the
+        # best checkpoint and the training state of the epoch are written (the
+        # estimator's early_stopping=True is a default callback, which skorch runs
+        # before these, so they would miss the epoch it stops at)
+        callbacks += [("early_stopping", EarlyStopping(
+                          monitor=name, lower_is_better=lower, patience=args.n_iter_no_change,
+                          threshold=0.0, threshold_mode="abs", load_best=False,
+                          sink=logger.info)),
+                      ("early_stopping_state", early_stopping_state())]
     optimizer = args.optim.lower()
     # "auto" is resolved here: skorch's cached validation scoring reads net.device as is
     device = check_device(args.device)
@@ -104,7 +269,12 @@ def make_estimator(args: argparse.Namespace, valid_ds: Any, score: tuple[str, An
         module__n_conv=args.n_conv, module__n_h=args.n_h, module__conv=args.conv,
         train_split=predefined_split(valid_ds), random_state=args.seed,
         device=device, verbose=verbose(args), callbacks=callbacks,
-        callbacks__lr_scheduler__milestones=list(args.lr_milestones))
+        lr_schedule=None if args.lr_schedule == "none" else args.lr_schedule,
+        warmup_fraction=args.warmup_fraction)
+    if args.lr_schedule == "multistep":
+        params["callbacks__lr_scheduler__milestones"] = list(args.lr_milestones)
+    if args.task != "classification":
+        params["loss"] = args.loss
     if optimizer == "sgd":
         params["optimizer__momentum"] = (MOMENTUM if args.momentum is None
                                          else args.momentum)

@@ -19,9 +19,10 @@ from ._common import (DATA_DIR, CLIError, check_device, data_options, device_opt
 from ._data import (atom_features_spec, build_graphs, choose_target, existing_root,
                     read_graph_file, write_skipped)
 from ._results import TrainRun, evaluate_test, summary, write_outputs
-from ._resume import (check_resumed_split, epochs_done, resume_args, split_table,
-                      start_run_dir, write_split)
-from ._training import check_losses, make_estimator, valid_accuracy, valid_auc, valid_mae
+from ._resume import (check_resumed_split, epochs_done, read_split, resume_args,
+                      split_table, start_run_dir, write_split)
+from ._training import (apply_recipe, check_losses, check_recipe_args, make_estimator,
+                        stopped_early, valid_accuracy, valid_auc, valid_mae)
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,31 @@ def add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     opt.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
                      help="write the training state (for --resume) into --output-dir after "
                           "every N epochs (default: 1)")
+    # the recipe (issue 14): the estimators' parameters of the same names
+    opt.add_argument("--recipe", choices=("original",), default=None,
+                     help="start from a named training recipe: 'original' is main.py's "
+                          "(skcgcnn.estimators.ORIGINAL_RECIPE: SGD, lr 0.01, momentum 0.9, "
+                          "batch 256, 30 epochs, LR x0.1 at epoch 100, MSE); training "
+                          "options given with it override the recipe's values")
+    opt.add_argument("--lr-schedule", choices=("multistep", "onecycle", "cosine", "none"),
+                     default="multistep",
+                     help="learning-rate schedule: multistep (x0.1 at --lr-milestones, per "
+                          "epoch, as main.py), onecycle or cosine (warm-up then decay, per "
+                          "batch, over all epochs; --lr is the peak), none (constant) "
+                          "(default: multistep)")
+    opt.add_argument("--warmup-fraction", type=float, default=0.1, metavar="F",
+                     help="share of the training steps spent warming up, with onecycle or "
+                          "cosine (default: 0.1)")
+    opt.add_argument("--loss", choices=("squared_error", "absolute_error", "huber"),
+                     default="squared_error",
+                     help="regression loss on the standardised targets (default: "
+                          "squared_error, as main.py)")
+    opt.add_argument("--early-stopping", action="store_true",
+                     help="stop when the validation MAE (classification: ROC-AUC) has "
+                          "not improved for --n-iter-no-change epochs; the weights kept "
+                          "are those of its best epoch")
+    opt.add_argument("--n-iter-no-change", type=int, default=10, metavar="N",
+                     help="patience of --early-stopping, in epochs (default: 10)")
 
     net = p.add_argument_group("network")
     net.add_argument("--atom-fea-len", type=int, default=64, metavar="N",
@@ -117,6 +143,10 @@ def add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                            help=f"fraction of the data for the {name} set (default: {shown})")
         group.add_argument(f"--{name}-size", type=int, default=None, metavar="N",
                            help=f"number of crystals in the {name} set")
+    split.add_argument("--split", metavar="FILE",
+                       help="use the split in FILE (id,split rows with a header, split "
+                            "train, val or test: the split.csv of an earlier run) instead of "
+                            "drawing one; not with the ratio and size options")
 
     graph_options(p, defaults_none=True)
     data_options(p)
@@ -160,9 +190,27 @@ def _check_train_args(args: argparse.Namespace) -> None:
             raise usage(f"--{name}-ratio {ratio}: must be between 0 and 1")
         if size is not None and size < 0:
             raise usage(f"--{name}-size {size}: must not be negative")
+    if args.split is not None:
+        given = [f"--{name}-{kind}" for name in ("train", "val", "test")
+                 for kind in ("ratio", "size") if getattr(args, f"{name}_{kind}") is not None]
+        if given:
+            raise usage(f"{', '.join(given)} cannot be used with --split: the split file "
+                        "gives the sets")
+    check_recipe_args(args)
     params = graph_params(args)
     if not params["radius"] > 0 or params["max_num_nbr"] < 1 or not params["step"] > 0:
         raise usage("--radius and --step must be positive and --max-num-nbr at least 1")
+
+
+def _stopped_early_at(metrics: Path) -> int | None:
+    """The epoch at which early stopping ended the run of ``metrics.json`` (or None)."""
+    import json
+
+    try:
+        record = json.loads(metrics.read_text())
+    except (OSError, ValueError):
+        return None
+    return record.get("epochs_trained") if record.get("stopped_early") else None
 
 
 def split_sizes(n: int, args: argparse.Namespace) -> tuple[int, int, int]:
@@ -264,10 +312,17 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         args = resume_args(args)
         done = epochs_done(Path(args.resume))
-        if done >= args.epochs and (Path(args.resume) / "metrics.json").is_file():
+        metrics = Path(args.resume) / "metrics.json"
+        if done >= args.epochs and metrics.is_file():
             print(f"the run in {args.resume} already finished: {done} of {args.epochs} "
                   "epochs trained and its results written; nothing to resume")
             return 0
+        if args.early_stopping and _stopped_early_at(metrics) == done:
+            print(f"the run in {args.resume} already finished: early stopping ended it "
+                  f"after epoch {done} of {args.epochs} and its results are written; "
+                  "nothing to resume")
+            return 0
+    args = apply_recipe(args)
     _check_train_args(args)
     check_device(args.device)  # before the data are read
     started = time.perf_counter()
@@ -279,8 +334,12 @@ def run_train(args: argparse.Namespace) -> int:
     # -- data and split ----------------------------------------------------------------
     transformer, graphs, y, target, source = _read_data(args, out_dir)
     ids = np.asarray(graphs.ids, dtype=object)
-    train, val, test = train_val_test_split(y, split_sizes(len(y), args),
-                                            random_state=args.seed, stratify=classification)
+    if args.split is not None:
+        train, val, test = read_split(args.split, ids).values()
+    else:
+        train, val, test = train_val_test_split(y, split_sizes(len(y), args),
+                                                random_state=args.seed,
+                                                stratify=classification)
     valid_ds, score = _validation(args, graphs, y, train, val)
     logger.info("%s on %r: %d train, %d validation, %d test crystals (seed %d)",
                 args.task, target, len(train), len(val), len(test), args.seed)
@@ -298,7 +357,11 @@ def run_train(args: argparse.Namespace) -> int:
     fit_seconds = time.perf_counter() - t0
     history = est.history
     check_losses(history, args)
-    if len(history) < args.epochs:
+    if stopped_early(est):
+        logger.info("early stopping: the validation %s did not improve for %d epochs; "
+                    "stopped after epoch %d of %d", score[0].removeprefix("valid_"),
+                    args.n_iter_no_change, len(history), args.epochs)
+    elif len(history) < args.epochs:
         logger.warning("training stopped after epoch %d of %d; the results are those of "
                        "that model (continue the run with: skcgcnn train --resume %s)",
                        len(history), args.epochs, out_dir)
@@ -316,7 +379,8 @@ def run_train(args: argparse.Namespace) -> int:
     run = TrainRun(args=args, transformer=transformer, est=est, graphs=graphs, y=y,
                    split={"train": train, "val": val, "test": test}, target=target,
                    source=source, score=score[0], best_epoch=best_epoch,
-                   best_score=best_score, fit_seconds=fit_seconds, done=done)
+                   best_score=best_score, fit_seconds=fit_seconds, done=done,
+                   stopped_early=stopped_early(est))
     shown, test_metrics = evaluate_test(run)
     written = write_outputs(run, out_dir, shown, test_metrics)
     for line in summary(run, test_metrics, written, out_dir, started):
