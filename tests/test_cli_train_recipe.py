@@ -384,7 +384,13 @@ def test_bad_split_files_are_refused(run1, folder60, tmp_path, change, needles):
     assert not (tmp_path / "out" / "train_options.json").exists()
 
 
-def test_missing_split_file(folder60, tmp_path):
-    status, _, err = run(["train", folder60, "--output-dir", tmp_path / "out", "--split",
-                          tmp_path / "none.csv"] + NET)
-    one_error(status, err, "cannot read it", "No such file")
+def test_missing_split_file_is_refused_before_the_data_are_read(tmp_path):
+    split = tmp_path / "none.csv"
+    status, _, err = run(["train", tmp_path / "no-data", "--split", split] + NET)
+    assert status == 1
+    one_error(status, err, f"--split {str(split)!r}: no such file")
+    # nor is a folder
+    (tmp_path / "dir.csv").mkdir()
+    status, _, err = run(["train", tmp_path / "no-data", "--split", tmp_path / "dir.csv"]
+                         + NET)
+    one_error(status, err, "no such file")

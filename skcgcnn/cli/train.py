@@ -196,6 +196,9 @@ def _check_train_args(args: argparse.Namespace) -> None:
         if given:
             raise usage(f"{', '.join(given)} cannot be used with --split: the split file "
                         "gives the sets")
+        if not Path(args.split).expanduser().is_file():  # before the data are read
+            raise CLIError(f"--split {args.split!r}: no such file; give the split.csv of a "
+                           "run (id,split rows)")
     check_recipe_args(args)
     params = graph_params(args)
     if not params["radius"] > 0 or params["max_num_nbr"] < 1 or not params["step"] > 0:
