@@ -620,7 +620,7 @@ def test_predict_cif_files_to_stdout():
 # -- bad input ------------------------------------------------------------------------
 def test_train_needs_root_dir_or_graphs():
     status, _, err = run(["train", "-q"])
-    assert_one_line_error(status, err, "train", "ROOT_DIR")
+    assert_one_line_error(status, err, "train", "DATA_DIR")
     assert status == 2
 
 
@@ -1041,3 +1041,26 @@ def test_benchmark_stops_at_a_bad_structure_unless_skip_errors(folder60, tmp_pat
     assert status == 0, err
     assert "20 structures, 2 folds" in out
     assert "1 entries of the data skipped: broken" in err
+
+
+@needs_data
+def test_target_label_reaches_train_metrics_and_plots(folder60, tmp_path, monkeypatch):
+    from skcgcnn import reporting
+
+    seen = []
+    for name in ("plot_parity", "plot_learning_curve"):
+        real = getattr(reporting, name)
+
+        def spy(*a, _real=real, _name=name, **kw):
+            seen.append((_name, kw.get("target", a[-1] if _name == "plot_learning_curve"
+                                       else None)))
+            return _real(*a, **kw)
+
+        monkeypatch.setattr(reporting, name, spy)
+    status, _, err = run(["train", folder60, "--output-dir", tmp_path,
+                          "--target-label", "E_form (eV/atom)"] + TINY)
+    assert status == 0, err
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["target"], metrics["target_label"]) == ("target", "E_form (eV/atom)")
+    assert seen == [("plot_learning_curve", "CGCNN regression: E_form (eV/atom)"),
+                    ("plot_parity", "E_form (eV/atom)")]

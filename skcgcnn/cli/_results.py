@@ -106,7 +106,8 @@ def _metrics_record(run: TrainRun, test_metrics: dict) -> dict:
     graph_params = {**run.transformer.get_params(deep=False),
                     "atom_features": getattr(run.graphs.atom_features, "name", None)}
     metrics = {
-        "task": args.task, "target": run.target, "source": run.source,
+        "task": args.task, "target": run.target,
+        "target_label": args.target_label or run.target, "source": run.source,
         "n_train": len(run.split["train"]), "n_val": len(run.split["val"]),
         "n_test": len(run.split["test"]),
         "epochs": args.epochs, "epochs_trained": len(history),
@@ -152,6 +153,7 @@ def write_outputs(run: TrainRun, out_dir: Path, shown: Any, test_metrics: dict) 
     args, est, history = run.args, run.est, run.est.history
     test = run.split["test"]
     y_test = run.y[test]
+    label = args.target_label or run.target  # the name (and unit) on the plots
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     save_model(Pipeline([("graph", run.transformer), ("cgcnn", est)]), out_dir / "model.pt")
@@ -168,11 +170,11 @@ def write_outputs(run: TrainRun, out_dir: Path, shown: Any, test_metrics: dict) 
     written.append("metrics.json")
     reporting.plot_learning_curve(history, run.score, run.best_epoch,
                                   out_dir / "learning_curve.png",
-                                  f"CGCNN {args.task}: {run.target}")
+                                  f"CGCNN {args.task}: {label}")
     written.append("learning_curve.png")
     if not run.classification:
         reporting.plot_parity({"test": (y_test, shown)}, out_dir / "parity.png",
-                              target=run.target, title=f"test set ({len(y_test)} crystals)",
+                              target=label, title=f"test set ({len(y_test)} crystals)",
                               text=reporting.metrics_text(test_metrics), size=(4.6, 4.4),
                               point_size=12)
         written.append("parity.png")

@@ -35,7 +35,7 @@ _NOT_SAVED = ("func", "command", "resume", "quiet", "debug", "trusted")
 
 
 def _option_name(dest: str) -> str:
-    return "ROOT_DIR" if dest == "root_dir" else "--" + dest.replace("_", "-")
+    return "DATA_DIR" if dest == "root_dir" else "--" + dest.replace("_", "-")
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -159,9 +159,9 @@ def _check_train_args(args: argparse.Namespace) -> None:
         return CLIError(message, status=2)
 
     if args.root_dir is None and args.graphs is None:
-        raise usage("give ROOT_DIR (a CGCNN data folder) or --graphs FILE")
+        raise usage("give DATA_DIR (a CGCNN data folder) or --graphs FILE")
     if args.root_dir is not None and args.graphs is not None:
-        raise usage("give either ROOT_DIR or --graphs FILE, not both")
+        raise usage("give either DATA_DIR or --graphs FILE, not both")
     if args.trusted and args.graphs is None:
         raise usage("--trusted applies to --graphs FILE only")
     if args.graphs is not None:
@@ -236,7 +236,7 @@ def split_sizes(n: int, args: argparse.Namespace) -> tuple[int, int, int]:
 
 def _read_data(args: argparse.Namespace, out_dir: Path
                ) -> tuple[Any, Any, Any, str, str]:
-    """(transformer, graphs, y, target name, source) of ROOT_DIR or --graphs FILE.
+    """(transformer, graphs, y, target name, source) of DATA_DIR or --graphs FILE.
 
     Crystals without a value of the target are left out; with --skip-errors the
     skipped structures are written to ``out_dir/skipped.csv`` at once, so that the file
