@@ -24,6 +24,7 @@ from skcgcnn.cli import main, split_sizes
 pytestmark = [
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.usefixtures("structure_cache"),  # tests/conftest.py
 ]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,29 +73,6 @@ def assert_one_line_error(status: int, err: str, command: str, *needles: str) ->
 
 
 # -- fixtures ---------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def structure_cache(tmp_path_factory):
-    """Keep the parsed-structure cache out of the home folder."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SKCGCNN_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-@pytest.fixture(scope="module")
-def folder60(tmp_path_factory) -> Path:
-    """A CGCNN folder with the first 60 crystals of sample-500 (links to its CIFs)."""
-    if not (SAMPLE500 / "id_prop.csv").is_file():
-        pytest.skip("../shared/data is not available")
-    root = tmp_path_factory.mktemp("sample60")
-    lines = (SAMPLE500 / "id_prop.csv").read_text().splitlines()[:60]
-    (root / "id_prop.csv").write_text("\n".join(lines) + "\n")
-    for line in lines:
-        ident = line.split(",")[0]
-        os.symlink(SAMPLE500 / f"{ident}.cif", root / f"{ident}.cif")
-    os.symlink(SAMPLE500 / "atom_init.json", root / "atom_init.json")
-    return root
-
-
 @pytest.fixture(scope="module")
 def trained(folder60, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("train-out")

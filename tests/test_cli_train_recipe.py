@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -19,10 +18,8 @@ from skcgcnn.cli import build_parser, main
 pytestmark = [
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.usefixtures("structure_cache"),  # tests/conftest.py
 ]
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SAMPLE500 = DATA / "mp-formation-energy-36737" / "sample-500"
 
 # a tiny network and three epochs: the point is the plumbing, not the accuracy
 NET = ["--atom-fea-len", "8", "--n-conv", "1", "--h-fea-len", "16", "--device", "cpu", "-q"]
@@ -50,29 +47,6 @@ def one_error(status: int, err: str, *needles: str) -> str:
 
 def metrics(out: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def structure_cache(tmp_path_factory):
-    """Keep the parsed-structure cache out of the home folder."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SKCGCNN_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-@pytest.fixture(scope="module")
-def folder60(tmp_path_factory) -> Path:
-    """A CGCNN folder with the first 60 crystals of sample-500 (links to its CIFs)."""
-    if not (SAMPLE500 / "id_prop.csv").is_file():
-        pytest.skip("../shared/data is not available")
-    root = tmp_path_factory.mktemp("sample60")
-    lines = (SAMPLE500 / "id_prop.csv").read_text().splitlines()[:60]
-    (root / "id_prop.csv").write_text("\n".join(lines) + "\n")
-    for line in lines:
-        ident = line.split(",")[0]
-        os.symlink(SAMPLE500 / f"{ident}.cif", root / f"{ident}.cif")
-    os.symlink(SAMPLE500 / "atom_init.json", root / "atom_init.json")
-    return root
 
 
 @pytest.fixture(scope="module")
