@@ -64,7 +64,7 @@ test-latest:
 	    > $(LATEST_VENV)/freeze.txt
 	@echo "packages that differ from constraints.txt (< pinned, > latest):"
 	-@diff <(grep -E '^[A-Za-z0-9]' constraints.txt | $(NORMALIZE_PINS)) \
-	      <($(NORMALIZE_PINS) < $(LATEST_VENV)/freeze.txt) | grep '^[<>]' || echo "  none"
+	      <(cat $(LATEST_VENV)/freeze.txt | $(NORMALIZE_PINS)) | grep '^[<>]' || echo "  none"
 	NPY_DISABLE_CPU_FEATURES="$(NPY_KERNELS)" $(LATEST_VENV)/bin/python -m pytest -q \
 	    -p no:cacheprovider
 
