@@ -30,6 +30,16 @@ MOMENTUM = 0.9
 #: CGCNN mini-batch size in benchmarks and searches (the original trains with 256).
 BENCHMARK_BATCH_SIZE = 64
 
+#: The estimators' default training recipe (CGCNNClassifier's; CGCNNRegressor adds
+#: ``DEFAULT_RECIPE["loss"]``), chosen by measurement: benchmarks/bench_recipe.py and
+#: docs/benchmark.md.  AdamW with a one-cycle learning-rate schedule, stepped per batch.
+DEFAULT_CLASSIFIER_RECIPE = {
+    "optimizer": "adamw", "lr": 0.01, "optimizer__weight_decay": 0.01, "batch_size": 128,
+    "max_epochs": 50, "lr_schedule": "onecycle", "early_stopping": False,
+}
+#: CGCNNRegressor's default recipe: :data:`DEFAULT_CLASSIFIER_RECIPE` and the loss.
+DEFAULT_RECIPE = {**DEFAULT_CLASSIFIER_RECIPE, "loss": "absolute_error"}
+
 #: Torch devices an estimator or command accepts ("auto": the GPU when there is one).
 DEVICES = ("cpu", "cuda", "auto")
 

@@ -43,27 +43,64 @@ def _same_weights(a, b):
 
 
 # -- the original recipe -----------------------------------------------------------------
-def test_original_recipe_is_the_defaults():
-    reg, orig = CGCNNRegressor().get_params(), CGCNNRegressor(**ORIGINAL_RECIPE).get_params()
-    for key, value in ORIGINAL_RECIPE.items():
-        if key != "optimizer__weight_decay":  # SGD's own default, 0
-            assert reg[key] == value, key
+# What the estimators predicted with their defaults before the default recipe changed
+# (main at bf6f586, the original main.py recipe: SGD 0.01, momentum 0.9, batch 256,
+# MSE): fitted for 5 epochs, random_state=0, on the `sample` fixture; 1 and 2 torch
+# threads agree to 1e-5.  ORIGINAL_RECIPE must keep giving them.
+OLD_DEFAULT_REGRESSION = [0.187091, 0.119099, -0.003967, 0.063895, 0.134461, 0.108398]
+OLD_DEFAULT_PROBA = [0.382553, 0.386616, 0.409905, 0.387606, 0.393217, 0.415702]
+
+
+def test_original_recipe_spells_out_main_py():
+    orig = CGCNNRegressor(**ORIGINAL_RECIPE).get_params()
+    assert orig["optimizer"] is torch.optim.SGD and orig["optimizer__momentum"] == 0.9
     assert orig["optimizer__weight_decay"] == 0.0 and orig["lr"] == 0.01
     assert orig["batch_size"] == 256 and orig["max_epochs"] == 30
-    CGCNNClassifier(**ORIGINAL_CLASSIFIER_RECIPE)
+    assert orig["lr_schedule"] == "multistep" and orig["loss"] == "squared_error"
+    assert ORIGINAL_RECIPE == {**ORIGINAL_CLASSIFIER_RECIPE, "loss": "squared_error"}
+
+
+def test_the_defaults_are_the_default_recipe():
+    from skcgcnn.estimators import DEFAULT_CLASSIFIER_RECIPE, DEFAULT_RECIPE
+
+    for est, recipe in ((CGCNNRegressor(), DEFAULT_RECIPE),
+                        (CGCNNClassifier(), DEFAULT_CLASSIFIER_RECIPE)):
+        params = est.get_params()
+        assert {key: params[key] for key in recipe} == recipe
+    assert DEFAULT_RECIPE == {**DEFAULT_CLASSIFIER_RECIPE, "loss": "absolute_error"}
+    assert (DEFAULT_RECIPE["optimizer"], DEFAULT_RECIPE["lr_schedule"]) == ("adamw",
+                                                                          "onecycle")
 
 
 @needs_shared
-def test_original_recipe_reproduces_the_default_weights(sample):
+def test_default_recipe_builds_adamw_with_a_one_cycle_per_batch(sample):
     _, graphs, y = sample
-    small = dict(module__atom_fea_len=8, module__n_conv=1, module__h_fea_len=16)
-    recipe = {**ORIGINAL_RECIPE, "max_epochs": 2, "batch_size": 16}
-    a = CGCNNRegressor(max_epochs=2, batch_size=16, random_state=0, **small).fit(graphs, y)
-    b = CGCNNRegressor(random_state=0, **recipe, **small).fit(graphs, y)
-    assert isinstance(b.optimizer_, torch.optim.SGD) and isinstance(b.criterion_,
-                                                                     torch.nn.MSELoss)
-    assert b.optimizer_.param_groups[0]["momentum"] == 0.9
-    assert _same_weights(_weights(a), _weights(b))
+    reg = CGCNNRegressor(max_epochs=10, random_state=0, **TINY).fit(graphs, y)
+    assert isinstance(reg.optimizer_, torch.optim.AdamW)
+    assert reg.optimizer_.param_groups[0]["weight_decay"] == 0.01
+    assert "momentum" not in reg.optimizer_.defaults
+    assert isinstance(reg.criterion_, torch.nn.L1Loss)
+    lrs = _batch_lrs(reg)
+    assert len(lrs) == 10 * math.ceil(60 / 16) and max(lrs) <= 0.01 + 1e-12
+    peak = int(np.argmax(lrs))
+    assert 0 < peak <= 0.1 * len(lrs)  # warm-up over the first tenth of the steps
+    assert lrs[0] < 0.1 * 0.01 and lrs[-1] < 1e-5  # from lr / 25 up, and down to ~0
+
+
+@needs_shared
+def test_original_recipe_reproduces_the_old_defaults_predictions(sample):
+    _, graphs, y = sample
+    reg = CGCNNRegressor(**{**ORIGINAL_RECIPE, "max_epochs": 5}, random_state=0)
+    reg.fit(graphs, y)
+    np.testing.assert_allclose(reg.predict(graphs[:6]).ravel(), OLD_DEFAULT_REGRESSION,
+                               atol=1e-4)
+    clf = CGCNNClassifier(**{**ORIGINAL_CLASSIFIER_RECIPE, "max_epochs": 5}, random_state=0)
+    clf.fit(graphs, (y < -1).astype(int))
+    np.testing.assert_allclose(clf.predict_proba(graphs[:6])[:, 1], OLD_DEFAULT_PROBA,
+                               atol=1e-4)
+    assert isinstance(reg.optimizer_, torch.optim.SGD)
+    assert isinstance(reg.criterion_, torch.nn.MSELoss)
+    assert reg.optimizer_.param_groups[0]["momentum"] == 0.9
 
 
 # -- learning-rate schedules ---------------------------------------------------------------
@@ -125,7 +162,7 @@ def test_a_user_scheduler_beside_the_built_in_one_is_refused(sample):
     reg = CGCNNRegressor(max_epochs=1, callbacks=[("mine", mine)], **TINY)
     with pytest.raises(ValueError, match=re.escape(
             "callback 'mine' is an LRScheduler, and CGCNNRegressor already schedules the "
-            "learning rate (lr_schedule='multistep'): both would change it. Pass "
+            "learning rate (lr_schedule='onecycle'): both would change it. Pass "
             "lr_schedule=None")):
         reg.fit(graphs[:20], y[:20])
 
@@ -196,6 +233,21 @@ def test_early_stopping_stops_on_a_plateau_and_restores_the_best_epoch(sample):
                            validation_fraction=0.3, n_iter_no_change=3, random_state=0,
                            **TINY).fit(graphs, y)
     np.testing.assert_array_equal(again.predict(graphs), reg.predict(graphs))
+
+
+@needs_shared
+def test_training_checkpoint_saves_the_epoch_early_stopping_ended(sample, tmp_path):
+    # the built-in EarlyStopping runs before the user's callbacks and ends training in
+    # its on_epoch_end: the checkpoint must still hold that last, complete epoch
+    from skcgcnn.estimators import TrainingCheckpoint, read_training_state
+
+    _, graphs, y = sample
+    cp = TrainingCheckpoint(dirname=tmp_path, every=1000)
+    reg = CGCNNRegressor(max_epochs=40, optimizer="adam", lr=0.01, early_stopping=True,
+                         validation_fraction=0.3, n_iter_no_change=2, random_state=0,
+                         callbacks=[("cp", cp)], **TINY).fit(graphs, y)
+    assert len(reg.history) < 40
+    assert read_training_state(cp.path_)["epoch"] == len(reg.history)
 
 
 @needs_shared
@@ -271,7 +323,7 @@ def test_zero_weights_equal_dropping_the_rows(sample):
 @needs_shared
 def test_weighted_loss_is_scaled_by_the_mean_weight(sample):
     _, graphs, y = sample
-    reg = CGCNNRegressor(max_epochs=1, **TINY).fit(graphs[:4], y[:4])
+    reg = CGCNNRegressor(max_epochs=1, loss="squared_error", **TINY).fit(graphs[:4], y[:4])
     tensors = next(iter(reg.get_iterator(reg.get_dataset(graphs[:2], y[:2]))))[0]
     crystal = tensors["crystal_idx"]
     pred = torch.tensor([[0.0], [1.0]])

@@ -347,17 +347,20 @@ _COMMON_DOC = """
         ``dmin``, ``step``) are set from the training data; the others are tunable
         as ``module__atom_fea_len`` (64), ``module__n_conv`` (3), ``module__h_fea_len``
         (128), ``module__n_h`` (1) and ``module__conv`` ("gated" or "simple").
-    max_epochs : int, default=30
+    max_epochs : int, default=50
     lr : float, default=0.01
-    batch_size : int, default=256
-    optimizer : torch optimizer class or {"sgd", "adam", "adamw"}, default=SGD
+        The peak of the "onecycle" and "cosine" schedules.
+    batch_size : int, default=128
+    optimizer : torch optimizer class or {"sgd", "adam", "adamw"}, default="adamw"
         SGD gets ``optimizer__momentum=0.9``; for optimizers without momentum that
         default is dropped.
+    optimizer__weight_decay : float, default=0.01
+        (AdamW's decoupled weight decay; the original SGD recipe has none.)
     train_split : callable or None, default=None
         skorch's validation split (e.g. ``skorch.dataset.ValidSplit(0.2)``); None
         trains on every row passed to ``fit`` (or, with ``early_stopping``, on all but
         ``validation_fraction`` of them).
-    lr_schedule : {"multistep", "onecycle", "cosine"} or None, default="multistep"
+    lr_schedule : {"multistep", "onecycle", "cosine"} or None, default="onecycle"
         The ``lr_scheduler`` callback. "multistep": the original's, per epoch
         (MultiStepLR, ``callbacks__lr_scheduler__milestones=[100]``, gamma 0.1);
         "onecycle": torch's OneCycleLR up to ``lr`` and down, per batch; "cosine": a
@@ -384,6 +387,9 @@ _COMMON_DOC = """
         skorch's epoch table when 1.
     **kwargs
         Any other skorch ``NeuralNet`` argument (``callbacks``, ``iterator_train__*``,
-        ``optimizer__weight_decay``, ...).
+        ``optimizer__betas``, ...).
+
+    The defaults are :data:`~skcgcnn.estimators.DEFAULT_RECIPE` (measured in
+    docs/benchmark.md); ``**ORIGINAL_RECIPE`` gives the original ``main.py`` recipe.
 """
 

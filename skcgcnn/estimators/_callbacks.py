@@ -197,7 +197,11 @@ class TrainingCheckpoint(Checkpoint):
 
     def on_train_end(self, net: Any, **kwargs: Any) -> None:
         epoch = len(net.history)
-        if epoch and epoch == self.complete_epoch_ and epoch != self.saved_epoch_:
+        # An epoch is complete once its end was recorded: by this callback, or by
+        # skorch's EpochTimer ("dur") when a callback that runs before this one ended
+        # training at that epoch's end (the estimators' own early_stopping=True).
+        complete = epoch and (epoch == self.complete_epoch_ or "dur" in net.history[-1])
+        if complete and epoch != self.saved_epoch_:
             self.save_model(net)
 
     def save_model(self, net: Any) -> None:

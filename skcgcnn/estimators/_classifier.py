@@ -28,9 +28,9 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
     original; the loss is the negative log-likelihood and ``predict_proba`` returns
     probabilities.  Labels may be any values (encoded with a ``LabelEncoder``); a
     continuous target (``type_of_target(y) == "continuous"``, e.g. formation energies)
-    is refused: use :class:`CGCNNRegressor` or turn it into classes first.  The defaults
-    are the original ``main.py`` recipe, written out as
-    :data:`~skcgcnn.estimators.ORIGINAL_CLASSIFIER_RECIPE`.
+    is refused: use :class:`CGCNNRegressor` or turn it into classes first.  The default
+    recipe is :data:`~skcgcnn.estimators.DEFAULT_CLASSIFIER_RECIPE`; the original
+    ``main.py`` one is ``CGCNNClassifier(**ORIGINAL_CLASSIFIER_RECIPE)``.
 """ + _COMMON_DOC + """
     Attributes
     ----------
@@ -44,12 +44,13 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
     _classification = True
 
     def __init__(self, module=CGCNN, *, criterion=torch.nn.NLLLoss,
-                 optimizer=torch.optim.SGD, lr=0.01, max_epochs=30, batch_size=256,
+                 optimizer="adamw", lr=0.01, max_epochs=50, batch_size=128,
                  train_split=None, iterator_train__shuffle=True,
                  iterator_train__collate_fn=collate_graphs,
                  iterator_valid__collate_fn=collate_graphs,
                  optimizer__momentum=DEFAULT_MOMENTUM, predict_nonlinearity=_exp,
-                 lr_schedule="multistep", warmup_fraction=0.1, early_stopping=False,
+                 optimizer__weight_decay=0.01, lr_schedule="onecycle",
+                 warmup_fraction=0.1, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, random_state=None,
                  device="cpu", verbose=0, **kwargs):
         super().__init__(module, criterion=criterion, optimizer=optimizer, lr=lr,
@@ -59,6 +60,7 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
                          iterator_train__collate_fn=iterator_train__collate_fn,
                          iterator_valid__collate_fn=iterator_valid__collate_fn,
                          optimizer__momentum=optimizer__momentum,
+                         optimizer__weight_decay=optimizer__weight_decay,
                          predict_nonlinearity=predict_nonlinearity, device=device,
                          verbose=verbose, **kwargs)
         self.lr_schedule = lr_schedule

@@ -13,8 +13,11 @@ becomes a skorch callback or criterion when the estimator is initialised, so tha
   named ``early_stopping``;
 * ``loss`` (regressor) -> the criterion on standardised targets.
 
-:data:`ORIGINAL_RECIPE` / :data:`ORIGINAL_CLASSIFIER_RECIPE` hold the original
-``main.py`` recipe as parameters.
+:data:`DEFAULT_RECIPE` / :data:`DEFAULT_CLASSIFIER_RECIPE` are the estimators'
+defaults (AdamW, lr 0.01, weight decay 0.01, batch 128, 50 epochs, one-cycle schedule;
+the regressor's loss is L1 on standardised targets), chosen by measurement
+(``benchmarks/bench_recipe.py``, docs/benchmark.md); :data:`ORIGINAL_RECIPE` /
+:data:`ORIGINAL_CLASSIFIER_RECIPE` hold the original ``main.py`` recipe.
 """
 from __future__ import annotations
 
@@ -25,10 +28,13 @@ from typing import Any
 import torch
 from skorch.callbacks import EarlyStopping, LRScheduler
 
+from .._defaults import DEFAULT_CLASSIFIER_RECIPE, DEFAULT_RECIPE
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["ORIGINAL_RECIPE", "ORIGINAL_CLASSIFIER_RECIPE", "LR_SCHEDULES", "LOSSES",
-           "PerBatchLRScheduler", "WarmupCosine"]
+__all__ = ["DEFAULT_RECIPE", "DEFAULT_CLASSIFIER_RECIPE", "ORIGINAL_RECIPE",
+           "ORIGINAL_CLASSIFIER_RECIPE", "LR_SCHEDULES", "LOSSES", "PerBatchLRScheduler",
+           "WarmupCosine"]
 
 #: Values of ``lr_schedule`` (None: no built-in schedule).
 LR_SCHEDULES = ("multistep", "onecycle", "cosine")

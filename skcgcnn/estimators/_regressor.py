@@ -23,11 +23,11 @@ class CGCNNRegressor(_CGCNNMixin, NeuralNetRegressor):
     (several targets).  Targets are standardised with a scikit-learn
     ``StandardScaler`` fitted on the rows passed to ``fit`` (the original CGCNN fitted
     its normaliser on a sample that included the test set); the loss (``loss``) is taken
-    in standardised units and ``predict`` answers in the original units.  The defaults
-    are the original ``main.py`` recipe, written out as
-    :data:`~skcgcnn.estimators.ORIGINAL_RECIPE`.
+    in standardised units and ``predict`` answers in the original units.  The default
+    recipe is :data:`~skcgcnn.estimators.DEFAULT_RECIPE`; the original ``main.py`` one
+    is ``CGCNNRegressor(**ORIGINAL_RECIPE)``.
 """ + _COMMON_DOC + """    loss : {"squared_error", "absolute_error", "huber"}, \
-default="squared_error"
+default="absolute_error"
         The loss on standardised targets: MSE (the original's), L1 or Huber
         (``criterion__delta``, default 1.0, in standard deviations).
 
@@ -57,12 +57,13 @@ default="squared_error"
     """)
 
     def __init__(self, module=CGCNN, *, criterion=torch.nn.MSELoss,
-                 optimizer=torch.optim.SGD, lr=0.01, max_epochs=30, batch_size=256,
+                 optimizer="adamw", lr=0.01, max_epochs=50, batch_size=128,
                  train_split=None, iterator_train__shuffle=True,
                  iterator_train__collate_fn=collate_graphs,
                  iterator_valid__collate_fn=collate_graphs,
-                 optimizer__momentum=DEFAULT_MOMENTUM, lr_schedule="multistep",
-                 warmup_fraction=0.1, loss="squared_error", early_stopping=False,
+                 optimizer__momentum=DEFAULT_MOMENTUM, optimizer__weight_decay=0.01,
+                 lr_schedule="onecycle",
+                 warmup_fraction=0.1, loss="absolute_error", early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, random_state=None,
                  device="cpu", verbose=0, **kwargs):
         super().__init__(module, criterion=criterion, optimizer=optimizer, lr=lr,
@@ -71,7 +72,8 @@ default="squared_error"
                          iterator_train__shuffle=iterator_train__shuffle,
                          iterator_train__collate_fn=iterator_train__collate_fn,
                          iterator_valid__collate_fn=iterator_valid__collate_fn,
-                         optimizer__momentum=optimizer__momentum, device=device,
+                         optimizer__momentum=optimizer__momentum,
+                         optimizer__weight_decay=optimizer__weight_decay, device=device,
                          verbose=verbose, **kwargs)
         self.lr_schedule = lr_schedule
         self.warmup_fraction = warmup_fraction
