@@ -51,7 +51,7 @@ def metrics(out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def run1(folder60, tmp_path_factory) -> Path:
-    """A run with today's defaults (and the tiny network, 3 epochs)."""
+    """A run with the default recipe (and the tiny network, 3 epochs)."""
     out = tmp_path_factory.mktemp("run1")
     status, _, stderr = run(["train", folder60, "--output-dir", out] + TINY)
     assert status == 0, stderr
@@ -76,9 +76,10 @@ def plain_params(est) -> dict:
 
 
 # -- --recipe ----------------------------------------------------------------------------
-def test_recipe_values_are_the_estimators_original_recipe():
-    from skcgcnn.cli._training import RECIPE_OPTIONS, recipe_values
-    from skcgcnn.estimators import ORIGINAL_CLASSIFIER_RECIPE, ORIGINAL_RECIPE
+def test_recipe_values_are_the_estimators_recipes():
+    from skcgcnn.cli._training import RECIPE_OPTIONS, recipe_help, recipe_values
+    from skcgcnn.estimators import (DEFAULT_RECIPE, ORIGINAL_CLASSIFIER_RECIPE,
+                                    ORIGINAL_RECIPE)
 
     # every parameter of the recipes has its option: none is dropped on the way
     assert set(ORIGINAL_RECIPE) <= set(RECIPE_OPTIONS)
@@ -88,13 +89,26 @@ def test_recipe_values_are_the_estimators_original_recipe():
         "loss": "squared_error", "lr_milestones": [100]}
     assert set(ORIGINAL_CLASSIFIER_RECIPE) <= set(RECIPE_OPTIONS)
     assert "loss" not in recipe_values("original", "classification")
+    assert set(DEFAULT_RECIPE) <= set(RECIPE_OPTIONS)
+    assert recipe_values("default", "regression") == recipe_help() == {
+        "epochs": 50, "batch_size": 128, "lr": 0.01, "optim": "AdamW", "weight_decay": 0.01,
+        "lr_schedule": "onecycle", "early_stopping": False, "loss": "absolute_error"}
+    assert "loss" not in recipe_values("default", "classification")
+
+
+# main.py's options written out: what --recipe original must equal
+MAIN_PY = ["--optim", "SGD", "--lr", "0.01", "--momentum", "0.9", "--weight-decay", "0",
+           "--batch-size", "256", "--epochs", "30", "--lr-schedule", "multistep",
+           "--lr-milestones", "100"]
 
 
 @pytest.mark.parametrize("task", ["regression", "classification"])
-def test_recipe_original_builds_the_estimator_of_todays_defaults(task):
-    recipe, default = build(["--recipe", "original"], task), build([], task)
-    assert plain_params(recipe) == plain_params(default)
-    assert [name for name, _ in recipe.callbacks] == [name for name, _ in default.callbacks]
+def test_recipe_original_builds_main_py_estimator(task):
+    loss = ["--loss", "squared_error"] if task == "regression" else []
+    recipe, spelled = build(["--recipe", "original"], task), build(MAIN_PY + loss, task)
+    assert plain_params(recipe) == plain_params(spelled)
+    assert plain_params(recipe) != plain_params(build([], task))
+    assert [name for name, _ in recipe.callbacks] == [name for name, _ in spelled.callbacks]
     params = recipe.get_params(deep=False)
     assert (params["max_epochs"], params["batch_size"], params["lr"], params["optimizer"],
             params["optimizer__momentum"], params["optimizer__weight_decay"],
@@ -109,7 +123,9 @@ def test_options_given_with_the_recipe_override_it(caplog):
     with caplog.at_level(logging.INFO, logger="skcgcnn"):
         est = build(["--recipe", "original", "--epochs", "5", "--optim", "AdamW",
                      "--lr-schedule", "onecycle"])
-    same = build(["--epochs", "5", "--optim", "AdamW", "--lr-schedule", "onecycle"])
+    same = build(["--epochs", "5", "--optim", "AdamW", "--lr-schedule", "onecycle",
+                  "--lr", "0.01", "--weight-decay", "0", "--batch-size", "256", "--loss",
+                  "squared_error"])
     assert plain_params(est) == plain_params(same)
     assert {k: plain_params(est).get(k) for k in ("max_epochs", "optimizer", "lr_schedule",
                                                   "callbacks__lr_scheduler__milestones")} \
@@ -119,26 +135,32 @@ def test_options_given_with_the_recipe_override_it(caplog):
         "--lr-schedule onecycle (recipe: multistep)" in caplog.text
 
 
-def test_recipe_original_trains_as_todays_defaults(run1, folder60, tmp_path):
-    status, _, stderr = run(["train", folder60, "--output-dir", tmp_path, "--recipe",
+def test_recipe_original_trains_as_main_py_options(run1, folder60, tmp_path):
+    status, _, stderr = run(["train", folder60, "--output-dir", tmp_path / "a", "--recipe",
                              "original"] + TINY)
     assert status == 0, stderr
-    assert (tmp_path / "test_results.csv").read_text() == \
-        (run1 / "test_results.csv").read_text()
-    assert metrics(tmp_path)["test"] == metrics(run1)["test"]
-    assert metrics(tmp_path)["optimizer"]["recipe"] == "original"
-    assert metrics(run1)["optimizer"]["recipe"] is None
+    status, _, stderr = run(["train", folder60, "--output-dir", tmp_path / "b"] + MAIN_PY
+                            + ["--loss", "squared_error"] + TINY)  # TINY's --epochs 3 wins
+    assert status == 0, stderr
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert (a / "test_results.csv").read_text() == (b / "test_results.csv").read_text()
+    assert metrics(a)["test"] == metrics(b)["test"] != metrics(run1)["test"]
+    assert metrics(a)["optimizer"]["recipe"] == "original"
+    assert metrics(run1)["optimizer"]["recipe"] == "default"
+    assert (metrics(run1)["optimizer"]["name"], metrics(run1)["optimizer"]["loss"]) == \
+        ("AdamW", "absolute_error")
 
 
 # -- the recipe options reach the estimator ----------------------------------------------
 @pytest.mark.parametrize("argv, expected", [
-    (["--lr-schedule", "onecycle"], {"lr_schedule": "onecycle"}),
+    (["--lr-schedule", "multistep"], {"lr_schedule": "multistep"}),
     (["--lr-schedule", "cosine", "--warmup-fraction", "0.25"],
      {"lr_schedule": "cosine", "warmup_fraction": 0.25}),
     (["--lr-schedule", "none"], {"lr_schedule": None}),
-    (["--lr-milestones", "7", "9"], {"callbacks__lr_scheduler__milestones": [7, 9]}),
+    (["--lr-schedule", "multistep", "--lr-milestones", "7", "9"],
+     {"callbacks__lr_scheduler__milestones": [7, 9]}),
     (["--loss", "huber"], {"loss": "huber"}),
-    (["--loss", "absolute_error"], {"loss": "absolute_error"}),
+    (["--loss", "squared_error"], {"loss": "squared_error"}),
 ])
 def test_recipe_options_reach_the_estimator(argv, expected):
     params = build(argv).get_params(deep=False)
@@ -152,10 +174,11 @@ def test_recipe_options_reach_the_estimator(argv, expected):
 def test_early_stopping_watches_the_validation_score_of_the_best_epoch(task, score, lower):
     from skorch.callbacks import EarlyStopping
 
-    from skcgcnn.cli._training import make_estimator
+    from skcgcnn.cli._training import apply_recipe, make_estimator
 
-    args = build_parser().parse_args(["train", "root", "--task", task, "--early-stopping",
-                                      "--n-iter-no-change", "3"])
+    args = apply_recipe(build_parser().parse_args(["train", "root", "--task", task,
+                                                   "--early-stopping",
+                                                   "--n-iter-no-change", "3"]))
     est, _ = make_estimator(args, None, (score, None, lower), Path("unused"))
     callbacks = dict(est.callbacks)
     names = [name for name, _ in est.callbacks]

@@ -25,7 +25,8 @@ from ._resume import BEST_FILE, STATE_FILE
 logger = logging.getLogger(__name__)
 
 # --recipe NAME -> the estimators' parameter set (classification, regression)
-_RECIPES = {"original": ("ORIGINAL_CLASSIFIER_RECIPE", "ORIGINAL_RECIPE")}
+_RECIPES = {"default": ("DEFAULT_CLASSIFIER_RECIPE", "DEFAULT_RECIPE"),
+            "original": ("ORIGINAL_CLASSIFIER_RECIPE", "ORIGINAL_RECIPE")}
 # the estimator parameter of each training option a recipe sets; the learning-rate
 # milestones are the "multistep" schedule's own ([100], recipe_callbacks in
 # skcgcnn.estimators._recipe), which no recipe dict holds
@@ -34,6 +35,7 @@ RECIPE_OPTIONS = {"max_epochs": "epochs", "batch_size": "batch_size", "lr": "lr"
                   "optimizer__weight_decay": "weight_decay", "lr_schedule": "lr_schedule",
                   "early_stopping": "early_stopping", "loss": "loss"}
 _MULTISTEP_MILESTONES = [100]
+_OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 
 
 def _usage(message: str) -> CLIError:
@@ -47,8 +49,8 @@ def _train_defaults() -> dict[str, Any]:
     return vars(build_parser().parse_args(["train", "--graphs", "-"]))
 
 
-def recipe_values(name: str, task: str) -> dict[str, Any]:
-    """The training options (``args`` names and values) of recipe ``name``.
+def _option_values(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A recipe's parameters as ``skcgcnn train`` option values.
 
     Raises
     ------
@@ -56,14 +58,12 @@ def recipe_values(name: str, task: str) -> dict[str, Any]:
         When the recipe holds a parameter that no ``skcgcnn train`` option sets (the
         CLI would silently drop it).
     """
-    from .. import estimators
-
-    recipe = getattr(estimators, _RECIPES[name][task != "classification"])
     values: dict[str, Any] = {}
     for param, value in recipe.items():
         option = RECIPE_OPTIONS[param]
         if param == "optimizer":
-            value = value if isinstance(value, str) else value.__name__
+            name = value if isinstance(value, str) else value.__name__
+            value = _OPTIMIZER_NAMES.get(name.lower(), name)
         elif param == "lr_schedule":
             value = "none" if value is None else value
         values[option] = value
@@ -72,31 +72,48 @@ def recipe_values(name: str, task: str) -> dict[str, Any]:
     return values
 
 
-def apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
-    """``args`` with the training options of ``--recipe`` (none: ``args`` as is).
+def recipe_help() -> dict[str, Any]:
+    """The default recipe's option values, for the help texts (without importing torch:
+    :data:`skcgcnn._defaults.DEFAULT_RECIPE`)."""
+    from .._defaults import DEFAULT_RECIPE
 
-    The recipe's values replace the defaults; an option given with a value other than
-    its default overrides the recipe (``--recipe original --epochs 5``: the original
-    recipe for 5 epochs) and is logged.  The options a recipe sets are
-    :data:`RECIPE_OPTIONS` and ``--lr-milestones``.
+    return _option_values(DEFAULT_RECIPE)
+
+
+def recipe_values(name: str, task: str) -> dict[str, Any]:
+    """The training options (``args`` names and values) of recipe ``name``."""
+    from .. import estimators
+
+    return _option_values(getattr(estimators, _RECIPES[name][task != "classification"]))
+
+
+def apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with the training options that were not given taken from ``--recipe``.
+
+    The training options default to None; each one left so takes the recipe's value,
+    and one given with a value other than the recipe's overrides it (``--recipe original
+    --epochs 5``: the original recipe for 5 epochs), which is logged.  The options a
+    recipe sets are :data:`RECIPE_OPTIONS` and ``--lr-milestones``; ``--momentum`` is
+    SGD's and is not taken from a recipe when another optimizer is given.
     """
-    if getattr(args, "recipe", None) is None:
-        return args
-    defaults = _train_defaults()
+    name = getattr(args, "recipe", None) or "default"
     merged = dict(vars(args))
+    merged["recipe"] = name
     overridden = []
-    values = recipe_values(args.recipe, args.task)
+    values = recipe_values(name, args.task)
     for option, value in values.items():
-        given = getattr(args, option)
-        if option == "momentum" and args.optim != defaults["optim"] \
-                and args.optim != values["optim"]:
+        given = getattr(args, option, None)
+        if option == "momentum" and args.optim is not None and args.optim != values["optim"]:
             continue  # SGD's momentum: not for the optimizer given instead
-        if given != defaults[option] and given != value:
-            overridden.append(f"--{option.replace('_', '-')} {given} (recipe: {value})")
-        else:
+        if option == "lr_milestones" and args.lr_schedule not in (None, "multistep"):
+            continue
+        if given is None or (option == "early_stopping" and given is False) \
+                or (option == "lr_milestones" and given == _MULTISTEP_MILESTONES):
             merged[option] = value
+        elif given != value:
+            overridden.append(f"--{option.replace('_', '-')} {given} (recipe: {value})")
     if overridden:
-        logger.info("--recipe %s with %s", args.recipe, ", ".join(overridden))
+        logger.info("--recipe %s with %s", name, ", ".join(overridden))
     return argparse.Namespace(**merged)
 
 

@@ -22,7 +22,7 @@ from ._results import TrainRun, evaluate_test, summary, write_outputs
 from ._resume import (check_resumed_split, epochs_done, read_split, resume_args,
                       split_table, start_run_dir, write_split)
 from ._training import (apply_recipe, check_losses, check_recipe_args, make_estimator,
-                        stopped_early, valid_accuracy, valid_auc, valid_mae)
+                        recipe_help, stopped_early, valid_accuracy, valid_auc, valid_mae)
 
 logger = logging.getLogger(__name__)
 
@@ -75,45 +75,51 @@ def add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                         "may be given with it")
 
     opt = p.add_argument_group("training")
-    opt.add_argument("--epochs", type=int, default=30, metavar="N",
-                     help="training epochs (default: 30)")
-    opt.add_argument("-b", "--batch-size", type=int, default=256, metavar="N",
-                     help="crystals per mini-batch (default: 256)")
-    opt.add_argument("--lr", "--learning-rate", type=float, default=0.01, dest="lr",
-                     help="initial learning rate (default: 0.01)")
+    # The training options default to None: --recipe (default: "default", the
+    # estimators' default recipe) fills those not given (apply_recipe).
+    recipe = recipe_help()
+    opt.add_argument("--epochs", type=int, default=None, metavar="N",
+                     help=f"training epochs (default: {recipe['epochs']})")
+    opt.add_argument("-b", "--batch-size", type=int, default=None, metavar="N",
+                     help=f"crystals per mini-batch (default: {recipe['batch_size']})")
+    opt.add_argument("--lr", "--learning-rate", type=float, default=None, dest="lr",
+                     help=f"learning rate, the peak of onecycle and cosine (default: "
+                          f"{recipe['lr']:g})")
     opt.add_argument("--lr-milestones", type=int, nargs="+", default=[100], metavar="EPOCH",
                      help="epochs at which the learning rate is multiplied by 0.1 "
                           "(default: 100)")
-    opt.add_argument("--optim", choices=("SGD", "Adam", "AdamW"), default="SGD",
+    opt.add_argument("--optim", choices=("SGD", "Adam", "AdamW"), default=None,
                      type=lambda s: {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}.get(
                          s.lower(), s),
-                     help="optimizer (default: SGD)")
+                     help=f"optimizer (default: {recipe['optim']})")
     opt.add_argument("--momentum", type=float, default=None,
                      help=f"SGD momentum (default: {MOMENTUM})")
-    opt.add_argument("--weight-decay", "--wd", type=float, default=0.0, dest="weight_decay",
-                     help="weight decay (default: 0)")
+    opt.add_argument("--weight-decay", "--wd", type=float, default=None, dest="weight_decay",
+                     help=f"weight decay (default: {recipe['weight_decay']:g})")
     opt.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
                      help="write the training state (for --resume) into --output-dir after "
                           "every N epochs (default: 1)")
     # the recipe (issue 14): the estimators' parameters of the same names
-    opt.add_argument("--recipe", choices=("original",), default=None,
-                     help="start from a named training recipe: 'original' is main.py's "
+    opt.add_argument("--recipe", choices=("default", "original"), default="default",
+                     help="the training recipe that the training options not given take "
+                          "their values from: 'default' is the estimators' default "
+                          "(skcgcnn.estimators.DEFAULT_RECIPE), 'original' is main.py's "
                           "(skcgcnn.estimators.ORIGINAL_RECIPE: SGD, lr 0.01, momentum 0.9, "
-                          "batch 256, 30 epochs, LR x0.1 at epoch 100, MSE); training "
-                          "options given with it override the recipe's values")
+                          "batch 256, 30 epochs, LR x0.1 at epoch 100, MSE) (default: "
+                          "default)")
     opt.add_argument("--lr-schedule", choices=("multistep", "onecycle", "cosine", "none"),
-                     default="multistep",
+                     default=None,
                      help="learning-rate schedule: multistep (x0.1 at --lr-milestones, per "
                           "epoch, as main.py), onecycle or cosine (warm-up then decay, per "
                           "batch, over all epochs; --lr is the peak), none (constant) "
-                          "(default: multistep)")
+                          f"(default: {recipe['lr_schedule']})")
     opt.add_argument("--warmup-fraction", type=float, default=0.1, metavar="F",
                      help="share of the training steps spent warming up, with onecycle or "
                           "cosine (default: 0.1)")
     opt.add_argument("--loss", choices=("squared_error", "absolute_error", "huber"),
-                     default="squared_error",
+                     default=None,
                      help="regression loss on the standardised targets (default: "
-                          "squared_error, as main.py)")
+                          f"{recipe['loss']}; main.py's is squared_error)")
     opt.add_argument("--early-stopping", action="store_true",
                      help="stop when the validation MAE (classification: ROC-AUC) has "
                           "not improved for --n-iter-no-change epochs; the weights kept "
