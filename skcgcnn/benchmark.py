@@ -34,7 +34,6 @@ import pandas as pd
 from sklearn.base import clone
 
 from . import reporting
-from ._defaults import BENCHMARK_BATCH_SIZE
 from .model_selection import resolve_cv, take_rows
 from .structures import describe, ids_of
 
@@ -45,11 +44,9 @@ __all__ = ["BenchmarkResult", "DEFAULT_MODELS", "add_benchmark_parser", "make_mo
 
 #: Models of ``skcgcnn benchmark`` when ``--models`` is not given.
 DEFAULT_MODELS = ("cgcnn", "magpie-rf", "dummy")
-#: Training epochs of the CGCNN model in ``skcgcnn benchmark`` (see docs/benchmark.md).
-DEFAULT_EPOCHS = 40
-#: Mini-batch size of the CGCNN model in ``skcgcnn benchmark``: on a few hundred crystals
-#: the original 256 gives two optimizer steps per epoch (see docs/benchmark.md).
-DEFAULT_BATCH_SIZE = BENCHMARK_BATCH_SIZE
+#: Training epochs and mini-batch size of the CGCNN model in ``skcgcnn benchmark``:
+#: None, the estimator's default recipe (:data:`skcgcnn.estimators.DEFAULT_RECIPE`).
+DEFAULT_EPOCHS = DEFAULT_BATCH_SIZE = None
 
 _METRICS = ("mae", "rmse", "r2", "fit_s", "predict_s")
 _DIGITS = {"fit_s": 2, "predict_s": 2}  # the others: 3
@@ -422,7 +419,8 @@ def _plot_all(result: BenchmarkResult) -> list[Path]:
 
 # -- models by name -------------------------------------------------------------------
 def make_models(names: list[str] | tuple[str, ...] = DEFAULT_MODELS, *,
-                epochs: int = DEFAULT_EPOCHS, batch_size: int = DEFAULT_BATCH_SIZE,
+                epochs: int | None = DEFAULT_EPOCHS,
+                batch_size: int | None = DEFAULT_BATCH_SIZE,
                 n_jobs: int | None = None, random_state: int | None = 0,
                 device: str = "cpu", verbose: int = 0) -> dict[str, Any]:
     """Build the named models with the benchmark's settings.
@@ -431,12 +429,12 @@ def make_models(names: list[str] | tuple[str, ...] = DEFAULT_MODELS, *,
     ----------
     names : list of str, default=("cgcnn", "magpie-rf", "dummy")
         ``"cgcnn"`` (``make_cgcnn_pipeline(max_epochs=epochs, batch_size=batch_size)``,
-        otherwise the original CGCNN settings: SGD, lr 0.01, momentum 0.9) or a name of
+        otherwise the estimator's default recipe) or a name of
         :data:`skcgcnn.baselines.BASELINES`.
-    epochs : int, default=40
-        Training epochs of CGCNN.
-    batch_size : int, default=64
-        Mini-batch size of CGCNN.
+    epochs : int, default=None
+        Training epochs of CGCNN (None: the default recipe's).
+    batch_size : int, default=None
+        Mini-batch size of CGCNN (None: the default recipe's).
     n_jobs : int, default=None
         Processes for featurization and graph building, trees of the random forest.
     random_state : int or None, default=0
@@ -457,10 +455,11 @@ def make_models(names: list[str] | tuple[str, ...] = DEFAULT_MODELS, *,
         raise ValueError(f"unknown model name(s) {unknown}; choose from {known}")
     if len(set(names)) != len(names):
         raise ValueError(f"model names repeat in {names}")
-    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r}: use a positive integer")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r}: use a positive integer")
+    recipe = {"max_epochs": epochs, "batch_size": batch_size}
+    for key, value in recipe.items():
+        if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"{key.removeprefix('max_')}={value!r}: use a positive integer")
+    recipe = {key: int(value) for key, value in recipe.items() if value is not None}
     models: dict[str, Any] = {}
     for name in names:
         if name == "cgcnn":
@@ -468,8 +467,7 @@ def make_models(names: list[str] | tuple[str, ...] = DEFAULT_MODELS, *,
 
             # Graph building is ~1 ms per crystal: worker processes would cost more.
             models[name] = make_cgcnn_pipeline(
-                max_epochs=int(epochs),
-                batch_size=int(batch_size),
+                **recipe,
                 random_state=random_state,
                 device=device,
                 verbose=verbose,

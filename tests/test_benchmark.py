@@ -235,6 +235,40 @@ def test_command_runs_baselines_on_a_subset(tmp_path, capsys):
     assert (out / "mae_bar.png").exists()
 
 
+def test_command_test_size_is_one_seeded_split(tmp_path, capsys):
+    if not (SAMPLE / "id_prop.csv").exists():
+        pytest.skip(f"data not found: {SAMPLE}")
+    from skcgcnn.model_selection import holdout_split
+
+    out = tmp_path / "bench"
+    args = _parse(["benchmark", str(SAMPLE), "--models", "dummy", "--test-size", "0.25",
+                   "--limit", "40", "--random-state", "3", "--output-dir", str(out), "-q"])
+    assert run_benchmark_command(args) == 0
+    assert "40 structures, one split, 0.25 test" in capsys.readouterr().out
+    folds = pd.read_csv(out / "folds.csv")
+    assert len(folds) == 1
+    preds = pd.read_csv(out / "predictions.csv")
+    (train, test), = holdout_split(n_samples=40, validation_fraction=0.25,
+                                   random_state=3)[0]
+    assert len(preds) == len(test) == 10
+    assert sorted(preds["index"]) == sorted(test.tolist())
+    for bad in ("0", "1.5"):
+        assert run_benchmark_command(_parse(["benchmark", str(SAMPLE), "--test-size",
+                                             bad])) == 2
+        assert f"--test-size {float(bad)}: give a share of the rows in (0, 1)" in \
+            capsys.readouterr().err
+
+
+def test_make_models_trains_cgcnn_with_the_default_recipe():
+    pytest.importorskip("torch")
+    from skcgcnn.estimators import DEFAULT_RECIPE
+
+    params = make_models(["cgcnn"])["cgcnn"].named_steps["cgcnn"].get_params()
+    assert {key: params[key] for key in DEFAULT_RECIPE} == DEFAULT_RECIPE
+    with pytest.raises(ValueError, match="epochs=0: use a positive integer"):
+        make_models(["cgcnn"], epochs=0)
+
+
 def test_command_reports_bad_arguments(tmp_path, capsys):
     assert run_benchmark_command(_parse(["benchmark"])) == 2
     assert "give a DATA_DIR" in capsys.readouterr().err

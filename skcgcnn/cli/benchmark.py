@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._defaults import DEFAULT_RECIPE
 from ..benchmark import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_MODELS, make_models,
                          run_benchmark)
 from ._common import (DATA_DIR, PROG, check_device, common_options, data_options,
@@ -57,16 +58,23 @@ def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--cv", type=int, default=5, help="number of KFold folds (default: 5)")
     p.add_argument(
+        "--test-size", type=float, metavar="F",
+        help="one seeded train/test split with this share of test rows instead of --cv "
+             "folds, e.g. 0.2",
+    )
+    p.add_argument(
         "--limit", type=int, metavar="N",
         help="use a random subset of N structures (seeded by --random-state)",
     )
     p.add_argument(
         "--epochs", type=int, default=DEFAULT_EPOCHS,
-        help=f"CGCNN training epochs (default: {DEFAULT_EPOCHS})",
+        help=f"CGCNN training epochs (default: the default recipe's, "
+             f"{DEFAULT_RECIPE['max_epochs']})",
     )
     p.add_argument(
         "--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-        help=f"CGCNN mini-batch size (default: {DEFAULT_BATCH_SIZE})",
+        help=f"CGCNN mini-batch size (default: the default recipe's, "
+             f"{DEFAULT_RECIPE['batch_size']})",
     )
     p.add_argument(
         "--output-dir", metavar="DIR",
@@ -157,6 +165,8 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
         return fail(f"give either {DATA_DIR} or --dataset, not both")
     if args.data_dir and not Path(args.data_dir).is_dir():
         return fail(f"{DATA_DIR} {args.data_dir!r} is not a directory")
+    if args.test_size is not None and not 0.0 < args.test_size < 1.0:
+        return fail(f"--test-size {args.test_size}: give a share of the rows in (0, 1)")
     if args.limit is not None and args.limit < 2:
         return fail(f"--limit {args.limit}: use at least 2 structures")
     names = [nm.strip() for nm in args.models.split(",") if nm.strip()]
@@ -177,15 +187,24 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
     label = target_label(args, target)
     logger.info("%d structures from %s, target %r", len(y), args.dataset or args.data_dir,
                 label)
+    cv: Any = args.cv
+    if args.test_size is not None:
+        from ..model_selection import holdout_split
+
+        cv = holdout_split(n_samples=len(y), validation_fraction=args.test_size,
+                           random_state=args.random_state)[0]
     try:
         result = run_benchmark(
-            models, X, y, cv=args.cv, output_dir=args.output_dir,
+            models, X, y, cv=cv, output_dir=args.output_dir,
             random_state=args.random_state, target_name=label, verbose=verbose,
         )
     except ValueError as exc:
         return fail(str(exc))
     print(result.to_markdown())
-    print(f"\n{result.n_samples} structures, {len(result.folds) // len(models)} folds, "
+    n_folds = len(result.folds) // len(models)
+    split = (f"one split, {args.test_size:g} test" if args.test_size is not None
+             else f"{n_folds} folds")
+    print(f"\n{result.n_samples} structures, {split}, "
           f"wall time {result.wall_s:.0f} s"
           + (f"; files in {result.output_dir}" if result.output_dir else ""))
     return 0
