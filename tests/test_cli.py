@@ -418,7 +418,7 @@ def test_train_refuses_the_nan_loss_of_a_double_log(labelled60, tmp_path, monkey
 RESUMABLE = ["--epochs", "40", "--atom-fea-len", "8", "--n-conv", "1", "--h-fea-len", "16",
              "--batch-size", "16", "--train-ratio", "0.6", "--val-ratio", "0.2",
              "--test-ratio", "0.2", "--seed", "0", "--device", "cpu", "--optim", "Adam",
-             "--lr", "0.005", "--lr-milestones", "25", "-q"]
+             "--lr", "0.005", "--lr-schedule", "multistep", "--lr-milestones", "25", "-q"]
 
 
 def _same_weights(a: dict, b: dict) -> None:

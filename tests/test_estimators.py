@@ -101,7 +101,8 @@ def test_adam_and_simple_convolution(sample):
 @needs_shared
 def test_lr_drops_at_the_milestone(sample):
     _, graphs, y = sample
-    reg = CGCNNRegressor(max_epochs=3, callbacks__lr_scheduler__milestones=[2], **TINY)
+    reg = CGCNNRegressor(max_epochs=3, lr_schedule="multistep", optimizer="sgd",
+                         callbacks__lr_scheduler__milestones=[2], **TINY)
     reg.fit(graphs[:20], y[:20])
     assert reg.optimizer_.param_groups[0]["lr"] == pytest.approx(0.001)
 
@@ -172,7 +173,7 @@ def test_clone_and_params():
     params = clone(reg).get_params()
     assert params["module__n_conv"] == 2 and params["device"] == "auto"
     assert params["random_state"] == 3 and params["lr"] == 0.01
-    assert params["batch_size"] == 256 and params["optimizer__momentum"] == 0.9
+    assert params["batch_size"] == 128 and params["optimizer"] == "adamw"
     reg.set_params(module__n_conv=4)
     assert reg.get_params()["module__n_conv"] == 4
 

@@ -40,7 +40,7 @@ class Kill(Callback):
 def regressor(folder, max_epochs=6, extra=(), **params):
     state = TrainingCheckpoint(dirname=folder)
     return CGCNNRegressor(max_epochs=max_epochs, random_state=0,
-                          callbacks__lr_scheduler__milestones=[4],
+                          lr_schedule="multistep", callbacks__lr_scheduler__milestones=[4],
                           callbacks=[("state", state), ("resume", LoadTrainingState(state)),
                                      *extra], **{**TINY, **params})
 
