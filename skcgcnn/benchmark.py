@@ -90,11 +90,12 @@ class BenchmarkResult:
     files: list[Path] = field(default_factory=list)
 
     def to_markdown(self) -> str:
-        """The summary as a markdown table (mean ± std over folds); the MAE and RMSE
-        headers carry the unit of :attr:`target_name` (``MAE (eV/atom)``)."""
+        """The summary as a markdown table (mean ± std over folds, the values alone for
+        one split); the MAE and RMSE headers carry the unit of :attr:`target_name`."""
         unit = reporting.unit_of(self.target_name)
         return reporting.summary_markdown(self.summary, _METRICS, digits=_DIGITS,
-                                          units={"mae": unit, "rmse": unit})
+                                          units={"mae": unit, "rmse": unit},
+                                          spread=self.folds["fold"].nunique() > 1)
 
     def __str__(self) -> str:
         return self.to_markdown()
@@ -357,8 +358,9 @@ def _write_outputs(result: BenchmarkResult, cv_desc: str, plots: bool) -> list[P
     md = out / "results.md"
     md.write_text(
         f"# Benchmark: {result.target_name}\n\n"
-        f"{result.n_samples} structures, {cv_desc}. Mean ± standard deviation over folds; "
-        "fit and predict times include featurization / graph building.\n\n"
+        f"{result.n_samples} structures, {cv_desc}. " + ("Mean ± standard deviation over "
+        "folds; " if result.folds["fold"].nunique() > 1 else "") + "fit and predict times "
+        "include featurization / graph building.\n\n"
         f"{result.to_markdown()}\n\n"
         f"Wall time of the run: {result.wall_s:.0f} s.\n",
         encoding="utf-8",

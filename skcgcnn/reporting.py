@@ -177,7 +177,8 @@ def unit_of(label: str) -> str | None:
 
 def summary_markdown(summary: pd.DataFrame, metrics: Sequence[str], *,
                      digits: Mapping[str, int] | None = None, default_digits: int = 3,
-                     units: Mapping[str, str | None] | None = None) -> str:
+                     units: Mapping[str, str | None] | None = None,
+                     spread: bool = True) -> str:
     """A :func:`summarize` table in markdown, ``mean ± std`` per metric, ``n/a`` for NaN.
 
     Parameters
@@ -190,12 +191,16 @@ def summary_markdown(summary: pd.DataFrame, metrics: Sequence[str], *,
         Decimals per metric (``default_digits`` for the others).
     units : mapping of str -> str, default=None
         Unit per metric, shown in its header as ``MAE (eV/atom)``.
+    spread : bool, default=True
+        Show ``± std``; False for the results of a single split (the mean alone).
     """
     digits = dict(digits or {})
     units = dict(units or {})
 
     def fmt(mean: float, std: float, d: int) -> str:
-        return "n/a" if not np.isfinite(mean) else f"{mean:.{d}f} ± {std:.{d}f}"
+        if not np.isfinite(mean):
+            return "n/a"
+        return f"{mean:.{d}f} ± {std:.{d}f}" if spread else f"{mean:.{d}f}"
 
     cells = pd.DataFrame({summary.index.name or "": summary.index.astype(str)})
     for m in metrics:
