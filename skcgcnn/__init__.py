@@ -27,6 +27,7 @@ _LAZY = {
     "CGCNN": "skcgcnn.model",
     "CGCNNRegressor": "skcgcnn.estimators",
     "CGCNNClassifier": "skcgcnn.estimators",
+    "CGCNNEnsembleRegressor": "skcgcnn.estimators",
     "load_cgcnn_checkpoint": "skcgcnn.estimators",
     "save_model": "skcgcnn.estimators",
     "load_model": "skcgcnn.estimators",

@@ -10,6 +10,7 @@ _EXTRA = {
     "optuna": "tune",
     "optuna_integration": "tune",
     "ase": "ase",
+    "mapie": "uncertainty",
 }
 
 

@@ -19,6 +19,8 @@ The estimators are thin skorch subclasses.  What they add to skorch:
 * skorch's ``save_params`` / ``load_params`` with ``f_fitted`` for what ``fit`` learned
   besides the weights (``_fitted``);
 * ``random_state`` without touching the global random generators;
+* a deep ensemble of regressors with ``predict(X, return_std=True)``
+  (``_ensemble``);
 * resumable training callbacks (``_callbacks``);
 * loading of the original CGCNN checkpoints and a safe save format of their own
   (``_persistence``).
@@ -28,6 +30,7 @@ from ._callbacks import (AtomicCheckpoint, LoadTrainingState, TrainingCheckpoint
                          TrainingStateError, atomic_torch_save, read_training_state)
 from ._classifier import CGCNNClassifier
 from ._classifier import _exp  # noqa: F401 (estimators pickled before the split name it here)
+from ._ensemble import CGCNNEnsembleRegressor
 from ._data import GraphDataset, collate_graphs, graphs_to_tensors
 from ._persistence import (CheckpointError, is_torch_file, load_cgcnn_checkpoint, load_model,
                            save_model)
@@ -37,7 +40,7 @@ from ._recipe import (DEFAULT_CLASSIFIER_RECIPE, DEFAULT_RECIPE, LOSSES, LR_SCHE
                       WarmupCosine)
 from ._regressor import CGCNNRegressor
 
-__all__ = ["CGCNNRegressor", "CGCNNClassifier", "GraphDataset", "collate_graphs",
+__all__ = ["CGCNNRegressor", "CGCNNClassifier", "CGCNNEnsembleRegressor", "GraphDataset", "collate_graphs",
            "graphs_to_tensors", "make_cgcnn_pipeline", "load_cgcnn_checkpoint", "save_model", "load_model",
            "CheckpointError", "is_torch_file", "TrainingCheckpoint", "LoadTrainingState",
            "AtomicCheckpoint", "TrainingStateError", "read_training_state",

@@ -21,6 +21,7 @@ from .._defaults import GRAPH_PARAMS, resolve_device
 from ._base import OPTIMIZERS
 from ._checks import _GRAPH_KEYS, _atom_features_digest
 from ._classifier import CGCNNClassifier
+from ._ensemble import CGCNNEnsembleRegressor
 from ._regressor import CGCNNRegressor
 
 __all__ = ["CheckpointError", "is_torch_file", "load_cgcnn_checkpoint", "save_model",
@@ -216,40 +217,16 @@ def _simple_params(params: dict) -> dict:
     return out
 
 
-def save_model(model: Any, path: str | os.PathLike) -> None:
-    """Save a fitted CGCNN Pipeline (or bare estimator) in a tensors-only file.
-
-    The file holds the network weights, target scaling, class labels, the
-    transformer's parameters, the atom-feature table and the estimator's simple
-    parameters (numbers, strings); it loads with ``torch.load(weights_only=True)``
-    through :func:`load_model`.  Callbacks and other Python objects are not saved:
-    pickle the estimator (``pickle``/``joblib``) when you need them.
-    """
-    if isinstance(model, Pipeline):
-        transformer, est = model.steps[0][1], model.steps[-1][1]
-    else:
-        transformer, est = None, model
-    if not isinstance(est, (CGCNNRegressor, CGCNNClassifier)):
-        raise TypeError("save_model takes a CGCNNRegressor/CGCNNClassifier or a Pipeline "
-                        "ending in one")
-    est._require_fitted()
-    table = getattr(transformer, "atom_features_", None)
+def _estimator_payload(est: Any) -> dict:
+    """What a fitted CGCNNRegressor / CGCNNClassifier needs to predict, as tensors and
+    plain values."""
     payload = {
-        "format": _FORMAT,
-        "version": 1,
         "kind": "classification" if isinstance(est, CGCNNClassifier) else "regression",
         "estimator_params": _simple_params(est.get_params(deep=False)),
         "module_kwargs": dict(est.module_kwargs_),
         "graph_params": dict(getattr(est, "graph_params_", None) or {}),
         "state_dict": {k: v.detach().cpu() for k, v in est.module_.state_dict().items()},
-        "transformer_params": None if transformer is None else _simple_params(
-            {k: v for k, v in transformer.get_params().items() if k != "atom_features"}),
     }
-    if table is not None:
-        payload["atom_table"] = torch.from_numpy(table.table)
-        payload["atom_available"] = torch.from_numpy(table.available)
-        payload["atom_names"] = list(table.feature_names)
-        payload["atom_table_name"] = table.name
     if isinstance(est, CGCNNRegressor):
         payload["target_mean"] = torch.from_numpy(est.target_scaler_.mean_)
         payload["target_scale"] = torch.from_numpy(est.target_scaler_.scale_)
@@ -257,7 +234,89 @@ def save_model(model: Any, path: str | os.PathLike) -> None:
     else:
         classes = est.label_encoder_.classes_
         payload["classes"] = classes.tolist()
+    return payload
+
+
+def save_model(model: Any, path: str | os.PathLike) -> None:
+    """Save a fitted CGCNN Pipeline (or bare estimator) in a tensors-only file.
+
+    The file holds the network weights, target scaling, class labels, the
+    transformer's parameters, the atom-feature table and the estimator's simple
+    parameters (numbers, strings); it loads with ``torch.load(weights_only=True)``
+    through :func:`load_model`.  A :class:`CGCNNEnsembleRegressor` is saved as one
+    model holding every member.  Callbacks and other Python objects are not saved:
+    pickle the estimator (``pickle``/``joblib``) when you need them.
+    """
+    if isinstance(model, Pipeline):
+        transformer, est = model.steps[0][1], model.steps[-1][1]
+    else:
+        transformer, est = None, model
+    if not isinstance(est, (CGCNNRegressor, CGCNNClassifier, CGCNNEnsembleRegressor)):
+        raise TypeError("save_model takes a CGCNNRegressor/CGCNNClassifier/"
+                        "CGCNNEnsembleRegressor or a Pipeline ending in one")
+    est._require_fitted()
+    table = getattr(transformer, "atom_features_", None)
+    if isinstance(est, CGCNNEnsembleRegressor):
+        payload = {"kind": "regression-ensemble",
+                   "estimator_params": _simple_params(est.get_params(deep=False)),
+                   "graph_params": dict(est.graph_params_),
+                   "seeds": [int(seed) for seed in est.seeds_],
+                   "members": [_estimator_payload(member) for member in est.estimators_]}
+    else:
+        payload = _estimator_payload(est)
+    payload.update({
+        "format": _FORMAT,
+        "version": 1,
+        "transformer_params": None if transformer is None else _simple_params(
+            {k: v for k, v in transformer.get_params().items() if k != "atom_features"}),
+    })
+    if table is not None:
+        payload["atom_table"] = torch.from_numpy(table.table)
+        payload["atom_available"] = torch.from_numpy(table.available)
+        payload["atom_names"] = list(table.feature_names)
+        payload["atom_table_name"] = table.name
     torch.save(payload, os.fspath(path))
+
+
+def _estimator_from_payload(payload: dict, device: str) -> Any:
+    """The fitted CGCNNRegressor / CGCNNClassifier of :func:`_estimator_payload`."""
+    kind = payload["kind"]
+    cls = CGCNNClassifier if kind == "classification" else CGCNNRegressor
+    params = dict(payload["estimator_params"])
+    params["device"] = device
+    est = cls(**params)
+    est.module_kwargs_ = dict(payload["module_kwargs"])
+    if kind == "classification":
+        est.label_encoder_ = LabelEncoder().fit(np.asarray(payload["classes"]))
+    else:
+        scaler = StandardScaler()
+        scaler.mean_ = payload["target_mean"].numpy()
+        scaler.scale_ = payload["target_scale"].numpy()
+        scaler.var_ = scaler.scale_ ** 2
+        scaler.n_features_in_ = len(scaler.mean_)
+        scaler.n_samples_seen_ = 0
+        est.target_scaler_ = scaler
+        est.n_outputs_ = len(scaler.mean_)
+        est.y_ndim_ = payload["y_ndim"]
+    if payload.get("graph_params"):
+        est.graph_params_ = dict(payload["graph_params"])
+    est.initialize()
+    est.module_.load_state_dict(payload["state_dict"])
+    est.module_.to(resolve_device(est.device))
+    return est
+
+
+def _ensemble_from_payload(payload: dict, device: str) -> CGCNNEnsembleRegressor:
+    """The fitted CGCNNEnsembleRegressor saved by :func:`save_model`."""
+    params = dict(payload["estimator_params"])
+    params["device"] = device
+    ens = CGCNNEnsembleRegressor(**params)
+    ens.estimators_ = [_estimator_from_payload(member, device)
+                       for member in payload["members"]]
+    ens.seeds_ = np.asarray(payload["seeds"])
+    ens.n_outputs_ = ens.estimators_[0].n_outputs_
+    ens.graph_params_ = dict(payload["graph_params"])
+    return ens
 
 
 def load_model(path: str | os.PathLike, trusted: bool = False, device: str = "cpu") -> Any:
@@ -286,29 +345,10 @@ def load_model(path: str | os.PathLike, trusted: bool = False, device: str = "cp
                               f"{exc}") from exc
     if not (isinstance(payload, dict) and payload.get("format") == _FORMAT):
         return load_cgcnn_checkpoint(path, trusted=trusted, device=device)
-    kind = payload["kind"]
-    cls = CGCNNClassifier if kind == "classification" else CGCNNRegressor
-    params = dict(payload["estimator_params"])
-    params["device"] = device
-    est = cls(**params)
-    est.module_kwargs_ = dict(payload["module_kwargs"])
-    if kind == "classification":
-        est.label_encoder_ = LabelEncoder().fit(np.asarray(payload["classes"]))
+    if payload["kind"] == "regression-ensemble":
+        est = _ensemble_from_payload(payload, device)
     else:
-        scaler = StandardScaler()
-        scaler.mean_ = payload["target_mean"].numpy()
-        scaler.scale_ = payload["target_scale"].numpy()
-        scaler.var_ = scaler.scale_ ** 2
-        scaler.n_features_in_ = len(scaler.mean_)
-        scaler.n_samples_seen_ = 0
-        est.target_scaler_ = scaler
-        est.n_outputs_ = len(scaler.mean_)
-        est.y_ndim_ = payload["y_ndim"]
-    if payload.get("graph_params"):
-        est.graph_params_ = dict(payload["graph_params"])
-    est.initialize()
-    est.module_.load_state_dict(payload["state_dict"])
-    est.module_.to(resolve_device(est.device))
+        est = _estimator_from_payload(payload, device)
     if payload.get("transformer_params") is None:
         return est
     table = AtomFeatureTable(payload["atom_table_name"], payload["atom_table"].numpy(),
