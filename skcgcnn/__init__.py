@@ -28,6 +28,7 @@ _LAZY = {
     "CGCNNRegressor": "skcgcnn.estimators",
     "CGCNNClassifier": "skcgcnn.estimators",
     "CGCNNEnsembleRegressor": "skcgcnn.estimators",
+    "CGCNNEmbedder": "skcgcnn.estimators",
     "load_cgcnn_checkpoint": "skcgcnn.estimators",
     "save_model": "skcgcnn.estimators",
     "load_model": "skcgcnn.estimators",

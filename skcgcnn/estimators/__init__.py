@@ -20,7 +20,8 @@ The estimators are thin skorch subclasses.  What they add to skorch:
   besides the weights (``_fitted``);
 * ``random_state`` without touching the global random generators;
 * a deep ensemble of regressors with ``predict(X, return_std=True)``
-  (``_ensemble``);
+  (``_ensemble``), and a fitted network as a transformer to crystal embeddings
+  (``_embedder``);
 * resumable training callbacks (``_callbacks``);
 * loading of the original CGCNN checkpoints and a safe save format of their own
   (``_persistence``).
@@ -30,8 +31,9 @@ from ._callbacks import (AtomicCheckpoint, LoadTrainingState, TrainingCheckpoint
                          TrainingStateError, atomic_torch_save, read_training_state)
 from ._classifier import CGCNNClassifier
 from ._classifier import _exp  # noqa: F401 (estimators pickled before the split name it here)
-from ._ensemble import CGCNNEnsembleRegressor
 from ._data import GraphDataset, collate_graphs, graphs_to_tensors
+from ._embedder import CGCNNEmbedder
+from ._ensemble import CGCNNEnsembleRegressor
 from ._persistence import (CheckpointError, is_torch_file, load_cgcnn_checkpoint, load_model,
                            save_model)
 from ._pipeline import make_cgcnn_pipeline
@@ -40,8 +42,9 @@ from ._recipe import (DEFAULT_CLASSIFIER_RECIPE, DEFAULT_RECIPE, LOSSES, LR_SCHE
                       WarmupCosine)
 from ._regressor import CGCNNRegressor
 
-__all__ = ["CGCNNRegressor", "CGCNNClassifier", "CGCNNEnsembleRegressor", "GraphDataset", "collate_graphs",
-           "graphs_to_tensors", "make_cgcnn_pipeline", "load_cgcnn_checkpoint", "save_model", "load_model",
+__all__ = ["CGCNNRegressor", "CGCNNClassifier", "CGCNNEnsembleRegressor", "CGCNNEmbedder",
+           "GraphDataset", "collate_graphs", "graphs_to_tensors", "make_cgcnn_pipeline",
+           "load_cgcnn_checkpoint", "save_model", "load_model",
            "CheckpointError", "is_torch_file", "TrainingCheckpoint", "LoadTrainingState",
            "AtomicCheckpoint", "TrainingStateError", "read_training_state",
            "atomic_torch_save", "DEFAULT_MOMENTUM", "OPTIMIZERS", "DEFAULT_RECIPE",
