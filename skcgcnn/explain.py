@@ -10,7 +10,9 @@ is a first-order picture (``mean c_i`` and the prediction differ by the curvatur
 alongside, so the user sees how far to trust the split.  This is the site-level
 reading of the CGCNN paper (Xie & Grossman 2018, the perovskite A/B-site analysis),
 where ranking the contributions of the elements on a site shows which ones lower
-the predicted energy.
+the predicted energy.  A model with ``module__pooling="sum"`` (an extensive target)
+predicts ``y = sum_i h(v_i)``: there the contributions are per-atom terms that add up
+to the prediction exactly (``sum_contribution``).
 """
 from __future__ import annotations
 
@@ -45,13 +47,12 @@ def atom_contributions(model: Any, X: Any) -> pd.DataFrame:
     DataFrame
         One row per atom: ``crystal`` (the crystal's id), ``site`` (its index in the
         structure), ``Z``, ``element``, ``contribution``, and for each crystal
-        ``prediction`` (the model's output) and ``mean_contribution``.
+        ``prediction`` (the model's output) and ``mean_contribution``; with sum
+        pooling also ``sum_contribution``, equal to ``prediction``.
     """
     from pymatgen.core.periodic_table import Element
 
     from .estimators import CGCNNRegressor
-    from .model import mean_pool
-
     head, est = _split(model)
     if not isinstance(est, CGCNNRegressor):
         raise TypeError("atom_contributions needs a fitted CGCNNRegressor (or a Pipeline "
@@ -67,8 +68,8 @@ def atom_contributions(model: Any, X: Any) -> pd.DataFrame:
     with torch.no_grad():
         for atoms, crystal_idx, n in est.embed_atoms(graphs):
             per_atom.append(net.head(atoms)[:, 0].cpu().numpy() * scale + mean)
-            pooled = mean_pool(atoms, crystal_idx, n)
-            per_crystal.append(net.head(pooled)[:, 0].cpu().numpy() * scale + mean)
+            outputs = net.pool_and_head(atoms, crystal_idx, n)
+            per_crystal.append(outputs[:, 0].cpu().numpy() * scale + mean)
     contributions = np.concatenate(per_atom)
     predictions = np.concatenate(per_crystal)
     crystal = np.repeat(np.arange(len(graphs)), graphs.n_atoms)
@@ -82,6 +83,8 @@ def atom_contributions(model: Any, X: Any) -> pd.DataFrame:
     })
     frame["prediction"] = predictions[crystal]
     frame["mean_contribution"] = frame.groupby(crystal)["contribution"].transform("mean")
+    if getattr(net, "pooling", "mean") == "sum":
+        frame["sum_contribution"] = frame.groupby(crystal)["contribution"].transform("sum")
     return frame
 
 

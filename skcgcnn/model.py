@@ -176,6 +176,15 @@ def mean_pool(atom_fea: Tensor, crystal_idx: Tensor, n_crystals: int | None = No
     return summed / counts.clamp(min=1).unsqueeze(1).to(atom_fea.dtype)
 
 
+def sum_pool(values: Tensor, crystal_idx: Tensor, n_crystals: int | None = None) -> Tensor:
+    """Sum of the rows of each crystal: (N, K), (N,) -> (B, K)."""
+    n = max(n_crystals or 0, int(crystal_idx.max()) + 1 if len(crystal_idx) else 0)
+    return values.new_zeros(n, values.shape[1]).index_add_(0, crystal_idx, values)
+
+
+POOLINGS = ("mean", "sum")
+
+
 class CGCNN(nn.Module):
     """Crystal Graph Convolutional Neural Network.
 
@@ -205,6 +214,12 @@ class CGCNN(nn.Module):
         The Gaussian distance expansion (centres ``arange(dmin, radius + step, step)``).
     dropout : float, default=0.5
         Dropout probability (classification only), as ``nn.Dropout()`` in the original.
+    pooling : {"mean", "sum"}, default="mean"
+        "mean": the original, ``y = h(mean_i v_i)`` for an intensive target. "sum": the
+        head applied to every atom and the outputs summed, ``y = sum_i h(v_i)``, for
+        an extensive target (a total energy): the per-atom terms ``h(v_i)`` add up
+        to the prediction exactly, and a supercell of k cells predicts k times as
+        much.  Regression only.
 
     forward(atom_fea (N, orig_atom_fea_len), nbr_idx (N, M), nbr_dist (N, M),
     crystal_idx (N,)) -> (B, n_out).
@@ -219,8 +234,15 @@ class CGCNN(nn.Module):
     def __init__(self, orig_atom_fea_len: int = 92, atom_fea_len: int = 64, n_conv: int = 3,
                  h_fea_len: int = 128, n_h: int = 1, n_out: int = 1,
                  classification: bool = False, conv: str = "gated", dmin: float = 0.0,
-                 radius: float = 8.0, step: float = 0.2, dropout: float = 0.5):
+                 radius: float = 8.0, step: float = 0.2, dropout: float = 0.5,
+                 pooling: str = "mean"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {pooling!r}")
+        if pooling == "sum" and classification:
+            raise ValueError("pooling='sum' sums per-atom outputs, which is for "
+                             "regression; use pooling='mean' for classification")
+        self.pooling = pooling
         if conv not in CONV_LAYERS:
             raise ValueError(f"conv must be one of {list(CONV_LAYERS)}, got {conv!r}")
         for name, value in (("atom_fea_len", atom_fea_len), ("n_conv", n_conv),
@@ -265,10 +287,18 @@ class CGCNN(nn.Module):
             out = self.logsoftmax(out)
         return out
 
+    def pool_and_head(self, atom_fea: Tensor, crystal_idx: Tensor,
+                      n_crystals: int | None = None) -> Tensor:
+        """Atom features (N, F) -> outputs (B, n_out), pooled as ``pooling`` says."""
+        if self.pooling == "sum":
+            return sum_pool(self.head(atom_fea), crystal_idx, n_crystals)
+        return self.head(mean_pool(atom_fea, crystal_idx, n_crystals))
+
     def forward(self, atom_fea: Tensor, nbr_idx: Tensor, nbr_dist: Tensor,
                 crystal_idx: Tensor) -> Tensor:
         atom_fea = self.atom_embeddings(atom_fea, nbr_idx, nbr_dist)
-        return self.head(mean_pool(atom_fea, crystal_idx))
+        return self.pool_and_head(atom_fea, crystal_idx)
 
 
-__all__ = ["CGCNN", "ConvLayer", "Edges", "SimpleConvLayer", "GaussianExpansion", "mean_pool"]
+__all__ = ["CGCNN", "ConvLayer", "Edges", "SimpleConvLayer", "GaussianExpansion", "mean_pool",
+           "sum_pool", "POOLINGS"]

@@ -346,7 +346,9 @@ _COMMON_DOC = """
         Its data-dependent arguments (``orig_atom_fea_len``, ``n_out``, ``radius``,
         ``dmin``, ``step``) are set from the training data; the others are tunable
         as ``module__atom_fea_len`` (64), ``module__n_conv`` (3), ``module__h_fea_len``
-        (128), ``module__n_h`` (1) and ``module__conv`` ("gated" or "simple").
+        (128), ``module__n_h`` (1), ``module__conv`` ("gated" or "simple") and
+        ``module__pooling`` ("mean", or "sum" for extensive targets: see
+        :class:`~skcgcnn.model.CGCNN`).
     max_epochs : int, default=50
     lr : float, default=0.01
         The peak of the "onecycle" and "cosine" schedules.

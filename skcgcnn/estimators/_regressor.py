@@ -23,9 +23,11 @@ class CGCNNRegressor(_CGCNNMixin, NeuralNetRegressor):
     (several targets).  Targets are standardised with a scikit-learn
     ``StandardScaler`` fitted on the rows passed to ``fit`` (the original CGCNN fitted
     its normaliser on a sample that included the test set); the loss (``loss``) is taken
-    in standardised units and ``predict`` answers in the original units.  The default
-    recipe is :data:`~skcgcnn.estimators.DEFAULT_RECIPE`; the original ``main.py`` one
-    is ``CGCNNRegressor(**ORIGINAL_RECIPE)``.
+    in standardised units and ``predict`` answers in the original units (with
+    ``module__pooling="sum"``, for extensive targets, they are divided by their standard
+    deviation only, not shifted).  The default recipe is
+    :data:`~skcgcnn.estimators.DEFAULT_RECIPE`; the original ``main.py`` one is
+    ``CGCNNRegressor(**ORIGINAL_RECIPE)``.
 """ + _COMMON_DOC + """    loss : {"squared_error", "absolute_error", "huber"}, \
 default="absolute_error"
         The loss on standardised targets: MSE (the original's), L1 or Huber
@@ -110,6 +112,10 @@ default="absolute_error"
         y2 = y.reshape(len(y), -1)
         self.n_outputs_ = y2.shape[1]
         self.target_scaler_ = StandardScaler().fit(y2)
+        if self.get_params_for("module").get("pooling") == "sum":
+            # an extensive target: scaled only, so that sums of per-atom terms scale
+            # with the crystal (a shift would be added once per crystal, not per atom)
+            self.target_scaler_.mean_ = np.zeros_like(self.target_scaler_.mean_)
         self.module_kwargs_ = self._data_kwargs(X, self.n_outputs_)
         self.graph_params_ = _graph_params_of(X)
         return self._fit_weighted(X, y2.astype(np.float32), weights, **fit_params)
