@@ -17,7 +17,7 @@ transformer); then, on the test rows, which neither training nor calibration saw
 Usage::
 
     python benchmarks/bench_uncertainty.py [--data DIR] [--n 5000] [--members 5]
-        [--epochs 30] [--n-jobs 1] [--seed 0] [--json out.json]
+        [--epochs 30] [--n-jobs 1] [--seed 0] [--json out.json] [--verbose]
 
 Members take CGCNNRegressor's defaults except ``--epochs`` (``max_epochs``).
 """
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-jobs", type=int, default=1, help="members fitted in parallel")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--verbose", action="store_true", help="each member's epoch table")
     args = parser.parse_args(argv)
 
     import pandas as pd
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     graph = StructureGraphTransformer(n_jobs=2).fit()
     graphs = graph.transform(structures)
     member_params = {} if args.epochs is None else {"max_epochs": args.epochs}
+    if args.verbose:
+        member_params["verbose"] = 1
     ensemble = CGCNNEnsembleRegressor(n_estimators=args.members, n_jobs=args.n_jobs,
                                       random_state=args.seed, **member_params)
     start = time.perf_counter()

@@ -29,6 +29,7 @@ The estimators are thin skorch subclasses.  What they add to skorch:
 from ._base import DEFAULT_MOMENTUM, OPTIMIZERS
 from ._callbacks import (AtomicCheckpoint, LoadTrainingState, TrainingCheckpoint,
                          TrainingStateError, atomic_torch_save, read_training_state)
+from ._card import format_model_card
 from ._classifier import CGCNNClassifier
 from ._classifier import _exp  # noqa: F401 (estimators pickled before the split name it here)
 from ._data import GraphDataset, collate_graphs, graphs_to_tensors
@@ -44,7 +45,7 @@ from ._regressor import CGCNNRegressor
 
 __all__ = ["CGCNNRegressor", "CGCNNClassifier", "CGCNNEnsembleRegressor", "CGCNNEmbedder",
            "GraphDataset", "collate_graphs", "graphs_to_tensors", "make_cgcnn_pipeline",
-           "load_cgcnn_checkpoint", "save_model", "load_model",
+           "load_cgcnn_checkpoint", "save_model", "load_model", "format_model_card",
            "CheckpointError", "is_torch_file", "TrainingCheckpoint", "LoadTrainingState",
            "AtomicCheckpoint", "TrainingStateError", "read_training_state",
            "atomic_torch_save", "DEFAULT_MOMENTUM", "OPTIMIZERS", "DEFAULT_RECIPE",

@@ -186,6 +186,11 @@ class _CGCNNMixin(_InputChecks):
         """``_fit_with_seed``, with ``weights`` (or None) given to the training data."""
         if "sample_weight" in fit_params:
             raise TypeError("sample_weight was given twice")
+        from ._card import ids_digest
+
+        # for the model card: which crystals the model was fitted on
+        self.n_train_ = len(X)
+        self.training_ids_digest_ = ids_digest(X.ids)
         self.__dict__["_sample_weight"] = (X, weights) if weights is not None else None
         try:
             return self._fit_with_seed(X, y, **fit_params)

@@ -7,6 +7,7 @@ program's ``.pth.tar`` files (their pickled extras only with ``trusted=True``).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import pickle
 import re
@@ -19,10 +20,13 @@ from sklearn.preprocessing import LabelEncoder, StandardScaler
 
 from .._defaults import GRAPH_PARAMS, resolve_device
 from ._base import OPTIMIZERS
+from ._card import build_model_card, format_model_card
 from ._checks import _GRAPH_KEYS, _atom_features_digest
 from ._classifier import CGCNNClassifier
 from ._ensemble import CGCNNEnsembleRegressor
 from ._regressor import CGCNNRegressor
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["CheckpointError", "is_torch_file", "load_cgcnn_checkpoint", "save_model",
            "load_model"]
@@ -237,7 +241,7 @@ def _estimator_payload(est: Any) -> dict:
     return payload
 
 
-def save_model(model: Any, path: str | os.PathLike) -> None:
+def save_model(model: Any, path: str | os.PathLike, card: dict | None = None) -> None:
     """Save a fitted CGCNN Pipeline (or bare estimator) in a tensors-only file.
 
     The file holds the network weights, target scaling, class labels, the
@@ -246,6 +250,19 @@ def save_model(model: Any, path: str | os.PathLike) -> None:
     through :func:`load_model`.  A :class:`CGCNNEnsembleRegressor` is saved as one
     model holding every member.  Callbacks and other Python objects are not saved:
     pickle the estimator (``pickle``/``joblib``) when you need them.
+
+    The file also holds a model card (:mod:`skcgcnn.estimators._card`): graph settings,
+    atom-feature table name and digest, number and id digest of the training crystals,
+    last-epoch losses, the recipe, package versions, and the entries of ``card``.
+
+    Parameters
+    ----------
+    model : fitted Pipeline, CGCNNRegressor, CGCNNClassifier or CGCNNEnsembleRegressor
+    path : str or path-like
+    card : dict, optional
+        Entries to add to the model card, plain values only: e.g.
+        ``{"target_names": ["E_form"], "target_units": ["eV/atom"],
+        "test_metrics": {"mae": 0.05}, "description": "..."}``.
     """
     if isinstance(model, Pipeline):
         transformer, est = model.steps[0][1], model.steps[-1][1]
@@ -267,6 +284,7 @@ def save_model(model: Any, path: str | os.PathLike) -> None:
     payload.update({
         "format": _FORMAT,
         "version": 1,
+        "card": build_model_card(est, payload["estimator_params"], card),
         "transformer_params": None if transformer is None else _simple_params(
             {k: v for k, v in transformer.get_params().items() if k != "atom_features"}),
     })
@@ -322,7 +340,10 @@ def _ensemble_from_payload(payload: dict, device: str) -> CGCNNEnsembleRegressor
 def load_model(path: str | os.PathLike, trusted: bool = False, device: str = "cpu") -> Any:
     """Load a model saved by :func:`save_model`, or an original CGCNN ``.pth.tar``.
 
-    Returns a fitted Pipeline (or estimator, when a bare estimator was saved).
+    Returns a fitted Pipeline (or estimator, when a bare estimator was saved).  The
+    estimator's ``model_card_`` is the card saved with it (files saved before cards
+    were have none); it is logged at INFO level, and
+    :func:`~skcgcnn.estimators.format_model_card` renders it.
     """
     from ..atom_features import AtomFeatureTable
     from ..transformers import StructureGraphTransformer
@@ -349,6 +370,9 @@ def load_model(path: str | os.PathLike, trusted: bool = False, device: str = "cp
         est = _ensemble_from_payload(payload, device)
     else:
         est = _estimator_from_payload(payload, device)
+    if payload.get("card"):
+        est.model_card_ = payload["card"]
+        logger.info("loaded %s\n%s", path, format_model_card(payload["card"]))
     if payload.get("transformer_params") is None:
         return est
     table = AtomFeatureTable(payload["atom_table_name"], payload["atom_table"].numpy(),
