@@ -149,3 +149,17 @@ def test_two_targets(data):
     ens = CGCNNEnsembleRegressor(n_estimators=2, random_state=0, **TINY)
     mean, std = ens.fit(graphs, np.column_stack([y, -y])).predict(graphs, return_std=True)
     assert mean.shape == std.shape == (len(y), 2)
+
+
+def test_weights_per_input_structure_when_structures_were_skipped(data):
+    from pymatgen.core import Lattice, Structure
+
+    structures, graphs, y = data
+    far = Structure(Lattice.cubic(30.0), ["Na"], [[0, 0, 0]])  # no neighbour: skipped
+    with_skipped = StructureGraphTransformer(on_error="skip").fit_transform(
+        structures[:3] + [far] + structures[3:])
+    params = dict(n_estimators=1, bootstrap=True, random_state=0, **TINY)
+    ens = CGCNNEnsembleRegressor(**params).fit(
+        with_skipped, np.insert(y, 3, 9.0), sample_weight=np.insert(np.ones(len(y)), 3, 5.0))
+    plain = CGCNNEnsembleRegressor(**params).fit(graphs, y, sample_weight=np.ones(len(y)))
+    np.testing.assert_allclose(ens.predict(graphs), plain.predict(graphs), rtol=1e-6)

@@ -156,9 +156,15 @@ class CGCNNEnsembleRegressor(_InputChecks, RegressorMixin, BaseEstimator):
         y = self._check_y(X, y)
         rng = check_random_state(self.random_state)
         seeds = rng.randint(0, 2 ** 31 - 1, size=self.n_estimators)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=float)
+            if sample_weight.ndim == 1 and len(sample_weight) != len(X) \
+                    and X.input_positions is not None and len(sample_weight) == X.n_inputs:
+                # one weight per input structure, as y: those of the structures with a graph
+                sample_weight = sample_weight[X.input_positions]
         weights = []
         for _ in range(self.n_estimators):
-            w = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
+            w = sample_weight
             if self.bootstrap:
                 counts = np.bincount(rng.randint(0, len(X), size=len(X)),
                                      minlength=len(X)).astype(float)
