@@ -22,7 +22,7 @@ TARGET_LABEL ?= E_form (eV/atom)
 # AVX2 kernels, so the tests run with those (names this CPU lacks are ignored).
 NPY_KERNELS ?= X86_V4 AVX512_ICL AVX512_SPR
 
-.PHONY: venv test demo bench clean lock test-latest
+.PHONY: venv test demo bench clean lock test-latest docs
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,27 @@ venv: $(VENV)/.installed
 
 test: venv
 	NPY_DISABLE_CPU_FEATURES="$(NPY_KERNELS)" $(PY) -m pytest -q -p no:cacheprovider
+
+# The documentation site (docs/_build/html/index.html), built from scratch in its own venv
+# (the package with the all and docs extras, from the pins): the API reference, the user
+# guide (docs/*.md) and the gallery and tutorial, whose scripts run during the build
+# (a few minutes on 2 cores). Warnings are errors; then every internal link is checked.
+DOCS_VENV ?= .venv-docs
+$(DOCS_VENV)/.installed: setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install -q -c constraints.txt "torch==2.13.0"
+	$(DOCS_VENV)/bin/python -m pip install -q -c constraints.txt setuptools
+	$(DOCS_VENV)/bin/python -m pip install -q -c constraints.txt --no-build-isolation \
+	    -e ".[all,docs]"
+	$(DOCS_VENV)/bin/python -m pip check
+	touch $@
+
+docs: $(DOCS_VENV)/.installed
+	rm -rf docs/_build docs/generated docs/auto_examples docs/auto_tutorial \
+	    docs/sg_execution_times.rst
+	cd docs && NPY_DISABLE_CPU_FEATURES="$(NPY_KERNELS)" ../$(DOCS_VENV)/bin/sphinx-build \
+	    -b html -W --keep-going -q . _build/html
+	$(DOCS_VENV)/bin/python docs/check_links.py docs/_build/html
 
 demo: venv
 	$(VENV)/bin/skcgcnn benchmark $(DATA) --limit $(LIMIT) --test-size 0.2 \
@@ -53,6 +74,7 @@ lock:
 	$(LOCK_VENV)/bin/pip install -q "pip-tools==7.6.2"
 	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --allow-unsafe \
 	    --strip-extras --no-emit-index-url --no-emit-find-links --extra all --extra test \
+	    --extra docs \
 	    --constraint $(REFERENCE_ENV) $(LOCK_ARGS) --output-file constraints.txt pyproject.toml
 
 # The drift check: the suite in a venv resolved without the pins (only torch stays the
@@ -73,4 +95,5 @@ test-latest:
 	    -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) $(LATEST_VENV) results
+	rm -rf $(VENV) $(LOCK_VENV) $(LATEST_VENV) $(DOCS_VENV) results docs/_build \
+	    docs/generated docs/auto_examples docs/auto_tutorial docs/sg_execution_times.rst

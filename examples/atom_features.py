@@ -25,6 +25,10 @@ from skcgcnn.datasets import load_cgcnn_folder
 from skcgcnn.reporting import plot_bars, regression_metrics
 
 N_CRYSTALS, EPOCHS = 300, 15
+# sphinx_gallery_start_ignore
+if "__file__" not in globals():  # sphinx-gallery runs examples in their folder
+    __file__ = str(Path.cwd() / "atom_features.py")
+# sphinx_gallery_end_ignore
 FOLDER = (Path(__file__).resolve().parents[2] / "shared" / "data" /
           "mp-formation-energy-36737" / "sample-500")
 OUT = Path(tempfile.mkdtemp(prefix="skcgcnn-atom-features-"))

@@ -19,6 +19,10 @@ from pathlib import Path
 from skcgcnn.benchmark import make_models, run_benchmark
 from skcgcnn.datasets import load_cgcnn_folder
 
+# sphinx_gallery_start_ignore
+if "__file__" not in globals():  # sphinx-gallery runs examples in their folder
+    __file__ = str(Path.cwd() / "benchmark_plot.py")
+# sphinx_gallery_end_ignore
 FOLDER = (Path(__file__).resolve().parents[2] / "shared" / "data" /
           "mp-formation-energy-36737" / "sample-500")
 OUT = Path(tempfile.mkdtemp(prefix="skcgcnn-benchmark-"))

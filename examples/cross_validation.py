@@ -25,6 +25,10 @@ from skcgcnn.estimators import make_cgcnn_pipeline
 from skcgcnn.reporting import plot_parity, regression_metrics
 
 N_CRYSTALS, EPOCHS, SEARCH_EPOCHS = 240, 15, 8
+# sphinx_gallery_start_ignore
+if "__file__" not in globals():  # sphinx-gallery runs examples in their folder
+    __file__ = str(Path.cwd() / "cross_validation.py")
+# sphinx_gallery_end_ignore
 FOLDER = (Path(__file__).resolve().parents[2] / "shared" / "data" /
           "mp-formation-energy-36737" / "sample-500")
 OUT = Path(tempfile.mkdtemp(prefix="skcgcnn-cv-"))

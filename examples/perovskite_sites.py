@@ -23,6 +23,10 @@ from pymatgen.core import Lattice, Structure
 from skcgcnn import load_cgcnn_checkpoint
 from skcgcnn.explain import atom_contributions
 
+# sphinx_gallery_start_ignore
+if "__file__" not in globals():  # sphinx-gallery runs examples in their folder
+    __file__ = str(Path.cwd() / "perovskite_sites.py")
+# sphinx_gallery_end_ignore
 CHECKPOINT = (Path(__file__).resolve().parents[2] / "shared" / "data" / "cgcnn-reference" /
               "pre-trained" / "formation-energy-per-atom.pth.tar")
 A_SITE = ["Ca", "Sr", "Ba", "La", "K", "Na", "Pb"]

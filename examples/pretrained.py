@@ -22,6 +22,10 @@ from skcgcnn import load_cgcnn_checkpoint
 from skcgcnn.datasets import load_cgcnn_folder
 from skcgcnn.reporting import plot_parity, regression_metrics
 
+# sphinx_gallery_start_ignore
+if "__file__" not in globals():  # sphinx-gallery runs examples in their folder
+    __file__ = str(Path.cwd() / "pretrained.py")
+# sphinx_gallery_end_ignore
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 REFERENCE = SHARED / "cgcnn-reference"
 OUT = Path(tempfile.mkdtemp(prefix="skcgcnn-pretrained-"))

@@ -29,6 +29,10 @@ import pandas as pd
 
 N_CRYSTALS = 600
 EPOCHS = 30
+# sphinx_gallery_start_ignore
+if "__file__" not in globals():  # sphinx-gallery runs examples in their folder
+    __file__ = str(Path.cwd() / "plot_formation_energy.py")
+# sphinx_gallery_end_ignore
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 MP = SHARED / "mp-formation-energy-36737"
 OUT = Path(tempfile.mkdtemp(prefix="skcgcnn-tutorial-"))
