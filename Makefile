@@ -22,7 +22,7 @@ TARGET_LABEL ?= E_form (eV/atom)
 # AVX2 kernels, so the tests run with those (names this CPU lacks are ignored).
 NPY_KERNELS ?= X86_V4 AVX512_ICL AVX512_SPR
 
-.PHONY: venv test demo bench clean lock test-latest docs
+.PHONY: venv test demo bench clean lock test-latest docs docs-inventories
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ docs: $(DOCS_VENV)/.installed
 	cd docs && NPY_DISABLE_CPU_FEATURES="$(NPY_KERNELS)" ../$(DOCS_VENV)/bin/sphinx-build \
 	    -b html -W --keep-going -q . _build/html
 	$(DOCS_VENV)/bin/python docs/check_links.py docs/_build/html
+
+# stores the intersphinx inventories in docs/_intersphinx/ (needs network; commit them so
+# that builds without network link to scikit-learn, skorch, pymatgen, torch, Optuna too)
+docs-inventories:
+	$(PYTHON) docs/_ext/inventories.py
 
 demo: venv
 	$(VENV)/bin/skcgcnn benchmark $(DATA) --limit $(LIMIT) --test-size 0.2 \

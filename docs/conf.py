@@ -12,6 +12,7 @@ sys.path.insert(0, str(DOCS.parent))      # the tree being documented wins over 
 sys.path.insert(0, str(DOCS / "_ext"))
 
 import skcgcnn  # noqa: E402
+from inventories import SITES  # noqa: E402
 
 project = "skcgcnn"
 author = "skcgcnn developers"
@@ -69,16 +70,6 @@ sphinx_gallery_conf = {
 # no network; `make docs-inventories` stores them), else from the project's site when it
 # can be reached. Without either, that project's links are left out (plain text, no
 # warning): the build stays warning-free offline.
-_INTERSPHINX = {
-    "python": "https://docs.python.org/3/",
-    "numpy": "https://numpy.org/doc/stable/",
-    "pandas": "https://pandas.pydata.org/docs/",
-    "sklearn": "https://scikit-learn.org/stable/",
-    "skorch": "https://skorch.readthedocs.io/en/stable/",
-    "torch": "https://docs.pytorch.org/docs/stable/",
-    "pymatgen": "https://pymatgen.org/",
-    "optuna": "https://optuna.readthedocs.io/en/stable/",
-}
 
 
 def _reachable(url: str, timeout: float = 3.0) -> bool:
@@ -92,7 +83,7 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
 
 
 intersphinx_mapping = {}
-for _name, _url in _INTERSPHINX.items():
+for _name, _url in SITES.items():
     _stored = DOCS / "_intersphinx" / f"{_name}.inv"
     if _stored.is_file():
         intersphinx_mapping[_name] = (_url, str(_stored))
