@@ -2,7 +2,12 @@
 
 1. forward + backward + SGD step of the original model size (atom_fea_len 64, n_conv 3,
    h_fea_len 128, batch 256) with 2 torch threads, in seconds per 1,000 MP crystals
-   (batches collated beforehand, as a pure compute figure);
+   (batches collated beforehand, as a pure compute figure), for skcgcnn's default
+   convolution, the convolution as it was before issue 16 (``--variants previous``),
+   the opt-in ``torch.compile`` of it (``--variants compiled``) and the original's
+   computation (``naive``), all on the same batches, their timed epochs interleaved
+   (``--repeats`` rounds, the fastest of each kept) so that a loaded machine hits
+   them alike;
 2. one skorch epoch of CGCNNRegressor on a set (default: all 36,737 crystals),
    collation included;
 3. ``--curve N``: a run of ``--epochs`` epochs on a seeded N-crystal subset, 80/20
@@ -11,7 +16,9 @@
 Usage::
 
     python benchmarks/bench_training.py [--data DIR] [--limit N] [--skip-epoch]
-                                        [--curve 5000 --epochs 100] [--json out.json]
+                                        [--variants default,previous,compiled,naive]
+                                        [--repeats 3] [--curve 5000 --epochs 100]
+                                        [--json out.json]
 """
 from __future__ import annotations
 
@@ -54,11 +61,61 @@ def naive_cgcnn():
     return Naive()
 
 
-def compute_speed(graphs, y, n_crystals: int = 2048, repeats: int = 2,
-                  naive: bool = False) -> float:
+def previous_cgcnn():
+    """skcgcnn's CGCNN with the convolution as it was before issue 16: two gathers added,
+    then the edge product, BatchNorm in eval mode as its own pass."""
+    import torch
+    from torch.nn import functional as fn
+
+    from skcgcnn.model import CGCNN, ConvLayer
+
+    class Previous(ConvLayer):
+        def edge_forward(self, atom_fea, src, dst, expanded, n_atoms, dense):
+            f = self.atom_fea_len
+            w, b = self.fc_full.weight, self.fc_full.bias
+            self_part = fn.linear(atom_fea, w[:, :f], b)
+            nbr_part = fn.linear(atom_fea, w[:, f:2 * f])
+            gated = torch.addmm(self_part.index_select(0, src)
+                                + nbr_part.index_select(0, dst), expanded, w[:, 2 * f:].t())
+            gated = self.bn1(gated)
+            nbr_filter, nbr_core = gated.chunk(2, dim=1)
+            message = self.sigmoid(nbr_filter) * self.softplus1(nbr_core)
+            summed = message.view(n_atoms, -1, f).sum(dim=1) if dense else \
+                atom_fea.new_zeros(n_atoms, f).index_add_(0, src, message)
+            return self.softplus2(atom_fea + self.bn2(summed))
+
+    net = CGCNN()
+    for i, conv in enumerate(net.convs):
+        twin = Previous(conv.atom_fea_len, conv.nbr_fea_len)
+        twin.load_state_dict(conv.state_dict())
+        net.convs[i] = twin
+    return net
+
+
+def make_network(variant: str):
+    """A CGCNN (seeded: every variant starts from the same weights) of one variant."""
     import torch
 
+    from skcgcnn._compile import compile_convolutions
     from skcgcnn.model import CGCNN
+
+    torch.manual_seed(0)
+    if variant == "default":
+        return CGCNN()
+    if variant == "previous":
+        return previous_cgcnn()
+    if variant == "compiled":
+        return compile_convolutions(CGCNN())
+    if variant == "naive":
+        return naive_cgcnn()
+    raise ValueError(f"unknown variant {variant!r}")
+
+
+def compute_speeds(graphs, y, variants, n_crystals: int = 2048, repeats: int = 3) -> dict:
+    """Seconds per 1,000 crystals of a forward + backward + SGD step for each variant:
+    the same batches, one warm-up epoch each (compiling, for "compiled"), then
+    ``repeats`` rounds of one timed epoch per variant; the fastest epoch of each."""
+    import torch
 
     rng = np.random.default_rng(0)
     rows = rng.choice(len(graphs), size=min(n_crystals, len(graphs)), replace=False)
@@ -68,22 +125,29 @@ def compute_speed(graphs, y, n_crystals: int = 2048, repeats: int = 2,
         b = {k: torch.as_tensor(v) for k, v in graphs.collate(part).items()}
         b["nbr_idx"] = b["nbr_idx"].long()
         batches.append((b, torch.as_tensor(y[part], dtype=torch.float32).unsqueeze(1)))
-    torch.manual_seed(0)
-    net = naive_cgcnn() if naive else CGCNN()
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
 
-    def epoch():
+    def epoch(net, opt):
         for b, target in batches:
             loss = torch.nn.functional.mse_loss(net(**b), target)
             opt.zero_grad()
             loss.backward()
             opt.step()
 
-    epoch()  # warm-up
-    start = time.perf_counter()
+    runs = {}
+    for name in variants:
+        net = make_network(name)
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        start = time.perf_counter()
+        epoch(net, opt)  # warm-up
+        runs[name] = (net, opt)
+        print(f"  {name}: warm-up epoch {time.perf_counter() - start:.1f} s", flush=True)
+    best = {name: float("inf") for name in variants}
     for _ in range(repeats):
-        epoch()
-    return (time.perf_counter() - start) / repeats / len(rows) * 1000
+        for name, (net, opt) in runs.items():
+            start = time.perf_counter()
+            epoch(net, opt)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: seconds / len(rows) * 1000 for name, seconds in best.items()}
 
 
 def main(argv=None) -> int:
@@ -92,6 +156,11 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-epoch", action="store_true")
+    parser.add_argument("--variants", default="default,previous,naive",
+                        help="step variants to time, comma-separated, of default, previous, "
+                             "compiled (torch.compile, opt-in) and naive")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved timed rounds (the fastest epoch of each variant)")
     parser.add_argument("--curve", type=int, default=0, help="subset size for the MAE curve")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--json", type=Path, default=None)
@@ -124,14 +193,17 @@ def main(argv=None) -> int:
           f"{time.perf_counter() - start:.1f} s", flush=True)
     results: dict = {"n_crystals": len(graphs)}
 
-    per_1000 = compute_speed(graphs, y)
-    results["fwd_bwd_step_s_per_1000"] = per_1000
-    print(f"forward+backward+step (64/3/128, batch 256): {per_1000:.2f} s per 1,000 "
-          "crystals", flush=True)
-    naive = compute_speed(graphs, y, naive=True)
-    results["fwd_bwd_step_s_per_1000_original_computation"] = naive
-    print(f"  the original's computation (one Linear on concatenated edges), same batches: "
-          f"{naive:.2f} s per 1,000 crystals", flush=True)
+    speeds = compute_speeds(graphs, y, args.variants.split(","), repeats=args.repeats)
+    keys = {"default": "fwd_bwd_step_s_per_1000",
+            "naive": "fwd_bwd_step_s_per_1000_original_computation"}
+    for name, per_1000 in speeds.items():
+        results[keys.get(name, f"fwd_bwd_step_s_per_1000_{name}")] = per_1000
+    print("forward+backward+step (64/3/128, batch 256), s per 1,000 crystals, same batches:",
+          flush=True)
+    for name, per_1000 in speeds.items():
+        ratio = "" if "naive" not in speeds else \
+            f"  ({speeds['naive'] / per_1000:.2f}x the original's computation)"
+        print(f"  {name:9s} {per_1000:.3f}{ratio}", flush=True)
 
     if not args.skip_epoch:
         reg = CGCNNRegressor(max_epochs=1, random_state=0)

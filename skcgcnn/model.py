@@ -100,7 +100,18 @@ class ConvLayer(nn.Module):
     forward(atom_fea (N, F), edges: Edges, expansion: GaussianExpansion) -> (N, F).
     Masked neighbours are absent from ``edges``: they count neither in the sum nor in
     ``bn1``'s batch statistics.
+
+    The (E, 2F) tensor ``z W + b`` is built in one buffer: the neighbour rows are
+    gathered, the edge product is added in place, and, when every atom has M edges,
+    the centre rows are broadcast onto it (no second gather, and no scatter in the
+    backward).  In evaluation mode ``bn1`` is folded into ``fc_full`` (its running
+    statistics make it an affine map), which saves one pass over the edges.
+    :func:`skcgcnn._compile.compile_convolutions` compiles :meth:`edge_forward` with
+    ``torch.compile`` (opt-in).
     """
+
+    #: set by compile_convolutions; a class attribute, so older pickles still load
+    compiled_forward = None
 
     def __init__(self, atom_fea_len: int, nbr_fea_len: int):
         super().__init__()
@@ -114,20 +125,39 @@ class ConvLayer(nn.Module):
         self.softplus2 = nn.Softplus()
 
     def forward(self, atom_fea: Tensor, edges: Edges, expansion: GaussianExpansion) -> Tensor:
+        run = self.compiled_forward or self.edge_forward
+        return run(atom_fea, edges.src, edges.dst, edges.expanded(expansion),
+                   edges.n_atoms, edges.dense)
+
+    def edge_forward(self, atom_fea: Tensor, src: Tensor, dst: Tensor, expanded: Tensor,
+                     n_atoms: int, dense: bool) -> Tensor:
+        """The layer on flat edges: ``src``, ``dst`` (E,), ``expanded`` (E, G)."""
         f = self.atom_fea_len
         w, b = self.fc_full.weight, self.fc_full.bias
+        folded = not self.training and self.bn1.track_running_stats \
+            and self.bn1.running_mean is not None
+        if folded:  # BN(x W^T + b) = x (s W)^T + s (b - mu) + beta, s = gamma / sigma
+            bn = self.bn1
+            scale = torch.rsqrt(bn.running_var + bn.eps)
+            if bn.affine:
+                scale = scale * bn.weight
+            b = (b - bn.running_mean) * scale + (bn.bias if bn.affine else 0.0)
+            w = w * scale.unsqueeze(1)
         self_part = fn.linear(atom_fea, w[:, :f], b)               # (N, 2F)
         nbr_part = fn.linear(atom_fea, w[:, f:2 * f])                # (N, 2F)
-        gated = torch.addmm(                                          # (E, 2F)
-            self_part.index_select(0, edges.src) + nbr_part.index_select(0, edges.dst),
-            edges.expanded(expansion), w[:, 2 * f:].t())
-        gated = self.bn1(gated)
+        gated = nbr_part.index_select(0, dst).addmm_(expanded, w[:, 2 * f:].t())  # (E, 2F)
+        if dense:  # M edges per atom, in atom order: broadcast, no gather or scatter
+            gated.view(n_atoms, -1, 2 * f).add_(self_part.unsqueeze(1))
+        else:
+            gated.add_(self_part.index_select(0, src))
+        if not folded:
+            gated = self.bn1(gated)
         nbr_filter, nbr_core = gated.chunk(2, dim=1)
         message = self.sigmoid(nbr_filter) * self.softplus1(nbr_core)
-        if edges.dense:  # M edges per atom, in atom order: a plain sum, no scatter
-            summed = message.view(edges.n_atoms, -1, f).sum(dim=1)
+        if dense:  # a plain sum, no scatter
+            summed = message.view(n_atoms, -1, f).sum(dim=1)
         else:
-            summed = atom_fea.new_zeros(edges.n_atoms, f).index_add_(0, edges.src, message)
+            summed = atom_fea.new_zeros(n_atoms, f).index_add_(0, src, message)
         summed = self.bn2(summed)
         return self.softplus2(atom_fea + summed)
 

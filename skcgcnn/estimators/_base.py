@@ -258,6 +258,18 @@ class _CGCNNMixin(_InputChecks):
         self.module_ = self.initialized_instance(self.module, kwargs)
         return self
 
+    def torch_compile(self, module, name):
+        """skorch's ``compile=True``: the CGCNN module's convolutions are compiled in place
+        (:func:`skcgcnn._compile.compile_convolutions`, ``compile__*`` passed on), so
+        the module and its ``state_dict`` keys stay as they are and a failed compile
+        falls back to eager execution.  The criterion (an elementwise loss) is left as
+        it is."""
+        if not self.compile or name != "module":
+            return module
+        from .._compile import compile_convolutions
+
+        return compile_convolutions(module, **self.get_params_for("compile"))
+
     def initialize_optimizer(self, *args, **kwargs):
         chosen = self.optimizer
         if isinstance(chosen, str):
@@ -390,6 +402,12 @@ _COMMON_DOC = """
         torch generator is restored afterwards).
     device : {"cpu", "cuda", "auto"} or None, default="cpu"
         "auto" takes the GPU when one is available.
+    compile : bool, default=False
+        skorch's switch for ``torch.compile``: here the convolutions' edge computation is
+        compiled in place (inductor, ``dynamic=True``; ``compile__mode`` and the like
+        are passed on), falling back to eager execution, with a warning, where no C++
+        compiler is found or compiling fails.  The first batch then takes tens of
+        seconds; see docs/models.md for what it gains.
     verbose : int, default=0
         skorch's epoch table when 1.
     **kwargs

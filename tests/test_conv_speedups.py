@@ -1,0 +1,160 @@
+"""The faster gated convolution (one (E, 2F) buffer, bn1 folded at evaluation) and the
+opt-in torch.compile of it (issue 16) against the layer's equation in plain torch."""
+from __future__ import annotations
+
+import copy
+import logging
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as fn
+
+from skcgcnn import _compile
+from skcgcnn._compile import compile_convolutions
+from skcgcnn.model import CGCNN, ConvLayer, Edges, GaussianExpansion
+
+from .test_graph import bcc_iron, perovskite, rock_salt
+from .test_model import batch
+
+
+def equation(layer: ConvLayer, v, nbr_idx, nbr_dist, expansion):
+    """Paper eq. 5 as the original writes it: every edge's v_i + v_j + u_ij concatenated,
+    one Linear, bn1, sigmoid x softplus, masked slots left out of the sum and of bn1."""
+    n, m = nbr_idx.shape
+    mask = nbr_idx >= 0
+    src = torch.arange(n).unsqueeze(1).expand(n, m)[mask]
+    z = torch.cat([v[src], v[nbr_idx[mask]], expansion(nbr_dist[mask])], dim=1)
+    gated = layer.bn1(layer.fc_full(z))
+    f = layer.atom_fea_len
+    message = torch.sigmoid(gated[:, :f]) * fn.softplus(gated[:, f:])
+    summed = torch.zeros(n, f, dtype=v.dtype).index_add(0, src, message)
+    return fn.softplus(v + layer.bn2(summed))
+
+
+def masked(b):
+    """The batch with the last neighbour slot of every other atom masked (edge-list path)."""
+    idx, dist = b["nbr_idx"].clone(), b["nbr_dist"].clone()
+    idx[::2, -1] = -1
+    dist[::2, -1] = 0.0
+    return idx, dist
+
+
+@pytest.mark.parametrize("dense", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_gated_layer_equals_its_equation(dense, training):
+    b = batch([rock_salt(), bcc_iron(), perovskite()], dtype=torch.float64)
+    idx, dist = (b["nbr_idx"], b["nbr_dist"]) if dense else masked(b)
+    torch.manual_seed(0)
+    layer = ConvLayer(92, 41).double()
+    with torch.no_grad():  # running statistics that matter at evaluation
+        layer.bn1.running_mean.uniform_(-1, 1)
+        layer.bn1.running_var.uniform_(0.5, 2)
+        layer.bn1.weight.uniform_(0.5, 1.5)
+        layer.bn1.bias.uniform_(-0.5, 0.5)
+    twin = copy.deepcopy(layer)
+    layer.train(training)
+    twin.train(training)
+    expansion = GaussianExpansion().double()
+    v = b["atom_fea"].clone().requires_grad_()
+    w = b["atom_fea"].clone().requires_grad_()
+    edges = Edges(idx, dist)
+    assert edges.dense == dense
+    out = layer(v, edges, expansion)
+    want = equation(twin, w, idx, dist, expansion)
+    torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-10)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    want.backward(grad)
+    torch.testing.assert_close(v.grad, w.grad, rtol=1e-10, atol=1e-10)
+    for (name, p), q in zip(layer.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-10, msg=name)
+    for (name, p), q in zip(layer.named_buffers(), twin.buffers()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_evaluation_folds_bn1_in_float32_within_rounding():
+    b = batch([rock_salt(), bcc_iron(), perovskite()])
+    torch.manual_seed(1)
+    net = CGCNN()
+    net(**b)  # one training step's worth of running statistics
+    net.eval()
+    ref = copy.deepcopy(net).double()
+    with torch.no_grad():
+        got = net(**b)
+        want = ref(**{k: (t.double() if t.is_floating_point() else t) for k, t in b.items()})
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
+# -- torch.compile, opt-in --------------------------------------------------------------
+def test_compile_falls_back_to_eager_without_a_compiler(monkeypatch, caplog):
+    monkeypatch.setattr(_compile, "cxx_available", lambda: False)
+    b = batch([rock_salt(), perovskite()])
+    torch.manual_seed(0)
+    net = CGCNN()
+    twin = compile_convolutions(copy.deepcopy(net))
+    with caplog.at_level(logging.WARNING, logger="skcgcnn._compile"):
+        out = twin(**b)
+    assert "no C++ compiler" in caplog.text
+    assert all(conv.compiled_forward.failed for conv in twin.convs)
+    torch.testing.assert_close(out, net(**b), rtol=0, atol=0)
+    assert twin.state_dict().keys() == net.state_dict().keys()
+
+
+def test_compile_falls_back_when_compiling_fails(caplog):
+    b = batch([rock_salt()])
+    torch.manual_seed(0)
+    net = CGCNN(n_conv=1)
+    twin = compile_convolutions(copy.deepcopy(net), backend="no-such-backend")
+    with caplog.at_level(logging.WARNING, logger="skcgcnn._compile"):
+        out = twin(**b)
+    assert "runs eagerly" in caplog.text and twin.convs[0].compiled_forward.failed
+    torch.testing.assert_close(out, net(**b), rtol=0, atol=0)
+
+
+def test_compiled_module_pickles_and_copies():
+    net = compile_convolutions(CGCNN(n_conv=1))
+    for twin in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        wrapper = twin.convs[0].compiled_forward
+        assert wrapper.compiled is None and wrapper.eager.__self__ is twin.convs[0]
+
+
+@pytest.mark.skipif(not _compile.cxx_available(), reason="no C++ compiler for inductor")
+def test_inductor_compiled_step_equals_eager():
+    """Really compiled (tens of seconds): forward, gradients and BN statistics agree."""
+    b = batch([rock_salt(), bcc_iron(), perovskite()])
+    torch.manual_seed(0)
+    net = CGCNN(atom_fea_len=16, n_conv=2, h_fea_len=16)
+    twin = compile_convolutions(copy.deepcopy(net))
+    out, want = twin(**b), net(**b)
+    assert not any(conv.compiled_forward.failed for conv in twin.convs)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    out.sum().backward()
+    want.sum().backward()
+    for (name, p), q in zip(twin.named_parameters(), net.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+    for (name, p), q in zip(twin.named_buffers(), net.buffers()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_estimator_compile_keeps_the_module_and_its_keys(monkeypatch, caplog):
+    from skcgcnn import CGCNNRegressor
+    from skcgcnn.graph import GraphCollection, build_graph
+    from skcgcnn.atom_features import get_atom_features
+
+    monkeypatch.setattr(_compile, "cxx_available", lambda: False)  # no compile time
+    graphs = GraphCollection.from_graphs(
+        [build_graph(s) for s in (rock_salt(), bcc_iron(), perovskite())] * 4,
+        atom_features=get_atom_features("cgcnn"))
+    y = np.arange(12, dtype=float)
+    kw = dict(max_epochs=2, batch_size=4, random_state=0, module__atom_fea_len=8,
+              module__h_fea_len=8)
+    with caplog.at_level(logging.WARNING, logger="skcgcnn._compile"):
+        compiled = CGCNNRegressor(compile=True, **kw).fit(graphs, y)
+    plain = CGCNNRegressor(**kw).fit(graphs, y)
+    assert type(compiled.module_) is CGCNN
+    assert compiled.module_.state_dict().keys() == plain.module_.state_dict().keys()
+    assert compiled.module_.convs[0].compiled_forward is not None
+    assert plain.module_.convs[0].compiled_forward is None
+    np.testing.assert_array_equal(compiled.predict(graphs), plain.predict(graphs))
