@@ -150,14 +150,19 @@ def _fmt(value: float) -> str:
 
 def write_results(path: Path | None, ids: Sequence[Any], targets: Any, preds: Any) -> None:
     """id, target, prediction[, prediction ...] rows without header, as the original."""
-    import numpy as np
-
-    preds = np.asarray(preds, dtype=float).reshape(len(ids), -1)
     handle = sys.stdout if path is None else open(path, "w", newline="")
     try:
-        writer = csv.writer(handle, lineterminator="\n")
-        for ident, target, row in zip(ids, targets, preds):
-            writer.writerow([ident, _fmt(target)] + [_fmt(v) for v in row])
+        write_result_rows(handle, ids, targets, preds)
     finally:
         if path is not None:
             handle.close()
+
+
+def write_result_rows(handle: Any, ids: Sequence[Any], targets: Any, preds: Any) -> None:
+    """The rows of :func:`write_results` on an open text handle."""
+    import numpy as np
+
+    preds = np.asarray(preds, dtype=float).reshape(len(ids), -1)
+    writer = csv.writer(handle, lineterminator="\n")
+    for ident, target, row in zip(ids, targets, preds):
+        writer.writerow([ident, _fmt(target)] + [_fmt(v) for v in row])

@@ -3,6 +3,12 @@
 Loads a model written by ``skcgcnn train`` (or an original ``.pth.tar``), predicts a data
 folder or CIF files and writes header-less ``id,target,prediction`` rows; when the
 targets are known, the MAE (classification: accuracy and ROC-AUC) is printed too.
+
+The crystals are read, featurized and predicted ``--chunk-size`` at a time
+(:func:`skcgcnn.streaming.predict_iter`) and each chunk's rows are written before the
+next is read, so memory stays flat in the number of crystals; ``--resume`` appends to
+an output file left by an interrupted run, skipping the ids it already holds.  (A data
+folder whose CIFs are in a tar archive is read whole first, then predicted in chunks.)
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from typing import Any
 from .._defaults import MAX_NUM_NBR
 from ._common import (DATA_DIR, CLIError, check_device, data_options, device_option,
                       label_options, one_line, verbose)
-from ._data import choose_target, load_folder, log_skipped, write_results
+from ._data import choose_target, load_folder, log_skipped, write_result_rows
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +58,12 @@ def add_predict_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     device_option(p)
     p.add_argument("-b", "--batch-size", type=int, default=None, metavar="N",
                    help="crystals per batch (default: the model's)")
+    p.add_argument("--chunk-size", type=int, default=2000, metavar="N",
+                   help="crystals read, featurized and predicted at a time; their rows are "
+                        "written before the next chunk is read (default: 2000)")
+    p.add_argument("--resume", action="store_true",
+                   help="append to --output, skipping the ids it already holds (the rows "
+                        "of an interrupted run); without the file, start it")
     data_options(p)
     label_options(p)
     p.set_defaults(func=run_predict)
@@ -150,6 +162,13 @@ def _predict_inputs(args: argparse.Namespace, transformer: Any
         if root.is_dir():
             _warn_other_atom_features(root, transformer)
         has_id_prop = (root / args.id_prop).is_file() if root.is_dir() else True
+        if has_id_prop and root.is_dir():
+            listed = _list_folder(root, args)
+            if listed is not None:
+                names = [c for c in listed.columns if c != "path"]
+                column = choose_target(names, args.target, str(root)) if names else None
+                targets = None if column is None else listed[names[column]].to_numpy(float)
+                return listed["path"], targets, None if column is None else names[column]
         if has_id_prop:
             df = load_folder(root, args)
             log_skipped(df.attrs.get("errors", []), "entries of the data folder")
@@ -169,10 +188,54 @@ def _predict_inputs(args: argparse.Namespace, transformer: Any
                      dtype=object), None, None
 
 
+def _list_folder(root: Path, args: argparse.Namespace) -> Any:
+    """The folder's ids, CIF paths and targets, nothing parsed; None when its CIFs are
+    in an archive (then it is read whole by load_folder)."""
+    from ..datasets import DatasetError, list_cgcnn_folder
+
+    try:
+        listed = list_cgcnn_folder(root, id_prop=args.id_prop, missing_target="nan",
+                                   on_error="skip" if args.skip_errors else "raise")
+    except DatasetError as exc:
+        raise CLIError(one_line(exc)) from exc
+    except ValueError as exc:
+        if "archive" in str(exc):
+            return None
+        raise CLIError(one_line(exc)) from exc
+    log_skipped(listed.attrs.get("errors", []), "entries of the data folder")
+    return listed
+
+
+def _done_rows(output: Path) -> set[str]:
+    """Ids of the complete rows of an interrupted run's output; a last line cut short
+    is removed from the file."""
+    import csv
+
+    if not output.is_file():
+        return set()
+    with open(output, "rb+") as handle:
+        data = handle.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            logger.info("--resume: removing the unfinished last line of %s", output)
+            handle.truncate(end)
+    text = data[:end].decode("utf-8")
+    return {row[0] for row in csv.reader(text.splitlines()) if row}
+
+
+def _check_chunking(args: argparse.Namespace, output: Path | None) -> None:
+    if args.chunk_size < 1:
+        raise CLIError(f"--chunk-size {args.chunk_size}: must be at least 1", status=2)
+    if args.resume and output is None:
+        raise CLIError("--resume needs --output FILE (the file of the interrupted run)",
+                       status=2)
+
+
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import reporting
+    from ..streaming import predict_iter
     from ..structures import ids_of
 
     started = time.perf_counter()
@@ -180,32 +243,57 @@ def run_predict(args: argparse.Namespace) -> int:
     if output is not None and output.is_dir():
         raise CLIError(f"--output {args.output!r} is a folder; give a file name")
     transformer, est, task = _load_model(args)
+    _check_chunking(args, output)
     if args.batch_size is not None:
         if args.batch_size < 1:
             raise CLIError(f"--batch-size {args.batch_size}: must be at least 1", status=2)
         est.set_params(batch_size=args.batch_size)
     X, targets, target_name = _predict_inputs(args, transformer)
     ids = ids_of(X)
-    transformer.set_params(n_jobs=args.n_jobs, verbose=verbose(args),
-                           on_error="skip" if args.skip_errors else "raise")
-    graphs = transformer.transform(X)
-    log_skipped(transformer.errors_, "structures without a graph")
-    if len(graphs) == 0:
+    transformer.set_params(verbose=verbose(args))
+    done = _done_rows(output) if args.resume else set()
+    if done:
+        logger.info("--resume: %d ids already in %s are skipped", len(done), output)
+    y_all = None if targets is None else np.asarray(targets, float)
+    shown_parts, y_parts, label_parts, proba_parts, skipped = [], [], [], [], []
+    n_rows = 0
+    handle = sys.stdout if output is None else open(output, "a" if args.resume else "w",
+                                                    newline="")
+    try:
+        for chunk in predict_iter(est, X, ids=ids, transformer=transformer,
+                                  chunk_size=args.chunk_size, n_jobs=args.n_jobs,
+                                  on_error="skip" if args.skip_errors else "raise",
+                                  skip_ids=done):
+            skipped += [(pos, ident, reason) for pos, ident, reason in chunk.errors]
+            if not chunk.ids:
+                continue
+            y = np.full(len(chunk.ids), np.nan) if y_all is None else y_all[chunk.positions]
+            if task == "classification":
+                classes = est.classes_
+                labels = classes[chunk.values.argmax(axis=1)]
+                shown = chunk.values[:, 1] if len(classes) == 2 else labels
+                label_parts.append(labels)
+                proba_parts.append(chunk.values)
+            else:
+                shown = chunk.values
+            write_result_rows(handle, chunk.ids, y, shown)
+            handle.flush()
+            shown_parts.append(np.asarray(shown))
+            y_parts.append(y)
+            n_rows += len(chunk.ids)
+            logger.info("predicted %d crystals", n_rows)
+    finally:
+        if output is not None:
+            handle.close()
+    log_skipped(skipped, "structures without a graph")
+    if n_rows == 0 and not done:
         raise CLIError("no structure could be turned into a graph")
-    kept = transformer.kept_indices_
-    ids = [ids[i] for i in kept]
-    y = np.full(len(ids), np.nan) if targets is None else np.asarray(targets, float)[kept]
-    # with --skip-errors the predictions have a (NaN) row per input: keep those of `ids`
-    if task == "classification":
-        proba = est.predict_proba(graphs)[kept]
-        classes = est.classes_
-        labels = classes[proba.argmax(axis=1)]
-        shown = proba[:, 1] if len(classes) == 2 else labels
-    else:
-        shown = np.asarray(est.predict(graphs), dtype=float)[kept]
-    write_results(output, ids, y, shown)
+    y = np.concatenate(y_parts) if y_parts else np.zeros(0)
+    shown = np.concatenate(shown_parts) if shown_parts else np.zeros(0)
+    if task == "classification" and label_parts:
+        labels, proba = np.concatenate(label_parts), np.concatenate(proba_parts)
 
-    summary = [f"predicted {len(ids)} crystals in {time.perf_counter() - started:.1f} s"
+    summary = [f"predicted {n_rows} crystals in {time.perf_counter() - started:.1f} s"
                + ("" if output is None else f"; wrote {output}")]
     known = np.isfinite(y)
     if known.any():

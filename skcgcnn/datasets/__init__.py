@@ -28,7 +28,7 @@ coordinates and labels bit for bit; structures that the compact form cannot hold
 from __future__ import annotations
 
 from .._defaults import default_cache_dir
-from ._cgcnn import load_cgcnn_folder
+from ._cgcnn import list_cgcnn_folder, load_cgcnn_folder
 from ._errors import DatasetError
 from ._matbench import load_matbench
 from ._materials_project import load_materials_project
@@ -39,6 +39,7 @@ from ._tables import load_cif_table
 __all__ = [
     "DatasetError",
     "default_cache_dir",
+    "list_cgcnn_folder",
     "load_cgcnn_folder",
     "load_cif_table",
     "load_materials_project",

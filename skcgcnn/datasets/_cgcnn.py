@@ -344,3 +344,56 @@ def load_cgcnn_folder(
         entries, store, table, errors + missing, on_error=on_error, what=what, n_jobs=n_jobs,
         verbose=verbose, desc=f"parsing CIFs ({root.name})",
     )
+
+
+def list_cgcnn_folder(
+    root: PathLike,
+    *,
+    id_prop: PathLike = "id_prop.csv",
+    missing_target: Literal["error", "nan"] = "nan",
+    on_error: Literal["raise", "skip"] = "raise",
+) -> pd.DataFrame:
+    """The entries of a CGCNN folder with their CIF paths, nothing parsed.
+
+    For streaming work on sets too large to hold as structures
+    (:func:`skcgcnn.streaming.predict_iter`): only ``id_prop.csv`` is read and the CIF
+    files are checked to exist.
+
+    Parameters
+    ----------
+    root : str or path
+        A CGCNN ``root_dir`` with its CIFs as files (in it or in ``cifs/``); an archive
+        of CIFs is refused (read it with :func:`load_cgcnn_folder`, or extract it).
+    id_prop, missing_target, on_error
+        As in :func:`load_cgcnn_folder`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by id, in id_prop order, with a ``path`` column (str) and one float
+        column per target; ``df.attrs["errors"]`` lists the skipped ``(id, reason)``.
+    """
+    _check_on_error(on_error)
+    _check_missing_target(missing_target)
+    root = Path(root).expanduser()
+    prop_path, kind, source = _locate(root, id_prop)
+    if kind != "folder":
+        raise ValueError(f"{root}: the CIFs are in the archive {source.name}; listing "
+                         "needs them as files (extract it, or use load_cgcnn_folder)")
+    table = _read_id_prop(prop_path, None, missing_target, None, None)
+    errors = list(table.errors)
+    ids, paths, targets = [], [], []
+    for ident, values in zip(table.ids, table.targets):
+        path = source / f"{ident}.cif"
+        if path.is_file():
+            ids.append(ident)
+            paths.append(str(path))
+            targets.append(values)
+        else:
+            errors.append((ident, f"no CIF file {path}"))
+    _report(errors, on_error, str(prop_path), table.total)
+    frame = pd.DataFrame(targets, columns=table.names, index=pd.Index(ids, name="id"),
+                         dtype=float)
+    frame.insert(0, "path", pd.Series(paths, index=frame.index, dtype=object))
+    frame.attrs["errors"] = errors
+    return frame

@@ -1,0 +1,182 @@
+"""Prediction in chunks, for screening sets too large to hold in memory.
+
+:func:`predict_iter` reads ``chunk_size`` inputs at a time (structures, ASE Atoms or CIF
+paths, from any iterable, consumed lazily), builds their graphs, predicts them and
+yields the chunk's results before it reads the next one, so memory stays flat in the
+number of crystals: only one chunk's structures and graphs are alive at a time.
+``skcgcnn predict`` writes each chunk's rows as it comes and, with ``--resume``, skips
+the ids already in its output file.
+
+Examples
+--------
+>>> from skcgcnn.streaming import predict_iter
+>>> for chunk in predict_iter(model, cif_paths, ids=names, chunk_size=2000):  # doctest: +SKIP
+...     write(chunk.ids, chunk.values)
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictedChunk:
+    """The results of one chunk of :func:`predict_iter`.
+
+    Attributes
+    ----------
+    ids : list
+        Ids of the predicted crystals, in input order.
+    positions : ndarray of int
+        Their positions in the whole input stream.
+    values : ndarray
+        Predictions, shape (n, ) or (n, n_targets), for a regressor; class
+        probabilities, shape (n, n_classes), for a classifier.
+    errors : list of (int, object, str)
+        Position, id and reason of every input of the chunk left out
+        (``on_error="skip"``).
+    """
+
+    ids: list
+    positions: np.ndarray
+    values: np.ndarray
+    errors: list = field(default_factory=list)
+
+
+def _split_model(model: Any, transformer: Any) -> tuple[Any, Any]:
+    """(transformer, estimator) of a fitted Pipeline, or of an estimator and its
+    transformer."""
+    steps = getattr(model, "steps", None)
+    if steps is not None:
+        if transformer is not None:
+            raise ValueError("model is a Pipeline, which holds its transformer: do not pass "
+                             "transformer= as well")
+        return steps[0][1], steps[-1][1]
+    if transformer is None:
+        raise ValueError("model is an estimator without its graph transformer: pass "
+                         "transformer= (the fitted StructureGraphTransformer) or a Pipeline")
+    return transformer, model
+
+
+def _check_chunk_size(chunk_size: Any) -> int:
+    if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool) \
+            or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    return int(chunk_size)
+
+
+def predict_iter(model: Any, X: Iterable[Any], *, ids: Iterable[Any] | None = None,
+                 transformer: Any = None, chunk_size: int = 1000,
+                 on_error: str = "raise", skip_ids: Iterable[Any] | None = None,
+                 n_jobs: int | None = None) -> Iterator[PredictedChunk]:
+    """Predict ``X`` chunk by chunk: read, featurize, predict, yield.
+
+    Parameters
+    ----------
+    model : Pipeline or CGCNNRegressor or CGCNNClassifier
+        A fitted Pipeline (StructureGraphTransformer then the estimator), as
+        :func:`skcgcnn.load_model` returns, or a fitted estimator with ``transformer``.
+    X : iterable of Structure, ase.Atoms or str
+        The inputs (CIF paths are read only when their chunk comes); a generator is
+        fine.  A pandas Series gives its index as ids.
+    ids : iterable, optional
+        One id per input (default: a Series' index, else the positions).
+    transformer : StructureGraphTransformer, optional
+        The fitted transformer, when ``model`` is a bare estimator.
+    chunk_size : int, default=1000
+        Inputs per chunk: the memory held at once grows with it, the per-chunk overhead
+        (starting the ``n_jobs`` workers, the last partial batch) shrinks.
+    on_error : {"raise", "skip"}, default="raise"
+        What a structure without a graph does: stop with its position and id, or be left
+        out and listed in the chunk's ``errors``.
+    skip_ids : iterable, optional
+        Ids not to read nor predict (compared as strings): those of an interrupted run.
+    n_jobs : int, optional
+        Worker processes for building the graphs (default: the transformer's setting).
+
+    Yields
+    ------
+    PredictedChunk
+        One per chunk that has something to predict or to report, in input order.
+    """
+    chunk_size = _check_chunk_size(chunk_size)
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    transformer, est = _split_model(model, transformer)
+    if ids is None:
+        index = getattr(X, "index", None)
+        ids = iter(index) if index is not None else itertools.count()
+    if hasattr(X, "index") and hasattr(X, "iloc"):
+        X = iter(X.tolist())
+    done = None if skip_ids is None else {str(i) for i in skip_ids}
+    pairs = ((pos, ident, item) for pos, (ident, item) in enumerate(zip(ids, X))
+             if done is None or str(ident) not in done)
+    params = {"on_error": on_error}
+    if n_jobs is not None:
+        params["n_jobs"] = n_jobs
+    classification = hasattr(est, "predict_proba") and hasattr(est, "classes_")
+    transformer = _with_params(transformer, params)
+    while True:
+        chunk = list(itertools.islice(pairs, chunk_size))
+        if not chunk:
+            return
+        positions = np.array([pos for pos, _, _ in chunk], dtype=np.int64)
+        chunk_ids = [ident for _, ident, _ in chunk]
+        items = [item for _, _, item in chunk]
+        del chunk
+        yield _predict_chunk(transformer, est, items, chunk_ids, positions, classification)
+
+
+def _with_params(transformer: Any, params: dict) -> Any:
+    """A copy of the fitted transformer with ``params`` (the caller's is left as it is)."""
+    import copy
+
+    twin = copy.copy(transformer)
+    twin.set_params(**params)
+    return twin
+
+
+def _predict_chunk(transformer: Any, est: Any, items: list, ids: list,
+                   positions: np.ndarray, classification: bool) -> PredictedChunk:
+    import pandas as pd
+
+    from .structures import StructureError
+
+    try:  # a Series, so that the transformer's messages name the ids
+        graphs = transformer.transform(pd.Series(items, index=ids, dtype=object))
+    except StructureError as exc:
+        raise StructureError(f"{exc} (input {int(positions[0])}..{int(positions[-1])} of "
+                             "the stream)") from exc
+    except ValueError:
+        # every structure of the chunk was skipped: the transformer has no graph to give
+        if transformer.on_error == "skip" and getattr(transformer, "errors_", None):
+            return _only_errors(transformer.errors_, ids, positions, est, classification)
+        raise
+    kept = np.asarray(transformer.kept_indices_, dtype=np.int64)
+    errors = [(int(positions[pos]), ids[pos], reason)
+              for pos, _, reason in transformer.errors_]
+    if classification:
+        values = est.predict_proba(graphs)
+    else:
+        values = np.asarray(est.predict(graphs), dtype=float)
+    if len(values) != len(kept):  # one row per input, NaN where skipped
+        values = values[kept]
+    return PredictedChunk([ids[i] for i in kept], positions[kept], values, errors)
+
+
+def _only_errors(raw: list, ids: list, positions: np.ndarray, est: Any,
+                 classification: bool) -> PredictedChunk:
+    width = len(est.classes_) if classification else getattr(est, "n_outputs_", 1)
+    shape = (0, width) if classification or width > 1 else (0,)
+    errors = [(int(positions[pos]), ids[pos], reason) for pos, _, reason in raw]
+    return PredictedChunk([], np.zeros(0, dtype=np.int64), np.zeros(shape), errors)
+
+
+__all__ = ["PredictedChunk", "predict_iter"]
