@@ -91,7 +91,7 @@ class CGCNNEmbedder(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X: Any) -> np.ndarray:
-        """Embeddings of shape (n, n_features_out_); NaN rows for the structures a
+        """Embeddings of shape ``(n, n_features_out_)``; NaN rows for the structures a
         StructureGraphTransformer(on_error="skip") left out."""
         if not hasattr(self, "n_features_out_"):
             raise NotFittedError("This CGCNNEmbedder instance is not fitted yet; call fit "
