@@ -114,19 +114,17 @@ def cgcnn(recipe: str, epochs: int, **params):
     return CGCNNRegressor(**base)
 
 
-class EpochMAE:
-    """A skorch callback: the MAE of the validation rows after every epoch (``val_mae``
-    in the history), to draw the curve of a long run."""
+def epoch_mae(graphs, y):
+    """A skorch callback recording the MAE of ``graphs`` against ``y`` after every epoch
+    (``val_mae`` in the history), to draw the curve of a long run."""
+    from skorch.callbacks import Callback
 
-    def __new__(cls, graphs, y):
-        from skorch.callbacks import Callback
+    class EpochMAE(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            pred = net.predict(graphs).reshape(-1)
+            net.history.record("val_mae", float(np.mean(np.abs(pred - y))))
 
-        class _EpochMAE(Callback):
-            def on_epoch_end(self, net, **kwargs):
-                pred = net.predict(graphs).reshape(-1)
-                net.history.record("val_mae", float(np.mean(np.abs(pred - y))))
-
-        return _EpochMAE()
+    return EpochMAE()
 
 
 def done_keys(path: Path) -> set:
@@ -168,7 +166,7 @@ def run(args) -> None:
             if epochs:
                 est = cgcnn(model, epochs)
                 if args.curve:
-                    est.set_params(callbacks=[("val_mae", EpochMAE(graphs[val], y[val]))])
+                    est.set_params(callbacks=[("val_mae", epoch_mae(graphs[val], y[val]))])
                 est.fit(graphs[train], y[train])
                 fit_s = time.perf_counter() - t0
                 pred = est.predict(graphs[test]).reshape(-1)
@@ -194,34 +192,19 @@ def run(args) -> None:
 
 
 # -- the recipe search: candidates on one training size, scored on the validation rows ---
-SEARCH = {
-    "original": ("original", {}),
-    "adamw-1e-3-b64-onecycle-mse": ("new", dict(optimizer="adamw", lr=1e-3, batch_size=64,
-                                                 lr_schedule="onecycle", loss="squared_error")),
-    "adamw-3e-3-b64-onecycle-mse": ("new", dict(optimizer="adamw", lr=3e-3, batch_size=64,
-                                                 lr_schedule="onecycle", loss="squared_error")),
-    "adamw-3e-3-b64-onecycle-huber": ("new", dict(optimizer="adamw", lr=3e-3, batch_size=64,
-                                                   lr_schedule="onecycle", loss="huber")),
-    "adamw-3e-3-b64-onecycle-l1": ("new", dict(optimizer="adamw", lr=3e-3, batch_size=64,
-                                                lr_schedule="onecycle",
-                                                loss="absolute_error")),
-    "adamw-3e-3-b64-cosine-huber": ("new", dict(optimizer="adamw", lr=3e-3, batch_size=64,
-                                                 lr_schedule="cosine", loss="huber")),
-    "adamw-3e-3-b128-onecycle-huber": ("new", dict(optimizer="adamw", lr=3e-3,
-                                                    batch_size=128, lr_schedule="onecycle",
-                                                    loss="huber")),
-    "adamw-1e-2-b64-onecycle-huber": ("new", dict(optimizer="adamw", lr=1e-2, batch_size=64,
-                                                   lr_schedule="onecycle", loss="huber")),
-    # second round, around the first round's best (lr 1e-2)
-    "adamw-1e-2-b64-onecycle-l1": ("new", dict(optimizer="adamw", lr=1e-2, batch_size=64,
-                                                lr_schedule="onecycle",
-                                                loss="absolute_error")),
-    "adamw-1e-2-b64-cosine-l1": ("new", dict(optimizer="adamw", lr=1e-2, batch_size=64,
-                                              lr_schedule="cosine", loss="absolute_error")),
-    "adamw-1e-2-b128-onecycle-l1": ("new", dict(optimizer="adamw", lr=1e-2, batch_size=128,
-                                                 lr_schedule="onecycle",
-                                                 loss="absolute_error")),
-}
+_LOSS_NAMES = {"mse": "squared_error", "huber": "huber", "l1": "absolute_error"}
+SEARCH = {"original": ("original", {})}
+for _lr, _batch, _schedule, _loss in [
+        ("1e-3", 64, "onecycle", "mse"), ("3e-3", 64, "onecycle", "mse"),
+        ("3e-3", 64, "onecycle", "huber"), ("3e-3", 64, "onecycle", "l1"),
+        ("3e-3", 64, "cosine", "huber"), ("3e-3", 128, "onecycle", "huber"),
+        ("1e-2", 64, "onecycle", "huber"),
+        # second round, around the first round's best (lr 1e-2)
+        ("1e-2", 64, "onecycle", "l1"), ("1e-2", 64, "cosine", "l1"),
+        ("1e-2", 128, "onecycle", "l1")]:
+    SEARCH[f"adamw-{_lr}-b{_batch}-{_schedule}-{_loss}"] = ("new", dict(
+        optimizer="adamw", lr=float(_lr), batch_size=_batch, lr_schedule=_schedule,
+        loss=_LOSS_NAMES[_loss]))
 
 
 def search(args) -> None:
