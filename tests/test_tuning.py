@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from skcgcnn.tuning import (  # noqa: E402
     PruningCallback,
     SearchSpace,
     ValidationMAE,
+    fail_beatless_trials,
     load_tuning_data,
     make_storage,
     pipeline_distributions,
@@ -345,15 +345,10 @@ def test_killed_worker_resumes_without_losing_trials(data, tmp_path):
     worker = _cli(_cli_args(storage, 4, 10, ("--heartbeat-interval", "1")), tmp_path)
     try:
         def one_done_one_running(trials):
-            # the running trial must have beaten once: Optuna only fails RUNNING trials
-            # with a stale heartbeat row, so one killed before its first beat would stay
-            # RUNNING (a gap of the product, see docs/tuning.md), not what this tests
-            running = [t._trial_id for t in trials if t.state == TrialState.RUNNING]
-            if TrialState.COMPLETE not in [t.state for t in trials] or not running:
-                return False
-            with sqlite3.connect(tmp_path / "study.db") as db:
-                beaten = {row[0] for row in db.execute("SELECT trial_id FROM trial_heartbeats")}
-            return bool(set(running) & beaten)
+            # killed before or after the running trial's first heartbeat: Optuna fails a
+            # trial with a stale heartbeat row, fail_beatless_trials one without a row
+            states = [t.state for t in trials]
+            return TrialState.COMPLETE in states and TrialState.RUNNING in states
 
         _wait_for("shared", storage, one_done_one_running, worker)
     finally:
@@ -428,6 +423,31 @@ def test_rdb_storage_requeues_stale_trials_with_optunas_heartbeat(tmp_path):
     time.sleep(2.5)
     optuna.storages.fail_stale_trials(study)
     assert not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+def test_rdb_trial_killed_before_its_first_beat_is_failed_and_requeued(tmp_path):
+    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1,
+                           grace_period=1, max_retries=1)
+    study = optuna.create_study(storage=storage)
+    x = {"x": optuna.distributions.FloatDistribution(0, 2)}
+    beatless = study.ask(x)  # its worker dies before the first beat: no heartbeat row
+    alive = study.ask(x)
+    time.sleep(1.5)
+    storage.record_heartbeat(alive._trial_id)
+    fresh = study.ask(x)  # started under grace_period ago: not judged yet
+    optuna.storages.fail_stale_trials(study)  # Optuna's own check passes over it
+    assert study.trials[beatless.number].state == TrialState.RUNNING
+    assert fail_beatless_trials(study, grace_period=1) == [beatless.number]
+    trials = study.get_trials(deepcopy=False)
+    assert trials[beatless.number].state == TrialState.FAIL
+    assert trials[alive.number].state == TrialState.RUNNING
+    assert trials[fresh.number].state == TrialState.RUNNING
+    (waiting,) = [t for t in trials if t.state == TrialState.WAITING]
+    assert waiting.params == {"x": beatless.params["x"]}
+    assert waiting.user_attrs == {"retry_of": beatless.number, "retry_count": 1}
+    assert fail_beatless_trials(study, grace_period=1) == []  # failed once only
 
 
 def _postgres_url() -> str | None:

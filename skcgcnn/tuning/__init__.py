@@ -52,7 +52,7 @@ from ._results import (TuneResult, best_trials_markdown, plot_against_baselines,
                        trials_table, write_results)
 from ._space import (CGCNN_GROUPS_CHOICE, SearchSpace, TrialConfig,
                      usable_atom_feature_choices)
-from ._recovery import HEARTBEAT_ATTR, recover_stale_trials
+from ._recovery import HEARTBEAT_ATTR, fail_beatless_trials, recover_stale_trials
 from ._storage import default_storage, make_storage
 from ._tune import tune
 
@@ -68,6 +68,7 @@ __all__ = [
     "make_storage",
     "pipeline_distributions",
     "pipeline_from_params",
+    "fail_beatless_trials",
     "recover_stale_trials",
     "run_tune_command",
     "tune",

@@ -9,7 +9,10 @@ queued again with the parameters it had drawn, at most ``max_retries`` times.
   heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retries))``;
   ``study.optimize`` beats and fails stale trials before each trial, and the worker loop
   calls ``optuna.storages.fail_stale_trials`` while it waits for trials in flight
-  elsewhere.  :class:`_RequeueStaleTrial` adds the user attributes ``retry_of`` and
+  elsewhere.  Optuna fails only trials with a stale heartbeat *row*; a worker killed
+  between starting a trial and its first beat leaves a running trial with none, which
+  :func:`fail_beatless_trials` fails once it is ``grace_period`` old.
+  :class:`_RequeueStaleTrial` adds the user attributes ``retry_of`` and
   ``retry_count`` (a retry trains with the first trial's seed; the tables show them).
 * Every other persistent storage: ours (:class:`_Heartbeat`,
   :func:`recover_stale_trials`), because Optuna's journal storage has no heartbeat
@@ -19,11 +22,13 @@ queued again with the parameters it had drawn, at most ``max_retries`` times.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import threading
 import time
 import warnings
+from datetime import datetime
 from typing import Any
 
 from .._optional import require
@@ -169,4 +174,56 @@ def recover_stale_trials(study: Any, grace_period: float, max_retries: int = 2) 
                             user_attrs={"retry_of": root, "retry_count": count})
         logger.warning("trial %d: its worker stopped answering %.0f s ago; marked failed and "
                        "queued again", trial.number, now - last)
+    return failed
+
+
+def fail_beatless_trials(study: Any, grace_period: float) -> list[int]:
+    """Fail the running trials of an RDB storage that never beat, as Optuna fails stale ones.
+
+    ``optuna.storages.fail_stale_trials`` looks only at trials with a heartbeat row (optuna
+    5.0, ``RDBStorage._get_stale_trial_ids`` skips the others), so a worker killed
+    between creating a trial and its first beat would leave it RUNNING for ever, and the
+    other workers would wait for it once the budget is reached.  A running trial started
+    more than ``grace_period`` seconds ago without a row in Optuna's ``trial_heartbeats``
+    table is marked FAIL here and handed to the storage's stale-trial callback (ours
+    queues it again), as Optuna does with a stale one.  The table is read with one SQL
+    query on the storage's engine: Optuna has no public reader of heartbeats.
+
+    Returns
+    -------
+    list of int
+        Numbers of the trials this call failed.
+    """
+    require("optuna")
+    import sqlalchemy
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    # datetime_start is written with the worker's local clock (datetime.now())
+    old = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+           if t.datetime_start is not None
+           and (datetime.now() - t.datetime_start).total_seconds() >= grace_period]
+    if not old:
+        return []
+    ids = {t._trial_id: t.number for t in old}
+    query = sqlalchemy.text("SELECT DISTINCT trial_id FROM trial_heartbeats "
+                            "WHERE trial_id IN :ids").bindparams(
+        sqlalchemy.bindparam("ids", expanding=True))
+    rdb = getattr(storage, "_backend", storage)  # under optuna's _CachedStorage
+    with rdb.engine.connect() as connection:
+        beaten = {row[0] for row in connection.execute(query, {"ids": list(ids)})}
+    callback = storage.get_heartbeat_stale_trial_callback()
+    failed = []
+    for trial_id in sorted(set(ids) - beaten):
+        try:
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:
+            continue  # another worker got there first, or it just finished
+        failed.append(ids[trial_id])
+        logger.warning("trial %d: its worker stopped before its first heartbeat; marked "
+                       "failed", ids[trial_id])
+        if callback is not None:
+            callback(study, copy.deepcopy(storage.get_trial(trial_id)))
     return failed

@@ -20,7 +20,8 @@ from .._optional import require
 from ._callbacks import PruningCallback, ValidationMAE
 from ..graph import GraphCache
 from ._space import SearchSpace, _resolve_table
-from ._recovery import _Heartbeat, heartbeat_keeper, recover_stale_trials
+from ._recovery import (_Heartbeat, fail_beatless_trials, heartbeat_keeper,
+                        recover_stale_trials)
 from ._storage import _retry_creation, _storage_lock, make_storage
 
 logger = logging.getLogger(__name__)
@@ -301,6 +302,7 @@ class _Run:
             # study.optimize (which fails stale trials of RDB storages) is not called
             if beats == "optuna":
                 optuna.storages.fail_stale_trials(study)
+                fail_beatless_trials(study, self.grace_period)
             elif beats == "skcgcnn":
                 recover_stale_trials(study, self.grace_period, self.max_retries)
             trials = study.get_trials(deepcopy=False)
