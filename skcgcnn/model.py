@@ -51,7 +51,9 @@ class Edges:
     def __init__(self, nbr_idx: Tensor, nbr_dist: Tensor):
         n, m = nbr_idx.shape
         mask = nbr_idx >= 0
-        self.dense = bool(mask.all())  # then edge e is (e // m, nbr_idx.flat[e])
+        # then edge e is (e // m, nbr_idx.flat[e]); an empty batch (a process's empty
+        # share of a batch, skcgcnn.estimators._distributed) takes the general path
+        self.dense = n > 0 and bool(mask.all())
         if self.dense:
             self.src = torch.arange(n, device=nbr_idx.device).repeat_interleave(m)
             self.dst = nbr_idx.reshape(-1)

@@ -13,6 +13,7 @@ from sklearn.exceptions import NotFittedError
 
 from .._defaults import GRAPH_PARAMS, MOMENTUM, resolve_device
 from ..graph import GraphCollection
+from . import _distributed
 from ._checks import _InputChecks, _seed_of
 from ._data import GraphDataset, graphs_to_tensors
 from ._recipe import check_callbacks, recipe_callbacks, validation_split
@@ -53,7 +54,39 @@ class _CGCNNMixin(_InputChecks):
             return super().infer(x, **fit_params)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        return self._weighted_loss(super().get_loss, y_pred, y_true, X, training)
+        loss = self._weighted_loss(super().get_loss, y_pred, y_true, X, training)
+        parallel = _distributed.state(self) if training else None
+        if parallel is None:
+            return loss
+        return _distributed.shared_loss(parallel, loss, y_pred, X)
+
+    # -- several processes (torchrun): skcgcnn.estimators._distributed ------------------
+    def train_step_single(self, batch, **fit_params):
+        """skorch's, through the DistributedDataParallel module when training with
+        several processes (validation and prediction use the plain module)."""
+        parallel = _distributed.state(self)
+        if parallel is None:
+            return super().train_step_single(batch, **fit_params)
+        plain = self.__dict__["module_"]
+        self.__dict__["module_"] = parallel.ddp
+        try:
+            return super().train_step_single(batch, **fit_params)
+        finally:
+            self.__dict__["module_"] = plain
+
+    def train_step(self, batch, **fit_params):
+        """skorch's; with several processes the loss recorded is the global batch's."""
+        step = super().train_step(batch, **fit_params)
+        if _distributed.state(self) is not None:
+            step["loss"] = _distributed.global_loss(step["loss"])
+        return step
+
+    def get_iterator(self, dataset, training=False):
+        """skorch's; with several processes, training batches are this process's shares
+        of the global batches (:func:`~skcgcnn.estimators._distributed.shard_rows`)."""
+        if training and _distributed.state(self) is not None:
+            return _distributed.train_iterator(self, dataset)
+        return super().get_iterator(dataset, training=training)
 
     def _weighted_loss(self, loss, y_pred, y_true, X, training):
         """``loss(y_pred, y_true, X=X, training=training)``; when the batch carries sample
@@ -93,6 +126,11 @@ class _CGCNNMixin(_InputChecks):
         run first, so that the learning-rate scheduler and the scoring callbacks (which
         come before the user's callbacks) find the restored history, and ``fit`` knows
         how many epochs it restored."""
+        parallel = _distributed.state(self)
+        if method_name == "on_batch_end" and parallel is not None \
+                and cb_kwargs.get("training") and parallel.global_batch is not None:
+            # the global batch's size in the history (it weighs the epoch's train_loss)
+            self.history.record_batch("train_batch_size", int(parallel.global_batch[1]))
         if method_name != "on_train_begin":
             return super().notify(method_name, **cb_kwargs)
         from skorch.callbacks import LoadInitState
@@ -119,7 +157,10 @@ class _CGCNNMixin(_InputChecks):
             else:
                 logger.info("resumed after epoch %d: training epochs %d-%d", restored,
                             restored + 1, self.max_epochs)
-        return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        with self._resolved_device():
+            _distributed.init_from_env(self.device)
+        with _distributed.data_parallel(self):
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
 
     def get_default_callbacks(self):
         """skorch's, then the recipe's: ``lr_scheduler`` (from ``lr_schedule``) and
@@ -130,6 +171,9 @@ class _CGCNNMixin(_InputChecks):
     def _validation_split(self):
         seed = self.random_state if isinstance(self.random_state, (int, np.integer)) \
             else None
+        parallel = _distributed.state(self)
+        if seed is None and parallel is not None:  # the same split in every process
+            seed = parallel.seed
         return validation_split(self, seed)
 
     def get_split_datasets(self, X, y=None, **fit_params):
@@ -205,6 +249,8 @@ class _CGCNNMixin(_InputChecks):
         target scaling or class labels), which ``load_params(f_fitted=...)`` needs to
         give a fitted estimator.  :func:`skcgcnn.estimators.save_model` writes all of it
         into one file."""
+        if not _distributed.is_writer():  # several processes: process 0 writes
+            return
         if f_fitted is not None:
             from . import _fitted
 
@@ -290,6 +336,9 @@ class _CGCNNMixin(_InputChecks):
         self.__dict__["_in_fit"] = True  # fit, not partial_fit: see fit_loop
         try:
             with self._resolved_device():
+                # under torchrun: the process group (and this process's GPU) before
+                # the module is built on the device
+                _distributed.init_from_env(self.device)
                 if seed is None:
                     return super().fit(X, y, **fit_params)
                 devices = [torch.cuda.current_device()] if (

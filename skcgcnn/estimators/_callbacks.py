@@ -38,6 +38,8 @@ from skorch.callbacks import Checkpoint, LoadInitState, LRScheduler
 from skorch.callbacks.scoring import EpochScoring, PassthroughScoring
 from skorch.history import History
 
+from ._distributed import is_writer
+
 logger = logging.getLogger(__name__)
 
 #: Format tag of the files written by :class:`TrainingCheckpoint`.
@@ -206,6 +208,8 @@ class TrainingCheckpoint(Checkpoint):
 
     def save_model(self, net: Any) -> None:
         """Write the training state of ``net`` (after ``len(net.history)`` epochs)."""
+        if not is_writer():  # several processes (torchrun): process 0 writes
+            return
         rng = {"torch": torch.get_rng_state()}
         cuda = _cuda_device(net)
         if cuda is not None:
@@ -347,6 +351,8 @@ class AtomicCheckpoint(Checkpoint):
     def _save_params(self, f: Any, net: Any, f_name: str, log_name: str) -> None:
         if not isinstance(f, (str, os.PathLike)):
             raise TypeError(f"AtomicCheckpoint writes files named by strings, not {f!r}")
+        if not is_writer():  # several processes (torchrun): process 0 writes
+            return
         path = Path(f)
         handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                        suffix=".tmp")

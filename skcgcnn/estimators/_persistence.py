@@ -23,6 +23,7 @@ from ._base import OPTIMIZERS
 from ._card import build_model_card, format_model_card
 from ._checks import _GRAPH_KEYS, _atom_features_digest
 from ._classifier import CGCNNClassifier
+from ._distributed import is_writer
 from ._ensemble import CGCNNEnsembleRegressor
 from ._regressor import CGCNNRegressor
 
@@ -272,6 +273,8 @@ def save_model(model: Any, path: str | os.PathLike, card: dict | None = None) ->
         raise TypeError("save_model takes a CGCNNRegressor/CGCNNClassifier/"
                         "CGCNNEnsembleRegressor or a Pipeline ending in one")
     est._require_fitted()
+    if not is_writer():  # several processes (torchrun): process 0 writes the file
+        return
     table = getattr(transformer, "atom_features_", None)
     if isinstance(est, CGCNNEnsembleRegressor):
         payload = {"kind": "regression-ensemble",
