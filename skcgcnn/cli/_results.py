@@ -54,6 +54,9 @@ class TrainRun:
         Epochs trained before ``--resume``; None for a new run.
     stopped_early : bool
         Whether ``--early-stopping`` ended training before ``--epochs``.
+    world_size : int
+        Processes that trained the model together (``torchrun --nproc-per-node``); 1
+        for one.
     """
 
     args: argparse.Namespace
@@ -70,6 +73,7 @@ class TrainRun:
     fit_seconds: float
     done: int | None = None
     stopped_early: bool = False
+    world_size: int = 1
 
     @property
     def classification(self) -> bool:
@@ -118,6 +122,7 @@ def _metrics_record(run: TrainRun, test_metrics: dict) -> dict:
         "test": test_metrics,
         "split_file": args.split,
         "seed": args.seed, "fit_seconds": round(run.fit_seconds, 3),
+        "world_size": run.world_size,
         "graph_params": {k: v for k, v in graph_params.items() if k in _GRAPH_KEYS},
         "network": {"atom_fea_len": args.atom_fea_len, "h_fea_len": args.h_fea_len,
                     "n_conv": args.n_conv, "n_h": args.n_h, "conv": args.conv},

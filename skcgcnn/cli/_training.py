@@ -261,7 +261,9 @@ def make_estimator(args: argparse.Namespace, valid_ds: Any, score: tuple[str, An
     if name != "valid_acc":
         callbacks.insert(0, ("valid_score", EpochScoring(scorer, lower_is_better=lower,
                                                          name=name)))
-    if not args.quiet:
+    from ..estimators._distributed import is_writer
+
+    if not args.quiet and is_writer():  # one bar for the processes of torchrun
         callbacks.append(("progress_bar", ProgressBar()))
     if args.resume is not None:
         callbacks.append(("resume", LoadTrainingState(state)))
@@ -285,7 +287,8 @@ def make_estimator(args: argparse.Namespace, valid_ds: Any, score: tuple[str, An
         module__atom_fea_len=args.atom_fea_len, module__h_fea_len=args.h_fea_len,
         module__n_conv=args.n_conv, module__n_h=args.n_h, module__conv=args.conv,
         train_split=predefined_split(valid_ds), random_state=args.seed,
-        device=device, verbose=verbose(args), callbacks=callbacks,
+        device=device, verbose=verbose(args) if is_writer() else 0,
+        callbacks=callbacks,
         lr_schedule=None if args.lr_schedule == "none" else args.lr_schedule,
         warmup_fraction=args.warmup_fraction)
     if args.lr_schedule == "multistep":

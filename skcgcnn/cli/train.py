@@ -267,7 +267,7 @@ def _read_data(args: argparse.Namespace, out_dir: Path
         skipped: list[tuple[str, str]] = []
         transformer, graphs, targets, names = build_graphs(root, args, graph_params(args),
                                                             skipped)
-        if args.skip_errors:  # written now, so that it is there even if training stops
+        if args.skip_errors and _writer():  # now, so that it is there if training stops
             write_skipped(out_dir / "skipped.csv", skipped)
     column = choose_target(names, args.target, source)
     target = names[column]
@@ -282,6 +282,14 @@ def _read_data(args: argparse.Namespace, out_dir: Path
         raise CLIError(f"--task classification needs class labels (0, 1, ...) but {target!r} "
                        f"holds values such as {odd!r}; is --task right?")
     return transformer, graphs, y, target, source
+
+
+def _writer() -> bool:
+    """Whether this process writes the outputs: the only one, or process 0 of those
+    that ``torchrun`` started (:mod:`skcgcnn.estimators._distributed`)."""
+    from ..estimators._distributed import is_writer
+
+    return is_writer()
 
 
 def _validation(args: argparse.Namespace, graphs: Any, y: Any, train: Any, val: Any
@@ -333,7 +341,13 @@ def run_train(args: argparse.Namespace) -> int:
             return 0
     args = apply_recipe(args)
     _check_train_args(args)
-    check_device(args.device)  # before the data are read
+    device = check_device(args.device)  # before the data are read
+    # under torchrun: one of several processes, each training on its share of every
+    # batch; process 0 alone writes the outputs and prints the summary
+    from ..estimators._distributed import init_from_env, world_size
+
+    if init_from_env(device) and not _writer():
+        logging.getLogger("skcgcnn").setLevel(logging.WARNING)
     started = time.perf_counter()
     classification = args.task == "classification"
     out_dir = Path(args.output_dir).expanduser()
@@ -356,8 +370,9 @@ def run_train(args: argparse.Namespace) -> int:
     # -- training, with checkpoints in the output folder ---------------------------------
     split_rows = split_table(ids, {"train": train, "val": val, "test": test})
     if done is None:
-        start_run_dir(out_dir, args)
-        write_split(out_dir / "split.csv", split_rows)
+        if _writer():
+            start_run_dir(out_dir, args)
+            write_split(out_dir / "split.csv", split_rows)
     else:
         check_resumed_split(out_dir / "split.csv", split_rows, source)
     est, checkpoint = make_estimator(args, valid_ds, score, out_dir)
@@ -366,6 +381,8 @@ def run_train(args: argparse.Namespace) -> int:
     fit_seconds = time.perf_counter() - t0
     history = est.history
     check_losses(history, args)
+    if not _writer():  # the same model as process 0's, which writes it
+        return 0
     if stopped_early(est):
         logger.info("early stopping: the validation %s did not improve for %d epochs; "
                     "stopped after epoch %d of %d", score[0].removeprefix("valid_"),
@@ -389,7 +406,7 @@ def run_train(args: argparse.Namespace) -> int:
                    split={"train": train, "val": val, "test": test}, target=target,
                    source=source, score=score[0], best_epoch=best_epoch,
                    best_score=best_score, fit_seconds=fit_seconds, done=done,
-                   stopped_early=stopped_early(est))
+                   stopped_early=stopped_early(est), world_size=world_size())
     shown, test_metrics = evaluate_test(run)
     written = write_outputs(run, out_dir, shown, test_metrics)
     for line in summary(run, test_metrics, written, out_dir, started):

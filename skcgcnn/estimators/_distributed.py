@@ -1,4 +1,4 @@
-"""Data-parallel training over several processes: ``torchrun`` and torch's DistributedDataParallel.
+"""Data-parallel training over several processes: torchrun and DistributedDataParallel.
 
 Launched by ``torchrun --nproc-per-node N`` (one process per GPU, or N processes on the
 CPU), every process runs the same script; a ``fit`` then
