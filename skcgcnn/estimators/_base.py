@@ -54,11 +54,7 @@ class _CGCNNMixin(_InputChecks):
             return super().infer(x, **fit_params)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        loss = self._weighted_loss(super().get_loss, y_pred, y_true, X, training)
-        parallel = _distributed.state(self) if training else None
-        if parallel is None:
-            return loss
-        return _distributed.shared_loss(parallel, loss, y_pred, X)
+        return self._weighted_loss(super().get_loss, y_pred, y_true, X, training)
 
     # -- several processes (torchrun): skcgcnn.estimators._distributed ------------------
     def train_step_single(self, batch, **fit_params):
@@ -91,7 +87,16 @@ class _CGCNNMixin(_InputChecks):
     def _weighted_loss(self, loss, y_pred, y_true, X, training):
         """``loss(y_pred, y_true, X=X, training=training)``; when the batch carries sample
         weights (normalised to mean 1 over the fit's rows), the mean over the batch of
-        each crystal's loss times its weight."""
+        each crystal's loss times its weight.  Training with several processes, this
+        process's part of the global batch's loss
+        (:func:`~skcgcnn.estimators._distributed.shared_loss`)."""
+        parallel = _distributed.state(self) if training else None
+        if parallel is None:
+            return self._batch_loss(loss, y_pred, y_true, X, training)
+        value = self._batch_loss(loss, y_pred, y_true, X, training) if len(y_pred) else None
+        return _distributed.shared_loss(parallel, value, y_pred, X)
+
+    def _batch_loss(self, loss, y_pred, y_true, X, training):
         weights = X.get("sample_weight") if isinstance(X, dict) else None
         with self._resolved_device():
             if weights is None:

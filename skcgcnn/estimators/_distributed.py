@@ -379,11 +379,12 @@ def state(net: Any) -> _State | None:
     return net.__dict__.get("_data_parallel")
 
 
-def shared_loss(st: _State, loss: torch.Tensor, y_pred: torch.Tensor,
+def shared_loss(st: _State, loss: torch.Tensor | None, y_pred: torch.Tensor,
                 X: Any) -> torch.Tensor:
     """This process's part of the global batch's mean loss, scaled for DDP's average:
     ``loss * world_size * n_here / n_global``, so that DDP's mean over the processes of
-    their gradients is the gradient of the mean over the global batch."""
+    their gradients is the gradient of the mean over the global batch (``loss`` is
+    None for an empty share)."""
     import torch.distributed as dist
 
     atoms = len(X["crystal_idx"]) if isinstance(X, dict) and "crystal_idx" in X else 0
