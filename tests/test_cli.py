@@ -283,6 +283,7 @@ def test_metrics_match_test_results_and_history(trained):
                                                     abs=1e-12)
     r2 = 1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2)
     assert metrics["test"]["r2"] == pytest.approx(r2, abs=1e-12)
+    assert metrics["world_size"] == 1  # one process (torchrun: tests/test_distributed.py)
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (36, 12, 12)
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3]
