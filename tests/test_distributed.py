@@ -73,6 +73,27 @@ def test_shard_rows_shuffles_per_epoch_with_the_seed():
                                            drop_last=True)] == [[0, 2], [4, 6]]
 
 
+def test_children_of_a_torchrun_process_train_alone(monkeypatch):
+    # a joblib worker of an ensemble inherits torchrun's variables and the recorded pid
+    # of the process torchrun started: it is no rank and must not join the group
+    from skcgcnn.estimators import _distributed
+
+    env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": "29500"}
+    environ = {key: value for key, value in os.environ.items()
+               if key != _distributed._OWNER_ENV}
+    monkeypatch.setattr(os, "environ", {**environ, **env})
+    assert _distributed._launched_by_torchrun()  # the first process to look owns it
+    run, pid = os.environ[_distributed._OWNER_ENV].rsplit("|", 1)
+    assert pid == str(os.getpid())
+    os.environ[_distributed._OWNER_ENV] = f"{run}|{os.getpid() + 1}"
+    assert not _distributed._launched_by_torchrun()  # a child of the owner
+    os.environ["MASTER_PORT"] = "29501"  # a value left from another run is not ours
+    assert _distributed._launched_by_torchrun()
+    os.environ["WORLD_SIZE"] = "1"
+    assert not _distributed._launched_by_torchrun()  # torchrun with one process
+
+
 def test_shard_rows_refuses_a_bad_rank_or_batch():
     with pytest.raises(ValueError, match="rank 2 of world_size 2"):
         shard_rows(10, 4, 2, 2, 0, 0)

@@ -73,13 +73,31 @@ def is_writer() -> bool:
     return rank() == 0
 
 
+#: ``run|pid`` of the process torchrun started, recorded in its environment at import:
+#: the processes it starts in turn (joblib/loky workers of an ensemble, tuning workers)
+#: inherit torchrun's variables but are not ranks of the group, and train on their own.
+_OWNER_ENV = "SKCGCNN_TORCHRUN_PID"
+
+
 def _launched_by_torchrun() -> bool:
+    """Whether this process is one of several that torchrun started (not their child)."""
     if not all(key in os.environ for key in _TORCHRUN_ENV):
+        return False
+    run = "{}@{}:{}#{}".format(os.environ.get("TORCHELASTIC_RUN_ID", ""),
+                               os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"],
+                               os.environ["RANK"])
+    owner_run, _, owner_pid = os.environ.get(_OWNER_ENV, "").rpartition("|")
+    if owner_run != run:  # none recorded, or one left from another run: this process owns it
+        os.environ[_OWNER_ENV] = f"{run}|{os.getpid()}"
+    elif owner_pid != str(os.getpid()):
         return False
     try:
         return int(os.environ["WORLD_SIZE"]) > 1
     except ValueError:
         return False
+
+
+_launched_by_torchrun()  # records the owner before any child process is started
 
 
 def init_from_env(device: Any) -> bool:
