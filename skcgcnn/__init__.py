@@ -29,6 +29,8 @@ _LAZY = {
     "CGCNNClassifier": "skcgcnn.estimators",
     "CGCNNEnsembleRegressor": "skcgcnn.estimators",
     "CGCNNEmbedder": "skcgcnn.estimators",
+    "ApplicabilityDomain": "skcgcnn.estimators",
+    "OutsideDomainWarning": "skcgcnn.estimators",
     "load_cgcnn_checkpoint": "skcgcnn.estimators",
     "save_model": "skcgcnn.estimators",
     "load_model": "skcgcnn.estimators",

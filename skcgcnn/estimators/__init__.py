@@ -20,8 +20,9 @@ The estimators are thin skorch subclasses.  What they add to skorch:
   besides the weights (``_fitted``);
 * ``random_state`` without touching the global random generators;
 * a deep ensemble of regressors with ``predict(X, return_std=True)``
-  (``_ensemble``), and a fitted network as a transformer to crystal embeddings
-  (``_embedder``);
+  (``_ensemble``), a fitted network as a transformer to crystal embeddings
+  (``_embedder``), and an applicability domain in that embedding space, which the
+  regressors fit with ``domain="knn"`` and warn about at ``predict`` (``_domain``);
 * resumable training callbacks (``_callbacks``);
 * loading of the original CGCNN checkpoints and a safe save format of their own
   (``_persistence``).
@@ -33,6 +34,7 @@ from ._card import format_model_card
 from ._classifier import CGCNNClassifier
 from ._classifier import _exp  # noqa: F401 (estimators pickled before the split name it here)
 from ._data import GraphDataset, collate_graphs, graphs_to_tensors
+from ._domain import ApplicabilityDomain, OutsideDomainWarning
 from ._embedder import CGCNNEmbedder
 from ._ensemble import CGCNNEnsembleRegressor
 from ._persistence import (CheckpointError, is_torch_file, load_cgcnn_checkpoint, load_model,
@@ -44,7 +46,7 @@ from ._recipe import (DEFAULT_CLASSIFIER_RECIPE, DEFAULT_RECIPE, LOSSES, LR_SCHE
 from ._regressor import CGCNNRegressor
 
 __all__ = ["CGCNNRegressor", "CGCNNClassifier", "CGCNNEnsembleRegressor", "CGCNNEmbedder",
-           "GraphDataset", "collate_graphs", "graphs_to_tensors", "make_cgcnn_pipeline",
+           "ApplicabilityDomain", "OutsideDomainWarning", "GraphDataset", "collate_graphs", "graphs_to_tensors", "make_cgcnn_pipeline",
            "load_cgcnn_checkpoint", "save_model", "load_model", "format_model_card",
            "CheckpointError", "is_torch_file", "TrainingCheckpoint", "LoadTrainingState",
            "AtomicCheckpoint", "TrainingStateError", "read_training_state",

@@ -12,13 +12,14 @@ from sklearn.utils import check_random_state
 
 from ..graph import GraphCollection
 from ._checks import _InputChecks
+from ._domain import _DomainHooks
 from ._regressor import CGCNNRegressor
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["CGCNNEnsembleRegressor"]
 
-_OWN_PARAMS = ("n_estimators", "bootstrap", "n_jobs", "random_state")
+_OWN_PARAMS = ("n_estimators", "bootstrap", "n_jobs", "random_state", "domain")
 
 
 def _fit_member(params: dict, seed: int, X: GraphCollection, y: np.ndarray,
@@ -28,7 +29,7 @@ def _fit_member(params: dict, seed: int, X: GraphCollection, y: np.ndarray,
     return member.fit(X, y, sample_weight=sample_weight)
 
 
-class CGCNNEnsembleRegressor(_InputChecks, RegressorMixin, BaseEstimator):
+class CGCNNEnsembleRegressor(_DomainHooks, _InputChecks, RegressorMixin, BaseEstimator):
     """A deep ensemble of :class:`CGCNNRegressor` networks (Lakshminarayanan et al. 2017).
 
     ``n_estimators`` CGCNNs are trained on the same graphs from different random
@@ -74,6 +75,8 @@ class CGCNNEnsembleRegressor(_InputChecks, RegressorMixin, BaseEstimator):
     graph_params_ : dict
         The graph settings of ``fit``'s graphs; ``predict`` refuses graphs built
         otherwise.
+    domain_ : ApplicabilityDomain
+        Only with ``domain``.
 
     Examples
     --------
@@ -92,11 +95,12 @@ class CGCNNEnsembleRegressor(_InputChecks, RegressorMixin, BaseEstimator):
 
     def __init__(self, n_estimators: int = 5, *, bootstrap: bool = False,
                  n_jobs: int | None = None, random_state: Any = None,
-                 **member_params: Any) -> None:
+                 domain: Any = None, **member_params: Any) -> None:
         self.n_estimators = n_estimators
         self.bootstrap = bootstrap
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.domain = domain
         for key, value in member_params.items():
             setattr(self, key, value)
 
@@ -178,6 +182,7 @@ class CGCNNEnsembleRegressor(_InputChecks, RegressorMixin, BaseEstimator):
         first = self.estimators_[0]
         self.n_outputs_ = first.n_outputs_
         self.graph_params_ = dict(first.graph_params_)
+        self._fit_domain(X)
         return self
 
     def predict_members(self, X: GraphCollection) -> np.ndarray:
@@ -186,9 +191,12 @@ class CGCNNEnsembleRegressor(_InputChecks, RegressorMixin, BaseEstimator):
         self._require_fitted()
         return np.stack([member.predict(X) for member in self.estimators_])
 
-    def predict(self, X: GraphCollection, return_std: bool = False
-                ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def predict(self, X: GraphCollection, return_std: bool = False,
+                return_domain: bool = False) -> np.ndarray | tuple[np.ndarray, ...]:
         """The members' mean prediction, and with ``return_std`` their standard deviation.
+
+        With a ``domain``, crystals outside it raise an ``OutsideDomainWarning``, and
+        ``return_domain=True`` appends each crystal's distance to the answer.
 
         Returns
         -------
@@ -196,10 +204,13 @@ class CGCNNEnsembleRegressor(_InputChecks, RegressorMixin, BaseEstimator):
         y_std : ndarray of the same shape, only with ``return_std=True``
             The standard deviation over the members (divided by ``n_estimators``);
             0 for a single member.
+        distance : ndarray of shape (n,), only with ``return_domain=True``
+            Mean embedding distance to the nearest training crystals.
         """
         members = self.predict_members(X)
         mean = members.mean(axis=0)
-        return (mean, members.std(axis=0)) if return_std else mean
+        out = (mean, members.std(axis=0)) if return_std else mean
+        return self._predict_domain(X, out, return_domain)
 
     def predict_crystal_features(self, X: GraphCollection) -> np.ndarray:
         """Every member's pooled crystal features side by side, shape

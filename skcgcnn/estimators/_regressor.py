@@ -10,12 +10,13 @@ from ..model import CGCNN
 from ._base import _COMMON_DOC, DEFAULT_MOMENTUM, _CGCNNMixin
 from ._checks import _graph_params_of
 from ._data import collate_graphs
+from ._domain import _DomainHooks
 from ._recipe import LOSSES
 
 __all__ = ["CGCNNRegressor"]
 
 
-class CGCNNRegressor(_CGCNNMixin, NeuralNetRegressor):
+class CGCNNRegressor(_DomainHooks, _CGCNNMixin, NeuralNetRegressor):
     __doc__ = ("""CGCNN regression as a scikit-learn estimator (a skorch NeuralNetRegressor).
 
     X is the :class:`~skcgcnn.graph.GraphCollection` made by
@@ -32,6 +33,11 @@ class CGCNNRegressor(_CGCNNMixin, NeuralNetRegressor):
 default="absolute_error"
         The loss on standardised targets: MSE (the original's), L1 or Huber
         (``criterion__delta``, default 1.0, in standard deviations).
+    domain : {None, "knn"} or ApplicabilityDomain, default=None
+        Fit an applicability domain on the training crystals' embeddings after
+        ``fit`` (``domain_``); ``predict`` then warns (``OutsideDomainWarning``) about
+        crystals outside it, and ``predict(X, return_domain=True)`` also answers each
+        crystal's distance (see :class:`~skcgcnn.ApplicabilityDomain`).
 
     Attributes
     ----------
@@ -44,6 +50,8 @@ default="absolute_error"
         graphs seen by ``fit``; ``predict`` refuses graphs built otherwise.
     n_outputs_ : int
     history_ : skorch History (also ``history``)
+    domain_ : ApplicabilityDomain
+        Only with ``domain``: fitted on the embeddings of the rows passed to ``fit``.
 
     Examples
     --------
@@ -67,7 +75,7 @@ default="absolute_error"
                  lr_schedule="onecycle",
                  warmup_fraction=0.1, loss="absolute_error", early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, random_state=None,
-                 device="cpu", verbose=0, **kwargs):
+                 domain=None, device="cpu", verbose=0, **kwargs):
         super().__init__(module, criterion=criterion, optimizer=optimizer, lr=lr,
                          max_epochs=max_epochs, batch_size=batch_size,
                          train_split=train_split,
@@ -84,6 +92,7 @@ default="absolute_error"
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.random_state = random_state
+        self.domain = domain
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -118,7 +127,9 @@ default="absolute_error"
             self.target_scaler_.mean_ = np.zeros_like(self.target_scaler_.mean_)
         self.module_kwargs_ = self._data_kwargs(X, self.n_outputs_)
         self.graph_params_ = _graph_params_of(X)
-        return self._fit_weighted(X, y2.astype(np.float32), weights, **fit_params)
+        self._fit_weighted(X, y2.astype(np.float32), weights, **fit_params)
+        self._fit_domain(X)
+        return self
 
     def initialize_criterion(self):
         """The criterion of ``loss`` (``criterion`` when one other than MSE is given)."""
@@ -145,8 +156,13 @@ default="absolute_error"
         y_true = (y_true.reshape(y_pred.shape) - mean) / scale
         return super().get_loss(y_pred, y_true, X=X, training=training)
 
-    def predict(self, X):
+    def predict(self, X, return_domain=False):
         """Predictions in the original units: shape (n,) for 1-D y, else (n, n_targets).
+
+        With a ``domain``, crystals outside it raise an ``OutsideDomainWarning``, and
+        ``return_domain=True`` answers ``(y_pred, distance)``: each crystal's mean
+        embedding distance to its nearest training crystals (inside when at or below
+        ``domain_.threshold_``).
 
         When X comes from a StructureGraphTransformer that skipped structures
         (``on_error="skip"``), there is one row per structure of its input, NaN for
@@ -161,7 +177,8 @@ default="absolute_error"
                 scaled = super().predict_proba(X).reshape(len(X), -1)
             out = self.target_scaler_.inverse_transform(scaled.astype(np.float64))
         out = self._align(X, out)
-        return out.ravel() if self.y_ndim_ == 1 else out
+        return self._predict_domain(X, out.ravel() if self.y_ndim_ == 1 else out,
+                                    return_domain)
 
     def score(self, X, y, sample_weight=None):
         """R² of ``predict(X)`` against ``y`` (scikit-learn's ``RegressorMixin.score``).
