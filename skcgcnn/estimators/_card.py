@@ -92,6 +92,12 @@ def build_model_card(est: Any, recipe: dict, user: dict | None = None) -> dict:
     if members:
         card["n_members"] = len(members)
         card["members_training"] = [_training(m) for m in members]
+    domain = getattr(est, "domain_", None)
+    if domain is not None:
+        card["domain"] = {"n_neighbors": int(domain.n_neighbors),
+                          "quantile": float(domain.quantile), "scale": bool(domain.scale),
+                          "threshold": float(domain.threshold_),
+                          "n_train": int(len(domain.train_distances_))}
     if hasattr(first, "label_encoder_"):
         card["classes"] = _plain(first.label_encoder_.classes_.tolist())
     if user:

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin, clone
-from sklearn.exceptions import NotFittedError
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -143,8 +142,8 @@ class ApplicabilityDomain(OutlierMixin, BaseEstimator):
         if len(features) <= k:
             raise ValueError(
                 f"ApplicabilityDomain(n_neighbors={k}) needs more than {k} training "
-                f"crystals (each is scored against the others), got {len(features)}; "
-                "pass more rows or a smaller n_neighbors")
+                f"crystals, got n_samples = {len(features)} (each is scored against the "
+                "others): pass more rows or a smaller n_neighbors")
         self.scaler_ = StandardScaler().fit(features) if self.scale else None
         if self.scaler_ is not None:
             features = self.scaler_.transform(features)
@@ -245,8 +244,48 @@ class _DomainHooks:
         distance = self._align(X, distance)
         return (*out, distance) if isinstance(out, tuple) else (out, distance)
 
-    def _require_domain(self) -> ApplicabilityDomain:
-        if getattr(self, "domain_", None) is None:
-            raise NotFittedError(f"this {type(self).__name__} has no applicability domain: "
-                                 "fit it with domain='knn'")
-        return self.domain_
+
+
+# -- in model files (save_model / load_model): tensors and plain values only ----------
+def domain_payload(domain: ApplicabilityDomain) -> dict:
+    """A fitted feature-space domain as tensors and plain values."""
+    import torch
+
+    scaler = domain.scaler_
+    return {"params": {"n_neighbors": int(domain.n_neighbors),
+                       "quantile": float(domain.quantile), "scale": bool(domain.scale)},
+            "features": torch.from_numpy(np.ascontiguousarray(domain.neighbors_._fit_X)),
+            "train_distances": torch.from_numpy(domain.train_distances_),
+            "threshold": float(domain.threshold_),
+            "scaler_mean": None if scaler is None else torch.from_numpy(scaler.mean_),
+            "scaler_scale": None if scaler is None else torch.from_numpy(scaler.scale_)}
+
+
+def domain_from_payload(payload: dict) -> ApplicabilityDomain:
+    """The domain :func:`domain_payload` saved, with the same threshold and distances."""
+    domain = ApplicabilityDomain(**payload["params"])
+    features = payload["features"].numpy()
+    domain.n_features_in_ = features.shape[1]
+    domain.scaler_ = None
+    if payload["scaler_mean"] is not None:
+        scaler = StandardScaler()
+        scaler.mean_ = payload["scaler_mean"].numpy()
+        scaler.scale_ = payload["scaler_scale"].numpy()
+        scaler.var_ = scaler.scale_ ** 2
+        scaler.n_features_in_ = len(scaler.mean_)
+        scaler.n_samples_seen_ = len(features)
+        domain.scaler_ = scaler
+    domain.neighbors_ = NearestNeighbors(n_neighbors=domain.n_neighbors).fit(features)
+    domain.train_distances_ = payload["train_distances"].numpy()
+    domain.threshold_ = float(payload["threshold"])
+    domain.offset_ = -domain.threshold_
+    return domain
+
+
+def restore_domain(est: Any, payload: dict) -> None:
+    """Put a saved ``domain_`` (if any) back on a loaded estimator."""
+    if payload.get("domain") is None:
+        return
+    est.domain_ = domain_from_payload(payload["domain"])
+    if getattr(est, "domain", None) is None:  # an ApplicabilityDomain parameter: not plain
+        est.domain = ApplicabilityDomain(**payload["domain"]["params"])

@@ -24,6 +24,7 @@ from ._card import build_model_card, format_model_card
 from ._checks import _GRAPH_KEYS, _atom_features_digest
 from ._classifier import CGCNNClassifier
 from ._distributed import is_writer
+from ._domain import domain_payload, restore_domain
 from ._ensemble import CGCNNEnsembleRegressor
 from ._regressor import CGCNNRegressor
 
@@ -236,6 +237,8 @@ def _estimator_payload(est: Any) -> dict:
         payload["target_mean"] = torch.from_numpy(est.target_scaler_.mean_)
         payload["target_scale"] = torch.from_numpy(est.target_scaler_.scale_)
         payload["y_ndim"] = int(est.y_ndim_)
+        if getattr(est, "domain_", None) is not None:
+            payload["domain"] = domain_payload(est.domain_)
     else:
         classes = est.label_encoder_.classes_
         payload["classes"] = classes.tolist()
@@ -252,6 +255,7 @@ def save_model(model: Any, path: str | os.PathLike, card: dict | None = None) ->
     model holding every member.  Callbacks and other Python objects are not saved:
     pickle the estimator (``pickle``/``joblib``) when you need them.
 
+    A fitted applicability domain (``domain_``) is saved with its training embeddings.
     The file also holds a model card (:mod:`skcgcnn.estimators._card`): graph settings,
     atom-feature table name and digest, number and id digest of the training crystals,
     last-epoch losses, the recipe, package versions, and the entries of ``card``.
@@ -282,6 +286,8 @@ def save_model(model: Any, path: str | os.PathLike, card: dict | None = None) ->
                    "graph_params": dict(est.graph_params_),
                    "seeds": [int(seed) for seed in est.seeds_],
                    "members": [_estimator_payload(member) for member in est.estimators_]}
+        if getattr(est, "domain_", None) is not None:
+            payload["domain"] = domain_payload(est.domain_)
     else:
         payload = _estimator_payload(est)
     payload.update({
@@ -324,6 +330,7 @@ def _estimator_from_payload(payload: dict, device: str) -> Any:
     est.initialize()
     est.module_.load_state_dict(payload["state_dict"])
     est.module_.to(resolve_device(est.device))
+    restore_domain(est, payload)
     return est
 
 
@@ -337,6 +344,7 @@ def _ensemble_from_payload(payload: dict, device: str) -> CGCNNEnsembleRegressor
     ens.seeds_ = np.asarray(payload["seeds"])
     ens.n_outputs_ = ens.estimators_[0].n_outputs_
     ens.graph_params_ = dict(payload["graph_params"])
+    restore_domain(ens, payload)
     return ens
 
 
