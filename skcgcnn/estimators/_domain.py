@@ -87,7 +87,7 @@ class ApplicabilityDomain(OutlierMixin, BaseEstimator):
     >>> from skcgcnn import ApplicabilityDomain
     >>> domain = ApplicabilityDomain(fitted_pipeline).fit(train_structures)  # doctest: +SKIP
     >>> domain.distance(new_structures)                  # doctest: +SKIP
-    >>> domain.predict(new_structures)                   # +1 inside, -1 outside  # doctest: +SKIP
+    >>> domain.predict(new_structures)  # +1 inside, -1 outside   # doctest: +SKIP
     """
 
     def __init__(self, estimator: Any = None, *, n_neighbors: int = 5,
