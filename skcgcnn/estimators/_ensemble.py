@@ -59,6 +59,11 @@ class CGCNNEnsembleRegressor(_DomainHooks, _InputChecks, RegressorMixin, BaseEst
     random_state : int, RandomState instance or None, default=None
         Draws one seed per member (and the bootstrap samples).  Members always get
         different seeds, also with None.
+    domain : {None, "knn"} or ApplicabilityDomain, default=None
+        Fit an applicability domain on the training crystals' embeddings (the members'
+        side by side) after ``fit`` (``domain_``); ``predict`` then warns
+        (``OutsideDomainWarning``) about crystals outside it, and
+        ``return_domain=True`` also answers each crystal's distance.
     **member_params
         Any :class:`CGCNNRegressor` parameter (``max_epochs``, ``lr``,
         ``module__n_conv``, ``lr_schedule``, ...), the same for every member.  What
