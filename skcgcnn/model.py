@@ -147,7 +147,10 @@ class ConvLayer(nn.Module):
             w = w * scale.unsqueeze(1)
         self_part = fn.linear(atom_fea, w[:, :f], b)               # (N, 2F)
         nbr_part = fn.linear(atom_fea, w[:, f:2 * f])                # (N, 2F)
-        gated = nbr_part.index_select(0, dst).addmm_(expanded, w[:, 2 * f:].t())  # (E, 2F)
+        gated = nbr_part.index_select(0, dst)                                # (E, 2F)
+        # in place, so not cast by autocast: under bf16 autocast the products above are
+        # bf16, and the edge product joins them in that type (a no-op in float32)
+        gated.addmm_(expanded.to(gated.dtype), w[:, 2 * f:].t().to(gated.dtype))
         if dense:  # M edges per atom, in atom order: broadcast, no gather or scatter
             gated.view(n_atoms, -1, 2 * f).add_(self_part.unsqueeze(1))
         else:

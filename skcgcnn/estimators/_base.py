@@ -16,6 +16,7 @@ from ..graph import GraphCollection
 from . import _distributed
 from ._checks import _InputChecks, _seed_of
 from ._data import GraphDataset, graphs_to_tensors
+from ._device_batches import autocast, device_iterator
 from ._recipe import check_callbacks, recipe_callbacks, validation_split
 
 logger = logging.getLogger(__name__)
@@ -50,8 +51,24 @@ class _CGCNNMixin(_InputChecks):
     def infer(self, x, **fit_params):
         if isinstance(x, dict) and "sample_weight" in x:  # for the loss, not the module
             x = {key: value for key, value in x.items() if key != "sample_weight"}
+        with self._resolved_device(), autocast(self._precision, self.device):
+            y_pred = super().infer(x, **fit_params)
+        if isinstance(y_pred, torch.Tensor) and y_pred.dtype == torch.bfloat16:
+            y_pred = y_pred.float()  # the loss, and what predict returns, in float32
+        return y_pred
+
+    @property
+    def _precision(self):  # estimators pickled before issue 16 have no `precision`
+        return self.__dict__.get("precision", "float32")
+
+    def get_iterator(self, dataset, training=False):
+        """skorch's ``get_iterator``; with ``batch_on_device`` (by default on CUDA) the
+        batches are cut on the device from arrays moved there once
+        (:mod:`skcgcnn.estimators._device_batches`), else skorch's ``DataLoader`` with
+        ``collate_graphs``."""
         with self._resolved_device():
-            return super().infer(x, **fit_params)
+            iterator = device_iterator(self, dataset, training)
+        return super().get_iterator(dataset, training) if iterator is None else iterator
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         return self._weighted_loss(super().get_loss, y_pred, y_true, X, training)
@@ -456,6 +473,20 @@ _COMMON_DOC = """
         torch generator is restored afterwards).
     device : {"cpu", "cuda", "auto"} or None, default="cpu"
         "auto" takes the GPU when one is available.
+    batch_on_device : {"auto", True, False}, default="auto"
+        Where batches are made. True: the graphs (and targets and sample weights) are
+        moved to ``device`` once per ``fit`` or ``predict`` call, and every batch is cut
+        there by crystal index (:mod:`skcgcnn.estimators._device_batches`), the same
+        batches as the host path, bit for bit; False: skorch's ``DataLoader`` with
+        :func:`collate_graphs`, batches made with numpy on the host and then copied;
+        "auto": True on CUDA, False on the CPU.  A custom ``iterator_*__collate_fn``,
+        ``iterator_*`` class or dataset keeps the host path ("auto") or is refused (True).
+        See docs/gpu.md.
+    precision : {"float32", "bfloat16"}, default="float32"
+        "bfloat16" runs the forward pass of training and prediction under
+        ``torch.autocast(device_type, dtype=torch.bfloat16)`` (matrix products in bf16,
+        weights and their updates in float32); the outputs, the loss and the
+        predictions are float32.
     compile : bool, default=False
         skorch's switch for ``torch.compile``: here the convolutions' edge computation is
         compiled in place (inductor, ``dynamic=True``; ``compile__mode`` and the like

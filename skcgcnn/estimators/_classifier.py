@@ -52,7 +52,8 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
                  optimizer__weight_decay=0.01, lr_schedule="onecycle",
                  warmup_fraction=0.1, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, random_state=None,
-                 device="cpu", verbose=0, **kwargs):
+                 device="cpu", batch_on_device="auto", precision="float32", verbose=0,
+                 **kwargs):
         super().__init__(module, criterion=criterion, optimizer=optimizer, lr=lr,
                          max_epochs=max_epochs, batch_size=batch_size,
                          train_split=train_split,
@@ -69,6 +70,8 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.random_state = random_state
+        self.batch_on_device = batch_on_device
+        self.precision = precision
 
     @property
     def classes_(self):

@@ -75,7 +75,8 @@ default="absolute_error"
                  lr_schedule="onecycle",
                  warmup_fraction=0.1, loss="absolute_error", early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, random_state=None,
-                 domain=None, device="cpu", verbose=0, **kwargs):
+                 domain=None, device="cpu", batch_on_device="auto", precision="float32",
+                 verbose=0, **kwargs):
         super().__init__(module, criterion=criterion, optimizer=optimizer, lr=lr,
                          max_epochs=max_epochs, batch_size=batch_size,
                          train_split=train_split,
@@ -93,6 +94,8 @@ default="absolute_error"
         self.n_iter_no_change = n_iter_no_change
         self.random_state = random_state
         self.domain = domain
+        self.batch_on_device = batch_on_device
+        self.precision = precision
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
