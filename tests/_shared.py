@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -9,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# $SKCGCNN_SHARED_DATA moves the data elsewhere (benchmarks/gpu_suite.sh sets it)
+DATA = Path(os.environ.get("SKCGCNN_SHARED_DATA")
+            or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 REFERENCE = DATA / "cgcnn-reference"
 MP = DATA / "mp-formation-energy-36737"
 SAMPLE500 = MP / "sample-500"

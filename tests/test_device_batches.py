@@ -20,7 +20,13 @@ from skcgcnn.estimators._device_batches import (DeviceGraphs, device_batches,
 from ._shared import SAMPLE500, load_structures, needs_shared
 
 TINY = dict(module__atom_fea_len=8, module__n_conv=1, module__h_fea_len=16, batch_size=16)
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def cuda(test):
+    """A CUDA test: marked ``gpu`` (benchmarks/gpu_suite.sh runs ``pytest -m gpu``),
+    skipped without a CUDA device."""
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(),
+                                              reason="needs a CUDA device")(test))
 
 
 @pytest.fixture(scope="module")
