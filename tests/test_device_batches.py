@@ -257,3 +257,32 @@ def test_cuda_bfloat16_fit_learns(sample):
                          random_state=0, **TINY).fit(graphs, y)
     losses = np.asarray(reg.history[:, "train_loss"])
     assert np.isfinite(losses).all() and losses[-3:].mean() < 0.7 * losses[:2].mean()
+
+
+# -- the device suite's benchmark --------------------------------------------------------
+@needs_shared
+def test_bench_gpu_runs_on_cpu_and_writes_its_figures(sample, tmp_path, capsys):
+    """benchmarks/bench_gpu.py end to end on 30 crystals (from a graph file), so that the
+    device suite's script cannot rot while no GPU runs it."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    graphs, _, y = sample
+    graphs[:30].save(tmp_path / "g.npz", targets=y[:30])
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "r.json"
+    assert bench.main(["--device", "cpu", "--graphs", str(tmp_path / "g.npz"), "--epochs",
+                       "2", "--batch-size", "8", "--variants", "bf16,fp32+host",
+                       "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert (results["n_train"], results["n_predict"]) == (18, 12)
+    for name in ("bf16", "fp32+host"):
+        r = results["variants"][name]
+        assert r["steady_measured"] and r["train_crystals_per_s"] > 0
+        assert r["epoch_s_22k"] == pytest.approx(r["epoch_s"] / 18 * 22042)
+        assert len(r["train_loss"]) == 2 and np.isfinite(r["train_loss"]).all()
+    assert "target (an epoch of 22042 crystals <= 1.0 s)" in capsys.readouterr().out
