@@ -215,7 +215,8 @@ def test_bfloat16_on_masked_neighbours_follows_float32(sample):
     assert np.isfinite(bf16.history[:, "train_loss"]).all()
     np.testing.assert_allclose(bf16.history[:, "train_loss"], fp32.history[:, "train_loss"],
                                rtol=0.02)
-    assert not np.array_equal(bf16.predict(short), fp32.predict(short))
+    # NaN for the structures the 3 Å graphs skipped, as the transformer's input has them
+    assert not np.array_equal(bf16.predict(short), fp32.predict(short), equal_nan=True)
 
 
 # -- CUDA --------------------------------------------------------------------------------
@@ -223,7 +224,7 @@ def test_bfloat16_on_masked_neighbours_follows_float32(sample):
 @needs_shared
 def test_cuda_batches_stay_on_the_device_and_equal_collate(sample):
     graphs, short, y = sample
-    dataset = GraphDataset(short, y[:len(short)].astype(np.float32),
+    dataset = GraphDataset(short, y[short.input_positions].astype(np.float32),
                            sample_weight=np.linspace(0.5, 2, len(short), dtype=np.float32))
     data = DeviceGraphs(dataset, "cuda")
     for tensor in (data.numbers, data.nbr_idx, data.nbr_dist, data.table, data.y,
@@ -254,7 +255,7 @@ def test_cuda_fit_device_path_matches_numpy_path(sample):
 def test_cuda_bfloat16_fit_learns(sample):
     graphs, _, y = sample
     reg = CGCNNRegressor(max_epochs=12, precision="bfloat16", device="cuda",
-                         random_state=0, **TINY).fit(graphs, y)
+                         random_state=0, **{**TINY, "batch_size": 8}).fit(graphs, y)
     losses = np.asarray(reg.history[:, "train_loss"])
     assert np.isfinite(losses).all() and losses[-3:].mean() < 0.7 * losses[:2].mean()
 
