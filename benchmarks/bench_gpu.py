@@ -1,8 +1,9 @@
 """CGCNN training and prediction throughput on one device (issue 16: the GPU target).
 
-For each variant (precision float32 / bfloat16, ``compile`` off / on, and for comparison
-the host path ``batch_on_device=False``) a ``CGCNNRegressor`` (the default model and
-recipe, batches of ``--batch-size``) is fitted for ``--epochs`` epochs on 60 % of the
+For each variant (precision float32 / bfloat16, ``compile`` off / on, for comparison the
+host path ``batch_on_device=False``, and a batch size: ``bf16+compile@512``) a
+``CGCNNRegressor`` (the default model and recipe, batches of ``--batch-size`` unless the
+variant names one) is fitted for ``--epochs`` epochs on 60 % of the
 crystals (a seeded split: 22,042 of the 36,737 MP crystals) and predicts the other 40 %.
 skorch's history gives each epoch's duration: the first one holds the warm-up (the
 upload of the graphs, CUDA start-up, compiling), the median of the others is the
@@ -20,7 +21,7 @@ Usage::
 
     python benchmarks/bench_gpu.py [--device cuda|cpu] [--data DIR | --graphs FILE]
                                    [--limit N] [--epochs 5] [--batch-size 128]
-                                   [--variants fp32,bf16,fp32+compile,bf16+compile,fp32+host]
+                                   [--variants fp32,bf16,fp32+host,fp32@512,fp32+compile,...]
                                    [--repeats 1] [--budget SECONDS] [--json out.json]
 """
 from __future__ import annotations
@@ -44,15 +45,19 @@ TARGET_EPOCH_S = 1.0
 DEFAULT_VARIANTS = "fp32,bf16,fp32+compile,bf16+compile,fp32+host"
 
 
-def parse_variant(name: str) -> dict:
-    """"bf16+compile" -> the estimator parameters of that variant."""
-    precision, *flags = name.split("+")
+def parse_variant(name: str, batch_size: int) -> dict:
+    """"bf16+compile@512" -> the estimator parameters of that variant."""
+    spec, _, size = name.partition("@")
+    precision, *flags = spec.split("+")
     precisions = {"fp32": "float32", "bf16": "bfloat16"}
-    if precision not in precisions or not set(flags) <= {"compile", "host"}:
+    if precision not in precisions or not set(flags) <= {"compile", "host"} or \
+            (size and not size.isdigit()):
         raise SystemExit(f"unknown variant {name!r}: fp32 or bf16, optionally followed by "
-                         "+compile and/or +host (batches collated on the host)")
+                         "+compile and/or +host (batches collated on the host), and by "
+                         "@N for batches of N crystals (default: --batch-size)")
     return {"precision": precisions[precision], "compile": "compile" in flags,
-            "batch_on_device": "host" not in flags}
+            "batch_on_device": "host" not in flags,
+            "batch_size": int(size) if size else batch_size}
 
 
 def load_data(args) -> tuple:
@@ -85,14 +90,15 @@ def run_variant(name: str, graphs, y, train, test, args) -> dict:
 
     from skcgcnn import CGCNNRegressor
 
-    reg = CGCNNRegressor(max_epochs=args.epochs, batch_size=args.batch_size,
-                         device=args.device, random_state=0, **parse_variant(name))
+    params = parse_variant(name, args.batch_size)
+    reg = CGCNNRegressor(max_epochs=args.epochs, device=args.device, random_state=0,
+                         **params)
     reg.fit(graphs[train], y[train])
     durations = [float(d) for d in reg.history[:, "dur"]]
     losses = [float(v) for v in reg.history[:, "train_loss"]]
     steady = statistics.median(durations[1:]) if len(durations) > 1 else durations[0]
     X_test = graphs[test]
-    reg.predict(X_test[:args.batch_size])  # warm-up (compiles for evaluation mode)
+    reg.predict(X_test[:params["batch_size"]])  # warm-up (compiles for evaluation mode)
     if args.device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -100,6 +106,7 @@ def run_variant(name: str, graphs, y, train, test, args) -> dict:
     predict_s = time.perf_counter() - start
     epoch_22k = steady / len(train) * TARGET_TRAIN
     return {
+        "batch_size": params["batch_size"],
         "first_epoch_s": durations[0], "epoch_s": steady,
         "steady_measured": len(durations) > 1,
         "train_crystals_per_s": len(train) / steady,
@@ -135,7 +142,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     variants = args.variants.split(",")
     for name in variants:
-        parse_variant(name)
+        parse_variant(name, args.batch_size)
     if args.epochs < 1:
         raise SystemExit("--epochs must be at least 1")
     began = time.perf_counter()
@@ -156,7 +163,8 @@ def main(argv=None) -> int:
                      "batch_size": args.batch_size, "epochs": args.epochs,
                      "target": {"train_crystals": TARGET_TRAIN, "epoch_s": TARGET_EPOCH_S},
                      "variants": {}}
-    print(f"torch {torch.__version__}, device {args.device} ({gpu or platform.processor() or platform.machine()}), "
+    where = gpu or platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, device {args.device} ({where}), "
           f"{torch.get_num_threads()} CPU threads", flush=True)
 
     graphs, y, seconds = load_data(args)
@@ -174,7 +182,7 @@ def main(argv=None) -> int:
             args.json.write_text(json.dumps(results, indent=2))
 
     write()
-    header = (f"{'variant':14s} {'1st epoch s':>11s} {'epoch s':>8s} {'train/s':>9s} "
+    header = (f"{'variant':17s} {'1st epoch s':>11s} {'epoch s':>8s} {'train/s':>9s} "
               f"{'predict/s':>10s} {'epoch@22k s':>11s} {'1000 ep. min':>12s}  loss")
     print(header, flush=True)
     for name in variants * args.repeats:
@@ -190,7 +198,7 @@ def main(argv=None) -> int:
             write()
             continue
         steady = "" if r["steady_measured"] else " (1 epoch: warm-up included)"
-        print(f"{name:14s} {r['first_epoch_s']:11.2f} {r['epoch_s']:8.3f} "
+        print(f"{name:17s} {r['first_epoch_s']:11.2f} {r['epoch_s']:8.3f} "
               f"{r['train_crystals_per_s']:9.0f} {r['predict_crystals_per_s']:10.0f} "
               f"{r['epoch_s_22k']:11.3f} {r['projected_1000_epochs_s'] / 60:12.1f}  "
               f"{r['train_loss'][0]:.3f} -> {r['train_loss'][-1]:.3f}{steady}", flush=True)

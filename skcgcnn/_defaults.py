@@ -42,6 +42,10 @@ DEFAULT_RECIPE = {**DEFAULT_CLASSIFIER_RECIPE, "loss": "absolute_error"}
 
 #: Torch devices an estimator or command accepts ("auto": the GPU when there is one).
 DEVICES = ("cpu", "cuda", "auto")
+#: The estimators' ``batch_on_device`` values ("auto": on for CUDA); the first is the default.
+BATCH_ON_DEVICE = ("auto", True, False)
+#: The estimators' ``precision`` values (the autocast type); the first is the default.
+PRECISIONS = ("float32", "bfloat16")
 
 
 def resolve_device(device: str | None) -> str | None:

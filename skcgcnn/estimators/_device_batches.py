@@ -31,15 +31,14 @@ import torch
 from torch.utils.data import (BatchSampler, DataLoader, RandomSampler, SequentialSampler,
                               Subset)
 
+from .._defaults import BATCH_ON_DEVICE, PRECISIONS
 from ._data import GraphDataset
 
 __all__ = ["DeviceGraphs", "autocast", "device_batches", "device_iterator",
            "find_graph_dataset", "use_device_batches"]
 
-#: Values of the estimators' ``batch_on_device``.
-BATCH_ON_DEVICE = ("auto", True, False)
-#: Values of the estimators' ``precision``, and the autocast type of each (None: off).
-PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+#: The autocast type of each ``precision`` (None: off).
+AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 class DeviceGraphs:
@@ -278,7 +277,7 @@ def autocast(precision: Any, device: Any):
 
     if not isinstance(precision, str) or precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    dtype = PRECISIONS[precision]
+    dtype = AUTOCAST_DTYPES[precision]
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device or "cpu").type, dtype=dtype)
