@@ -172,7 +172,10 @@ def test_two_processes_fit_as_one(graphs64, tmp_path):
     one.mkdir()
     two.mkdir()
     ref = _one_process(graphs64, one, API_PARAMS)
-    _torchrun([str(WORKER), str(graphs64), str(two), *API_PARAMS], cwd=tmp_path)
+    # the two processes cut their shares on the device (the GPU path, here on the CPU);
+    # the CLI test below runs the host path under torchrun
+    _torchrun([str(WORKER), str(graphs64), str(two), *API_PARAMS, "batch_on_device=true"],
+              cwd=tmp_path)
     ranks = [dict(np.load(two / f"rank{r}.npz")) for r in (0, 1)]
     assert int(ref["world_size"]) == 1
     for got in ranks:

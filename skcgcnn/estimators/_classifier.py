@@ -10,7 +10,8 @@ from sklearn.utils.multiclass import type_of_target
 from skorch import NeuralNet, NeuralNetClassifier
 
 from ..model import CGCNN
-from ._base import _COMMON_DOC, DEFAULT_MOMENTUM, _CGCNNMixin
+from ._base import DEFAULT_MOMENTUM, _CGCNNMixin
+from ._docstrings import _COMMON_DOC
 from ._checks import _graph_params_of
 from ._data import collate_graphs
 

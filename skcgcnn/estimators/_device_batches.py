@@ -218,18 +218,10 @@ def use_device_batches(value: Any, device: Any) -> bool:
                      f"{value!r}")
 
 
-def device_iterator(net: Any, dataset: Any, training: bool) -> DataLoader | None:
-    """The batches of ``net.get_iterator(dataset, training)`` cut on the device, or None
-    where ``net.batch_on_device`` leaves them to skorch's ``DataLoader`` and
-    ``collate_graphs``.
-
-    The iterator parameters that apply are taken as skorch takes them
-    (``iterator_train__shuffle``, ``__batch_size``, ``__sampler``, ``__drop_last``,
-    ``__generator``); the others (``num_workers``, ``pin_memory``, ...) concern the
-    host path.  "auto" keeps the host path, and True refuses, where batches cannot be
-    cut on the device: another dataset than a GraphDataset (or a Subset of one),
-    another iterator than torch's DataLoader, or another collate function.
-    """
+def _device_source(net: Any, dataset: Any, training: bool
+                   ) -> tuple[GraphDataset, np.ndarray | None, dict, Any] | None:
+    """``(graph_dataset, index, iterator_kwargs, device)`` where ``net.batch_on_device``
+    cuts ``dataset``'s batches on the device, else None (see :func:`device_iterator`)."""
     from .._defaults import resolve_device
     from ._data import collate_graphs
 
@@ -256,11 +248,42 @@ def device_iterator(net: Any, dataset: Any, training: bool) -> DataLoader | None
                              f"device: {why}; use batch_on_device='auto' or False")
         return None
     graph_dataset, index = found
+    return graph_dataset, index, kwargs, device
+
+
+def device_iterator(net: Any, dataset: Any, training: bool) -> DataLoader | None:
+    """The batches of ``net.get_iterator(dataset, training)`` cut on the device, or None
+    where ``net.batch_on_device`` leaves them to skorch's ``DataLoader`` and
+    ``collate_graphs``.
+
+    The iterator parameters that apply are taken as skorch takes them
+    (``iterator_train__shuffle``, ``__batch_size``, ``__sampler``, ``__drop_last``,
+    ``__generator``); the others (``num_workers``, ``pin_memory``, ...) concern the
+    host path.  "auto" keeps the host path, and True refuses, where batches cannot be
+    cut on the device: another dataset than a GraphDataset (or a Subset of one),
+    another iterator than torch's DataLoader, or another collate function.
+    """
+    source = _device_source(net, dataset, training)
+    if source is None:
+        return None
+    graph_dataset, index, kwargs, device = source
     return device_batches(graph_dataset, device, kwargs.get("batch_size", net.batch_size),
                           index=index, shuffle=bool(kwargs.get("shuffle", False)),
                           sampler=kwargs.get("sampler"),
                           drop_last=bool(kwargs.get("drop_last", False)),
                           generator=kwargs.get("generator"))
+
+
+def device_batches_of(net: Any, dataset: Any, batch_sampler: Iterable) -> DataLoader | None:
+    """The training batches of ``batch_sampler`` (lists of dataset positions, one per
+    batch: a process's shares under torchrun) cut on the device, or None where
+    ``net.batch_on_device`` leaves them to the host path."""
+    source = _device_source(net, dataset, training=True)
+    if source is None:
+        return None
+    graph_dataset, index, _, device = source
+    return DataLoader(_Cutter(on_device(graph_dataset, device), index), batch_size=None,
+                      sampler=batch_sampler, collate_fn=_as_is)
 
 
 def autocast(precision: Any, device: Any):

@@ -228,6 +228,12 @@ def train_iterator(net: Any, dataset: Any) -> Any:
                            bool(kwargs.pop("drop_last", False)))
     kwargs.pop("sampler", None)
     kwargs.pop("batch_sampler", None)
+    from ._device_batches import device_batches_of
+
+    on_device = device_batches_of(net, dataset, sampler)  # batch_on_device (on GPUs)
+    if on_device is not None:
+        _check_same_rows(net, dataset)
+        return on_device
     collate = kwargs.pop("collate_fn", None)
     if collate is None:
         from torch.utils.data import default_collate as collate

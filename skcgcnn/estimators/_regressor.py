@@ -7,7 +7,8 @@ from sklearn.preprocessing import StandardScaler
 from skorch import NeuralNetRegressor
 
 from ..model import CGCNN
-from ._base import _COMMON_DOC, DEFAULT_MOMENTUM, _CGCNNMixin
+from ._base import DEFAULT_MOMENTUM, _CGCNNMixin
+from ._docstrings import _COMMON_DOC
 from ._checks import _graph_params_of
 from ._data import collate_graphs
 from ._domain import _DomainHooks
