@@ -161,6 +161,7 @@ def test_recipe_original_trains_as_main_py_options(run1, folder60, tmp_path):
      {"callbacks__lr_scheduler__milestones": [7, 9]}),
     (["--loss", "huber"], {"loss": "huber"}),
     (["--loss", "squared_error"], {"loss": "squared_error"}),
+    (["--precision", "bfloat16"], {"precision": "bfloat16"}),  # issue 16 (docs/gpu.md)
 ])
 def test_recipe_options_reach_the_estimator(argv, expected):
     params = build(argv).get_params(deep=False)

@@ -290,7 +290,8 @@ def make_estimator(args: argparse.Namespace, valid_ds: Any, score: tuple[str, An
         device=device, verbose=verbose(args) if is_writer() else 0,
         callbacks=callbacks,
         lr_schedule=None if args.lr_schedule == "none" else args.lr_schedule,
-        warmup_fraction=args.warmup_fraction)
+        warmup_fraction=args.warmup_fraction,
+        precision=getattr(args, "precision", "float32"))  # runs before --precision: float32
     if args.lr_schedule == "multistep":
         params["callbacks__lr_scheduler__milestones"] = list(args.lr_milestones)
     if args.task != "classification":

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._defaults import GRAPH_PARAMS, MOMENTUM, TEST_RATIO, VAL_RATIO
+from .._defaults import GRAPH_PARAMS, MOMENTUM, PRECISIONS, TEST_RATIO, VAL_RATIO
 from ._common import (DATA_DIR, CLIError, check_device, data_options, device_option,
                       graph_options, graph_params, label_options, random_state_option)
 from ._data import (atom_features_spec, build_graphs, choose_target, existing_root,
@@ -68,6 +68,9 @@ def add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     random_state_option(p, "the split, the weight initialisation and the shuffling",
                         dest="seed")
     device_option(p)
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="bfloat16: the forward passes under torch.autocast (matrix products "
+                        "in bf16, weights in float32; see docs/gpu.md) (default: float32)")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run whose --output-dir is DIR (killed or stopped) "
                         "from its last checkpoint, with its options and data, up to its "
