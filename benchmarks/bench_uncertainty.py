@@ -6,7 +6,10 @@ train / calibration / test (60 / 20 / 20 %).  A :class:`CGCNNEnsembleRegressor` 
 transformer); then, on the test rows, which neither training nor calibration saw:
 
 1. MAE of the ensemble mean beside each member's MAE (and their mean);
-2. Spearman correlation between the ensemble std and the absolute error;
+2. Spearman correlation between the ensemble std and the absolute error; with
+   ``--loss gaussian_nll`` (members with a mean-variance head) also of its epistemic
+   part (the members' disagreement) and its aleatoric part (their predicted noise),
+   and of member 0's own predicted std against member 0's error;
 3. MAPIE's ``SplitConformalRegressor(pipe, prefit=True)`` conformalized on the
    calibration rows, for the ensemble and for member 0 alone: empirical coverage and
    mean width of the intervals at 80 / 90 / 95 %;
@@ -17,9 +20,12 @@ transformer); then, on the test rows, which neither training nor calibration saw
 Usage::
 
     python benchmarks/bench_uncertainty.py [--data DIR] [--n 5000] [--members 5]
-        [--epochs 30] [--n-jobs 1] [--seed 0] [--json out.json] [--verbose]
+        [--epochs 30] [--loss gaussian_nll] [--bootstrap] [--n-jobs 1] [--threads 1] [--seed 0]
+        [--json out.json] [--save-model ens.pt] [--verbose]
 
-Members take CGCNNRegressor's defaults except ``--epochs`` (``max_epochs``).
+Members take CGCNNRegressor's defaults except ``--epochs`` (``max_epochs``) and
+``--loss``.  ``--save-model`` writes the fitted Pipeline (graph transformer and
+ensemble) with ``skcgcnn.save_model``, for ``skcgcnn.load_model`` in another script.
 """
 from __future__ import annotations
 
@@ -57,20 +63,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=None,
                         help="max_epochs of each member (default: CGCNNRegressor's)")
+    parser.add_argument("--loss", default=None,
+                        help="loss of each member (default: CGCNNRegressor's), e.g. "
+                             "gaussian_nll for mean-variance members")
+    parser.add_argument("--bootstrap", action="store_true",
+                        help="each member on a bootstrap sample of the train rows")
+    parser.add_argument("--save-model", default=None,
+                        help="save the fitted Pipeline here (skcgcnn.save_model)")
     parser.add_argument("--n-jobs", type=int, default=1, help="members fitted in parallel")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of this process (the members' fits)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--verbose", action="store_true", help="each member's epoch table")
     args = parser.parse_args(argv)
 
     import pandas as pd
+    import torch
     from mapie.regression import SplitConformalRegressor
     from scipy.stats import spearmanr
     from sklearn.pipeline import Pipeline
 
-    from skcgcnn import CGCNNEnsembleRegressor, StructureGraphTransformer
+    from skcgcnn import CGCNNEnsembleRegressor, StructureGraphTransformer, save_model
     from skcgcnn.datasets import load_cgcnn_folder
 
+    torch.set_num_threads(args.threads)
     all_ids = pd.read_csv(Path(args.data) / "id_prop.csv", header=None, dtype={0: str})[0]
     rng = np.random.default_rng(args.seed)
     ids = rng.choice(all_ids.to_numpy(), size=min(args.n, len(all_ids)), replace=False)
@@ -89,14 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     graph = StructureGraphTransformer(n_jobs=2).fit()
     graphs = graph.transform(structures)
     member_params = {} if args.epochs is None else {"max_epochs": args.epochs}
+    if args.loss is not None:
+        member_params["loss"] = args.loss
     if args.verbose:
         member_params["verbose"] = 1
     ensemble = CGCNNEnsembleRegressor(n_estimators=args.members, n_jobs=args.n_jobs,
-                                      random_state=args.seed, **member_params)
+                                      bootstrap=args.bootstrap, random_state=args.seed,
+                                      **member_params)
     start = time.perf_counter()
     ensemble.fit(graphs[train], y[train])
     fit_seconds = time.perf_counter() - start
     print(f"fitted {args.members} members in {fit_seconds:.0f} s", flush=True)
+    if args.save_model:
+        save_model(Pipeline([("graph", graph), ("cgcnn", ensemble)]), args.save_model)
+        print(f"saved the fitted Pipeline to {args.save_model}", flush=True)
 
     results: dict = {"settings": {**vars(args), "n_loaded": n, "n_train": len(train),
                                   "n_calibration": len(cal), "n_test": len(test),
@@ -108,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1-2. ensemble mean against its members; std against the error
     members = ensemble.predict_members(graphs[test])
-    mean, std = members.mean(axis=0), members.std(axis=0)
+    parts = ensemble.predict_uncertainty(graphs[test])
+    mean, std = parts.mean, parts.std
     member_mae = np.abs(members - y[test]).mean(axis=1)
     abs_err = np.abs(mean - y[test])
     results["ensemble"] = {
@@ -119,6 +143,19 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_to_member_mean": float(abs_err.mean() / member_mae.mean()),
         "spearman_std_abs_error": float(spearmanr(std, abs_err).statistic),
     }
+    if parts.aleatoric_std is not None:
+        single_mean, single_std = ensemble.estimators_[0].predict(graphs[test],
+                                                                  return_std=True)
+        results["ensemble"].update({
+            "spearman_epistemic_std_abs_error": float(
+                spearmanr(parts.epistemic_std, abs_err).statistic),
+            "spearman_aleatoric_std_abs_error": float(
+                spearmanr(parts.aleatoric_std, abs_err).statistic),
+            "mean_epistemic_std": float(parts.epistemic_std.mean()),
+            "mean_aleatoric_std": float(parts.aleatoric_std.mean()),
+            "spearman_member_0_std_its_abs_error": float(
+                spearmanr(single_std, np.abs(single_mean - y[test])).statistic),
+        })
     print(json.dumps(results["ensemble"], indent=1), flush=True)
 
     # 3. MAPIE split conformal, prefit Pipelines (structures in, graphs rebuilt)
@@ -133,13 +170,17 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(interval_rows(f"{name} (MAPIE absolute)", bounds[:, 0, j],
                                       bounds[:, 1, j], y[test], level))
 
-    # 4. the ensemble std as the normaliser
-    cal_mean, cal_std = ensemble.predict(graphs[cal], return_std=True)
-    scores = np.abs(y[cal] - cal_mean) / np.maximum(cal_std, 1e-12)
-    for level in LEVELS:
-        q = conformal_quantile(scores, level)
-        rows.append(interval_rows("ensemble (std-normalised)", mean - q * std,
-                                  mean + q * std, y[test], level))
+    # 4. the ensemble std (and with variance heads its epistemic part) as the normaliser
+    cal_parts = ensemble.predict_uncertainty(graphs[cal])
+    normalisers = [("ensemble (std-normalised)", "std")]
+    if parts.aleatoric_std is not None:
+        normalisers.append(("ensemble (epistemic-std-normalised)", "epistemic_std"))
+    for name, key in normalisers:
+        scores = np.abs(y[cal] - cal_parts.mean) / np.maximum(cal_parts[key], 1e-12)
+        for level in LEVELS:
+            q = conformal_quantile(scores, level)
+            rows.append(interval_rows(name, mean - q * parts[key], mean + q * parts[key],
+                                      y[test], level))
     results["intervals"] = rows
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)

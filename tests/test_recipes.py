@@ -174,7 +174,7 @@ def test_a_user_scheduler_beside_the_built_in_one_is_refused(sample):
     ({"validation_fraction": 0.0}, "validation_fraction=0.0): give a share"),
     ({"n_iter_no_change": 0}, "n_iter_no_change=0): give a whole number"),
     ({"loss": "mse"}, "CGCNNRegressor(loss='mse'): use one of ['squared_error', "
-                      "'absolute_error', 'huber']"),
+                      "'absolute_error', 'huber', 'gaussian_nll']"),
 ])
 def test_bad_recipe_parameters_are_named_at_fit(params, message):
     reg = CGCNNRegressor(**params)  # __init__ stores them unchecked

@@ -19,10 +19,11 @@ The estimators are thin skorch subclasses.  What they add to skorch:
 * skorch's ``save_params`` / ``load_params`` with ``f_fitted`` for what ``fit`` learned
   besides the weights (``_fitted``);
 * ``random_state`` without touching the global random generators;
-* a deep ensemble of regressors with ``predict(X, return_std=True)``
-  (``_ensemble``), a fitted network as a transformer to crystal embeddings
-  (``_embedder``), and an applicability domain in that embedding space, which the
-  regressors fit with ``domain="knn"`` and warn about at ``predict`` (``_domain``);
+* a mean-variance head (``loss="gaussian_nll"``, ``_recipe``) and a deep ensemble of
+  regressors with ``predict(X, return_std=True)`` (``_ensemble``), a fitted network as
+  a transformer to crystal embeddings (``_embedder``), and an applicability domain in
+  that embedding space, which the regressors fit with ``domain="knn"`` and warn about
+  at ``predict`` (``_domain``);
 * resumable training callbacks (``_callbacks``);
 * loading of the original CGCNN checkpoints and a safe save format of their own
   (``_persistence``).
@@ -41,8 +42,8 @@ from ._persistence import (CheckpointError, is_torch_file, load_cgcnn_checkpoint
                            save_model)
 from ._pipeline import make_cgcnn_pipeline
 from ._recipe import (DEFAULT_CLASSIFIER_RECIPE, DEFAULT_RECIPE, LOSSES, LR_SCHEDULES,
-                      ORIGINAL_CLASSIFIER_RECIPE, ORIGINAL_RECIPE, PerBatchLRScheduler,
-                      WarmupCosine)
+                      ORIGINAL_CLASSIFIER_RECIPE, ORIGINAL_RECIPE, GaussianNLLHead,
+                      PerBatchLRScheduler, WarmupCosine)
 from ._regressor import CGCNNRegressor
 
 __all__ = ["CGCNNRegressor", "CGCNNClassifier", "CGCNNEnsembleRegressor", "CGCNNEmbedder",
@@ -53,4 +54,4 @@ __all__ = ["CGCNNRegressor", "CGCNNClassifier", "CGCNNEnsembleRegressor", "CGCNN
            "atomic_torch_save", "DEFAULT_MOMENTUM", "OPTIMIZERS", "DEFAULT_RECIPE",
            "DEFAULT_CLASSIFIER_RECIPE", "ORIGINAL_RECIPE",
            "ORIGINAL_CLASSIFIER_RECIPE", "LR_SCHEDULES", "LOSSES", "PerBatchLRScheduler",
-           "WarmupCosine"]
+           "WarmupCosine", "GaussianNLLHead"]

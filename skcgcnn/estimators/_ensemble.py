@@ -8,7 +8,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import NotFittedError
-from sklearn.utils import check_random_state
+from sklearn.utils import Bunch, check_random_state
 
 from ..graph import GraphCollection
 from ._checks import _InputChecks
@@ -39,7 +39,10 @@ class CGCNNEnsembleRegressor(_DomainHooks, _InputChecks, RegressorMixin, BaseEst
     ``BayesianRidge`` do.  The spread is the members' disagreement (an epistemic
     uncertainty): it is not calibrated; wrap a fitted ensemble in MAPIE's
     ``SplitConformalRegressor`` for intervals with a coverage guarantee (see
-    ``docs/uncertainty.md``).
+    ``docs/uncertainty.md``).  With ``loss="gaussian_nll"`` every member also predicts
+    a variance (a mean-variance head), and the std is that of the members' Gaussian
+    mixture, ``sqrt(var of the means + mean of the variances)`` (Lakshminarayanan et
+    al. 2017); :meth:`predict_uncertainty` gives both parts.
 
     X is the :class:`~skcgcnn.graph.GraphCollection` made by
     :class:`~skcgcnn.transformers.StructureGraphTransformer`, as for
@@ -207,15 +210,51 @@ class CGCNNEnsembleRegressor(_DomainHooks, _InputChecks, RegressorMixin, BaseEst
         -------
         y_mean : ndarray of shape (n,) or (n, n_targets)
         y_std : ndarray of the same shape, only with ``return_std=True``
-            The standard deviation over the members (divided by ``n_estimators``);
-            0 for a single member.
+            The standard deviation over the members (divided by ``n_estimators``),
+            0 for a single member; with members fitted with ``loss="gaussian_nll"``
+            the total ``sqrt(epistemic_std ** 2 + aleatoric_std ** 2)`` of
+            :meth:`predict_uncertainty`.
         distance : ndarray of shape (n,), only with ``return_domain=True``
             Mean embedding distance to the nearest training crystals.
         """
-        members = self.predict_members(X)
-        mean = members.mean(axis=0)
-        out = (mean, members.std(axis=0)) if return_std else mean
+        if not return_std:
+            out = self.predict_members(X).mean(axis=0)
+        else:
+            parts = self.predict_uncertainty(X)
+            out = (parts.mean, parts.std)
         return self._predict_domain(X, out, return_domain)
+
+    def predict_uncertainty(self, X: GraphCollection) -> Bunch:
+        """The mean prediction and its standard deviation in two parts.
+
+        With members of variance heads (``loss="gaussian_nll"``), the prediction is
+        the mixture of their Gaussians ``N(mu_m, sigma_m^2)``: its mean is the mean of
+        the ``mu_m``, its variance ``var_m(mu_m) + mean_m(sigma_m^2)``, the
+        disagreement of the members (epistemic) plus the noise they predict
+        (aleatoric).
+
+        Returns
+        -------
+        result : sklearn.utils.Bunch
+            ``mean``, ``std``, ``epistemic_std`` (the std of the members' means,
+            ``ddof=0``) and ``aleatoric_std`` (the root of the members' mean
+            variance), arrays of shape (n,) or (n, n_targets) in the target's units.
+            Without variance heads ``aleatoric_std`` is None and ``std`` equals
+            ``epistemic_std``.
+        """
+        self._require_fitted()
+        if not all(member._has_variance_head() for member in self.estimators_):
+            members = self.predict_members(X)
+            epistemic = members.std(axis=0)
+            return Bunch(mean=members.mean(axis=0), std=epistemic, epistemic_std=epistemic,
+                         aleatoric_std=None)
+        outputs = [member.predict(X, return_std=True) for member in self.estimators_]
+        means = np.stack([mean for mean, _ in outputs])
+        aleatoric_var = np.stack([std ** 2 for _, std in outputs]).mean(axis=0)
+        epistemic = means.std(axis=0)
+        return Bunch(mean=means.mean(axis=0),
+                     std=np.sqrt(epistemic ** 2 + aleatoric_var),
+                     epistemic_std=epistemic, aleatoric_std=np.sqrt(aleatoric_var))
 
     def predict_crystal_features(self, X: GraphCollection) -> np.ndarray:
         """Every member's pooled crystal features side by side, shape

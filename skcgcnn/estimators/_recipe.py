@@ -11,7 +11,8 @@ becomes a skorch callback or criterion when the estimator is initialised, so tha
 * ``early_stopping``, ``validation_fraction``, ``n_iter_no_change`` -> an internal
   validation split (skorch's ``ValidSplit``) and skorch's ``EarlyStopping(load_best=True)``
   named ``early_stopping``;
-* ``loss`` (regressor) -> the criterion on standardised targets.
+* ``loss`` (regressor) -> the criterion on standardised targets; ``"gaussian_nll"``
+  also gives the network a variance output per target (:class:`GaussianNLLHead`).
 
 :data:`DEFAULT_RECIPE` / :data:`DEFAULT_CLASSIFIER_RECIPE` are the estimators'
 defaults (AdamW, lr 0.01, weight decay 0.01, batch 128, 50 epochs, one-cycle schedule;
@@ -34,13 +35,52 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_RECIPE", "DEFAULT_CLASSIFIER_RECIPE", "ORIGINAL_RECIPE",
            "ORIGINAL_CLASSIFIER_RECIPE", "LR_SCHEDULES", "LOSSES", "PerBatchLRScheduler",
-           "WarmupCosine"]
+           "WarmupCosine", "GaussianNLLHead", "VARIANCE_FLOOR", "mean_and_variance"]
 
 #: Values of ``lr_schedule`` (None: no built-in schedule).
 LR_SCHEDULES = ("multistep", "onecycle", "cosine")
+#: The smallest variance of a mean-variance head, in standardised units (a standard
+#: deviation of 0.001 target standard deviations): keeps ``1 / var`` in the loss finite.
+VARIANCE_FLOOR = 1e-6
+
+
+def mean_and_variance(output: torch.Tensor, n_targets: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a mean-variance head's output (B, 2 * n_targets) into the means (B, n_targets)
+    and the variances ``softplus(raw) + VARIANCE_FLOOR`` (B, n_targets).
+
+    Softplus, as Lakshminarayanan et al. (2017) do, rather than ``exp`` of a log-variance:
+    it grows linearly, not exponentially, in the raw output, so one large step of the
+    optimiser (lr 0.01 at the peak of the one-cycle schedule) cannot send the variance
+    and the gradient of ``log var`` to extremes; the floor keeps ``(y - mu)^2 / var``
+    finite when the network pushes the raw output far below 0.
+    """
+    if output.shape[-1] != 2 * n_targets:
+        raise ValueError(f"a mean-variance head has 2 * {n_targets} outputs, this one has "
+                         f"{output.shape[-1]}")
+    mean, raw = output[..., :n_targets], output[..., n_targets:]
+    return mean, torch.nn.functional.softplus(raw) + VARIANCE_FLOOR
+
+
+class GaussianNLLHead(torch.nn.GaussianNLLLoss):
+    """torch's ``GaussianNLLLoss`` on the output of a mean-variance head.
+
+    ``forward(output (B, 2k), target (B, k))``: the first k columns of the output are
+    the means, the last k the raw variances (see :func:`mean_and_variance`); the loss
+    per value is ``0.5 * (log var + (mean - target)^2 / var)`` (plus ``0.5 log 2 pi``
+    with ``full=True``), with ``var`` clamped at ``eps`` as torch does.  ``full``,
+    ``eps`` and ``reduction`` are torch's (``criterion__full=True`` on the regressor).
+    """
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mean, var = mean_and_variance(output, target.shape[-1])
+        return super().forward(mean, target, var)
+
+
 #: Values of ``loss`` of the regressor (scikit-learn's names) and their torch criteria.
+#: ``"gaussian_nll"`` makes the network answer a mean and a variance per target.
 LOSSES = {"squared_error": torch.nn.MSELoss, "absolute_error": torch.nn.L1Loss,
-          "huber": torch.nn.HuberLoss}
+          "huber": torch.nn.HuberLoss, "gaussian_nll": GaussianNLLHead}
 
 #: The original CGCNN ``main.py`` recipe as classifier parameters:
 #: ``CGCNNClassifier(**ORIGINAL_CLASSIFIER_RECIPE)``.

@@ -12,7 +12,7 @@ from ._docstrings import _COMMON_DOC
 from ._checks import _graph_params_of
 from ._data import collate_graphs
 from ._domain import _DomainHooks
-from ._recipe import LOSSES
+from ._recipe import LOSSES, mean_and_variance
 
 __all__ = ["CGCNNRegressor"]
 
@@ -30,10 +30,15 @@ class CGCNNRegressor(_DomainHooks, _CGCNNMixin, NeuralNetRegressor):
     deviation only, not shifted).  The default recipe is
     :data:`~skcgcnn.estimators.DEFAULT_RECIPE`; the original ``main.py`` one is
     ``CGCNNRegressor(**ORIGINAL_RECIPE)``.
-""" + _COMMON_DOC + """    loss : {"squared_error", "absolute_error", "huber"}, \
+""" + _COMMON_DOC + """    loss : {"squared_error", "absolute_error", "huber", "gaussian_nll"}, \
 default="absolute_error"
-        The loss on standardised targets: MSE (the original's), L1 or Huber
-        (``criterion__delta``, default 1.0, in standard deviations).
+        The loss on standardised targets: MSE (the original's), L1, Huber
+        (``criterion__delta``, default 1.0, in standard deviations) or the Gaussian
+        negative log-likelihood.  ``"gaussian_nll"`` gives the network a mean-variance
+        head: two outputs per target, the mean and ``softplus(raw) + 1e-6`` as the
+        variance (in standardised units), trained with torch's ``GaussianNLLLoss``;
+        ``predict(X, return_std=True)`` then also answers the predicted (aleatoric)
+        standard deviation.
     domain : {None, "knn"} or ApplicabilityDomain, default=None
         Fit an applicability domain on the training crystals' embeddings after
         ``fit`` (``domain_``); ``predict`` then warns (``OutsideDomainWarning``) about
@@ -129,7 +134,9 @@ default="absolute_error"
             # an extensive target: scaled only, so that sums of per-atom terms scale
             # with the crystal (a shift would be added once per crystal, not per atom)
             self.target_scaler_.mean_ = np.zeros_like(self.target_scaler_.mean_)
-        self.module_kwargs_ = self._data_kwargs(X, self.n_outputs_)
+        # a mean-variance head answers a mean and a (raw) variance per target
+        heads = 2 if self.loss == "gaussian_nll" else 1
+        self.module_kwargs_ = self._data_kwargs(X, heads * self.n_outputs_)
         self.graph_params_ = _graph_params_of(X)
         self._fit_weighted(X, y2.astype(np.float32), weights, **fit_params)
         self._fit_domain(X)
@@ -157,32 +164,57 @@ default="absolute_error"
     def get_loss(self, y_pred, y_true, X=None, training=False):
         y_true = torch.as_tensor(y_true, device=y_pred.device, dtype=y_pred.dtype)
         mean, scale = self._target_tensors(y_pred.device)
-        y_true = (y_true.reshape(y_pred.shape) - mean) / scale
+        y_true = (y_true.reshape(len(y_pred), -1) - mean) / scale
         return super().get_loss(y_pred, y_true, X=X, training=training)
 
-    def predict(self, X, return_domain=False):
+    def _has_variance_head(self) -> bool:
+        """Whether the fitted network answers a variance beside each mean."""
+        return self.module_kwargs_["n_out"] == 2 * self.n_outputs_
+
+    def predict(self, X, return_std=False, return_domain=False):
         """Predictions in the original units: shape (n,) for 1-D y, else (n, n_targets).
 
+        With ``return_std=True`` (a model fitted with ``loss="gaussian_nll"``), also
+        the predicted standard deviation, of the same shape and in the same units:
+        ``sqrt(var) * scale`` with ``scale`` the target scaler's.
+
         With a ``domain``, crystals outside it raise an ``OutsideDomainWarning``, and
-        ``return_domain=True`` answers ``(y_pred, distance)``: each crystal's mean
-        embedding distance to its nearest training crystals (inside when at or below
-        ``domain_.threshold_``).
+        ``return_domain=True`` also answers each crystal's mean embedding distance to
+        its nearest training crystals (inside when at or below
+        ``domain_.threshold_``), last: ``(y_pred, distance)`` or
+        ``(y_pred, y_std, distance)``.
 
         When X comes from a StructureGraphTransformer that skipped structures
         (``on_error="skip"``), there is one row per structure of its input, NaN for
         the skipped ones, so that a Pipeline's predictions stay aligned with its input.
         """
         self._require_fitted()
+        variance = self._has_variance_head()
+        if return_std and not variance:
+            raise ValueError(
+                f"predict(return_std=True) needs a variance head; this CGCNNRegressor was "
+                f"fitted with loss={self.loss!r}, which predicts a mean only. Fit it with "
+                "loss='gaussian_nll', or use CGCNNEnsembleRegressor for a spread over "
+                "several networks")
         X = self._check_predict_X(X)
+        k = self.n_outputs_
         if len(X) == 0 and getattr(X, "input_positions", None) is not None:
-            out = np.zeros((0, self.n_outputs_))  # every structure was skipped
+            out = std = np.zeros((0, k))  # every structure was skipped
         else:
             with self._resolved_device():
                 scaled = super().predict_proba(X).reshape(len(X), -1)
+            std = None
+            if variance:
+                mean, var = mean_and_variance(torch.from_numpy(scaled), k)
+                scaled = mean.numpy()
+                std = np.sqrt(var.numpy().astype(np.float64)) * self.target_scaler_.scale_
             out = self.target_scaler_.inverse_transform(scaled.astype(np.float64))
         out = self._align(X, out)
-        return self._predict_domain(X, out.ravel() if self.y_ndim_ == 1 else out,
-                                    return_domain)
+        out = out.ravel() if self.y_ndim_ == 1 else out
+        if return_std:
+            std = self._align(X, std)
+            out = (out, std.ravel() if self.y_ndim_ == 1 else std)
+        return self._predict_domain(X, out, return_domain)
 
     def score(self, X, y, sample_weight=None):
         """R² of ``predict(X)`` against ``y`` (scikit-learn's ``RegressorMixin.score``).
