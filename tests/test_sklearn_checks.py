@@ -46,7 +46,8 @@ TINY = dict(module__atom_fea_len=8, module__n_conv=1, module__h_fea_len=8, batch
 
 def estimators():
     return [StructureGraphTransformer(), CGCNNRegressor(**TINY), CGCNNClassifier(**TINY),
-            CGCNNEnsembleRegressor(n_estimators=2, **TINY)]
+            CGCNNEnsembleRegressor(n_estimators=2, **TINY),
+            CGCNNRegressor(loss="gaussian_nll", **TINY)]  # a mean-variance head
 
 
 # -- 1. parametrize_with_checks -------------------------------------------------------
@@ -230,6 +231,8 @@ def _output(estimator, X):
         return np.concatenate([graphs.nbr_idx.ravel(), graphs.nbr_dist.ravel()])
     if isinstance(estimator, CGCNNClassifier):
         return estimator.predict_proba(X)
+    if getattr(estimator, "loss", None) == "gaussian_nll":
+        return np.column_stack(estimator.predict(X, return_std=True))  # (n, 2)
     return estimator.predict(X)
 
 
