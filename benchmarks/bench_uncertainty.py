@@ -20,8 +20,8 @@ transformer); then, on the test rows, which neither training nor calibration saw
 Usage::
 
     python benchmarks/bench_uncertainty.py [--data DIR] [--n 5000] [--members 5]
-        [--epochs 30] [--loss gaussian_nll] [--bootstrap] [--n-jobs 1] [--threads 1] [--seed 0]
-        [--json out.json] [--save-model ens.pt] [--verbose]
+        [--epochs 30] [--loss gaussian_nll] [--bootstrap] [--n-jobs 1] [--threads 1]
+        [--seed 0] [--json out.json] [--save-model ens.pt] [--verbose]
 
 Members take CGCNNRegressor's defaults except ``--epochs`` (``max_epochs``) and
 ``--loss``.  ``--save-model`` writes the fitted Pipeline (graph transformer and

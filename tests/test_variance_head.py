@@ -132,6 +132,10 @@ def test_save_load_pickle_and_clone_keep_the_head(data, fitted, tmp_path):
     unpickled = pickle.loads(pickle.dumps(fitted))
     np.testing.assert_array_equal(unpickled.predict(graphs, return_std=True)[1], std)
     assert clone(fitted).get_params()["loss"] == "gaussian_nll"
+    fitted.save_params(f_params=tmp_path / "p.pt", f_fitted=tmp_path / "fitted.json")
+    fresh = CGCNNRegressor(**TINY)
+    fresh.load_params(f_params=tmp_path / "p.pt", f_fitted=tmp_path / "fitted.json")
+    np.testing.assert_allclose(fresh.predict(graphs, return_std=True)[1], std, rtol=1e-6)
 
 
 def test_grid_search_over_the_loss(data):
