@@ -197,3 +197,14 @@ def test_ensemble_pipeline_save_load_and_clone(data, ensemble, tmp_path):
     graphs = pipe[0].transform(structures)
     parts = pickle.loads(pickle.dumps(pipe[-1])).predict_uncertainty(graphs)
     np.testing.assert_allclose(parts.std, std, rtol=1e-12)
+
+
+def test_std_and_domain_together(data):
+    _, graphs, y = data
+    reg = CGCNNRegressor(random_state=0, domain="knn", **TINY).fit(graphs, y)
+    mean, std, distance = reg.predict(graphs, return_std=True, return_domain=True)
+    np.testing.assert_array_equal(mean, reg.predict(graphs))
+    np.testing.assert_array_equal(std, reg.predict(graphs, return_std=True)[1])
+    assert mean.shape == std.shape == distance.shape == (len(y),)
+    np.testing.assert_allclose(distance, reg.domain_.distance_from_features(
+        reg.predict_crystal_features(graphs)))
