@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss", default=None,
                         help="loss of each member (default: CGCNNRegressor's), e.g. "
                              "gaussian_nll for mean-variance members")
+    parser.add_argument("--beta", type=float, default=None,
+                        help="with --loss gaussian_nll: criterion__beta (the beta-NLL)")
     parser.add_argument("--bootstrap", action="store_true",
                         help="each member on a bootstrap sample of the train rows")
     parser.add_argument("--save-model", default=None,
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     member_params = {} if args.epochs is None else {"max_epochs": args.epochs}
     if args.loss is not None:
         member_params["loss"] = args.loss
+    if args.beta is not None:
+        member_params["criterion__beta"] = args.beta
     if args.verbose:
         member_params["verbose"] = 1
     ensemble = CGCNNEnsembleRegressor(n_estimators=args.members, n_jobs=args.n_jobs,

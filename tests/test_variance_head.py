@@ -53,6 +53,33 @@ def test_the_criterion_is_torch_gaussian_nll_on_softplus_variances():
         mean_and_variance(output[:, :3], 2)
 
 
+def test_beta_nll_weighs_each_value_by_its_variance():
+    output = torch.tensor([[0.5, 2.0], [-1.0, -1.0], [2.0, 0.3]], requires_grad=True)
+    target = torch.tensor([[1.0], [0.0], [1.5]])
+    mean, var = mean_and_variance(output.detach(), 1)
+    plain = GaussianNLLHead(reduction="none")(output, target)
+    half = GaussianNLLHead(reduction="none", beta=0.5)(output, target)
+    np.testing.assert_allclose(half.detach().numpy(),
+                               (plain * var.sqrt()).detach().numpy(), rtol=1e-6)
+    # beta = 1: the mean's gradient is the squared error's, (mean - y) / n
+    GaussianNLLHead(beta=1.0)(output, target).backward()
+    np.testing.assert_allclose(output.grad[:, 0].numpy(),
+                               ((mean - target) / 3).squeeze(1).numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match="criterion__beta=2.0: .* in \\[0, 1\\]"):
+        GaussianNLLHead(beta=2.0)
+
+
+def test_beta_nll_fit_learns(data):
+    _, graphs, y = data
+    reg = CGCNNRegressor(random_state=0, criterion__beta=0.5,
+                         **{**TINY, "max_epochs": 25, "lr": 0.02}).fit(graphs, y)
+    assert reg.criterion_.beta == 0.5
+    losses = np.asarray(reg.history[:, "train_loss"])
+    assert np.isfinite(losses).all() and losses[-5:].mean() < losses[:5].mean()
+    assert np.abs(reg.predict(graphs) - y).mean() < np.abs(y - y.mean()).mean()
+    assert (reg.predict(graphs, return_std=True)[1] > 0).all()
+
+
 def test_nll_fit_learns(data):
     _, graphs, y = data
     reg = CGCNNRegressor(random_state=0, **{**TINY, "max_epochs": 25, "lr": 0.02}

@@ -70,11 +70,32 @@ class GaussianNLLHead(torch.nn.GaussianNLLLoss):
     per value is ``0.5 * (log var + (mean - target)^2 / var)`` (plus ``0.5 log 2 pi``
     with ``full=True``), with ``var`` clamped at ``eps`` as torch does.  ``full``,
     ``eps`` and ``reduction`` are torch's (``criterion__full=True`` on the regressor).
+
+    ``beta`` (``criterion__beta``, default 0: the plain NLL) weighs each value's loss by
+    ``var ** beta``, taken as a constant (no gradient): the beta-NLL of Seitzer et al.
+    (ICLR 2022).  The plain NLL's gradient for the mean is ``(mean - y) / var``, so the
+    crystals it finds hard (large var) teach the mean little; beta = 0.5 evens that out,
+    and beta = 1 gives the mean the gradient of the squared error.
     """
+
+    def __init__(self, *, full: bool = False, eps: float = 1e-6, reduction: str = "mean",
+                 beta: float = 0.0) -> None:
+        super().__init__(full=full, eps=eps, reduction=reduction)
+        if not 0.0 <= float(beta) <= 1.0:
+            raise ValueError(f"criterion__beta={beta!r}: the beta-NLL weight must be in "
+                             "[0, 1] (0: the plain Gaussian NLL, 0.5: the usual choice)")
+        self.beta = float(beta)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         mean, var = mean_and_variance(output, target.shape[-1])
-        return super().forward(mean, target, var)
+        if self.beta == 0.0:
+            return super().forward(mean, target, var)
+        per_value = torch.nn.functional.gaussian_nll_loss(
+            mean, target, var, full=self.full, eps=self.eps, reduction="none")
+        per_value = per_value * var.detach().clamp(min=self.eps) ** self.beta
+        if self.reduction == "mean":
+            return per_value.mean()
+        return per_value.sum() if self.reduction == "sum" else per_value
 
 
 #: Values of ``loss`` of the regressor (scikit-learn's names) and their torch criteria.
