@@ -39,6 +39,9 @@ DEFAULT_CLASSIFIER_RECIPE = {
 }
 #: CGCNNRegressor's default recipe: :data:`DEFAULT_CLASSIFIER_RECIPE` and the loss.
 DEFAULT_RECIPE = {**DEFAULT_CLASSIFIER_RECIPE, "loss": "absolute_error"}
+#: CGCNNRegressor's ``loss`` values, the keys of ``skcgcnn.estimators.LOSSES`` (here for
+#: ``skcgcnn train --help``, which loads no torch); ``"gaussian_nll"`` adds a variance head.
+REGRESSION_LOSSES = ("squared_error", "absolute_error", "huber", "gaussian_nll")
 
 #: Torch devices an estimator or command accepts ("auto": the GPU when there is one).
 DEVICES = ("cpu", "cuda", "auto")

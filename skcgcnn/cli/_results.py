@@ -1,8 +1,10 @@
 """What a ``skcgcnn train`` run leaves: test-set scores, the output folder, the summary.
 
 :func:`evaluate_test` predicts the test set and scores it (a regression whose
-predictions are not finite stops the run), :func:`write_outputs` writes ``model.pt``,
-``test_results.csv``, ``history.json``, ``metrics.json`` and the plots, and
+predictions are not finite stops the run; a variance head's std is kept too),
+:func:`write_outputs` writes ``model.pt``, ``test_results.csv`` (with the std last, for
+a variance head), ``history.json``, ``metrics.json`` (with :func:`std_metrics`) and the
+plots, and
 :func:`summary` gives the lines printed at the end.  The metrics, ``metrics.json`` and
 the plots are :mod:`skcgcnn.reporting`'s, the same as the benchmark's and the search's.
 """
@@ -17,7 +19,7 @@ from typing import Any
 from ._common import CLIError
 from ._data import write_results
 
-__all__ = ["TrainRun", "evaluate_test", "summary", "write_outputs"]
+__all__ = ["TrainRun", "evaluate_test", "std_metrics", "summary", "write_outputs"]
 
 _GRAPH_KEYS = ("radius", "max_num_nbr", "dmin", "step", "atom_features")
 
@@ -57,6 +59,12 @@ class TrainRun:
     world_size : int
         Processes that trained the model together (``torchrun --nproc-per-node``); 1
         for one.
+    test_std : ndarray of shape (n_test,) or None
+        The predicted std of the test predictions, in the target's units, for a model
+        with a variance head (``--loss gaussian_nll``); set by :func:`evaluate_test`.
+    test_std_metrics : dict or None
+        :func:`std_metrics` of that std on the test set (``metrics.json``'s
+        ``test_std``); set by :func:`evaluate_test`.
     """
 
     args: argparse.Namespace
@@ -74,6 +82,8 @@ class TrainRun:
     done: int | None = None
     stopped_early: bool = False
     world_size: int = 1
+    test_std: Any = None
+    test_std_metrics: dict | None = None
 
     @property
     def classification(self) -> bool:
@@ -96,12 +106,39 @@ def evaluate_test(run: TrainRun) -> tuple[Any, dict]:
         classes = est.classes_
         shown = proba[:, 1] if len(classes) == 2 else labels
         return shown, reporting.classification_metrics(y_test, labels, proba, classes)
-    shown = np.asarray(est.predict(test_graphs), dtype=float)
-    bad = ~np.isfinite(shown)
+    if est._has_variance_head():
+        shown, std = (np.asarray(a, dtype=float) for a in est.predict(test_graphs,
+                                                                       return_std=True))
+    else:
+        shown, std = np.asarray(est.predict(test_graphs), dtype=float), None
+    bad = ~np.isfinite(shown) if std is None else ~(np.isfinite(shown) & np.isfinite(std))
     if bad.any():
         raise CLIError(f"training diverged: {int(bad.sum())} of {len(shown)} test "
-                       "predictions are not finite; lower --lr")
+                       "predictions (or their std) are not finite; lower --lr")
+    run.test_std = std
+    run.test_std_metrics = None if std is None else std_metrics(y_test, shown, std)
     return shown, reporting.regression_metrics(y_test, shown)
+
+
+def std_metrics(y_true: Any, y_pred: Any, std: Any) -> dict:
+    """How well a predicted std ranks and covers the errors of ``y_pred``.
+
+    ``std_error_spearman``: Spearman's rank correlation of the std and the absolute
+    error (None when either is constant); ``coverage_90``: the share of crystals within
+    ``y_pred +- 1.645 std``, 0.90 for a calibrated Gaussian; ``mean_std``.
+    """
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    error = np.abs(np.asarray(y_true, float) - np.asarray(y_pred, float))
+    std = np.asarray(std, float)
+    if len(std) == 0:  # no test set
+        return {"std_error_spearman": None, "coverage_90": None, "mean_std": None}
+    constant = np.ptp(std) == 0 or np.ptp(error) == 0
+    rho = None if constant else float(spearmanr(std, error).statistic)
+    return {"std_error_spearman": rho,
+            "coverage_90": float(np.mean(error <= 1.645 * std)),
+            "mean_std": float(np.mean(std))}
 
 
 def _metrics_record(run: TrainRun, test_metrics: dict) -> dict:
@@ -143,6 +180,10 @@ def _metrics_record(run: TrainRun, test_metrics: dict) -> dict:
     }
     if run.classification:
         metrics["classes"] = est.classes_.tolist()
+    else:
+        metrics["optimizer"]["nll_beta"] = getattr(args, "nll_beta", None)
+    if run.test_std is not None:
+        metrics["test_std"] = run.test_std_metrics
     return metrics
 
 
@@ -164,7 +205,8 @@ def write_outputs(run: TrainRun, out_dir: Path, shown: Any, test_metrics: dict) 
     save_model(Pipeline([("graph", run.transformer), ("cgcnn", est)]), out_dir / "model.pt")
     written.append("model.pt")
     ids = np.asarray(run.graphs.ids, dtype=object)
-    write_results(out_dir / "test_results.csv", ids[test], y_test, shown)
+    columns = shown if run.test_std is None else np.column_stack([shown, run.test_std])
+    write_results(out_dir / "test_results.csv", ids[test], y_test, columns)
     written.append("test_results.csv")
     written.append("split.csv")  # at the start
     if args.graphs is None and args.skip_errors:
@@ -206,9 +248,16 @@ def summary(run: TrainRun, test_metrics: dict, written: list[str], out_dir: Path
     else:
         epochs = f"no epoch left to train ({done} trained before)"
     n_train, n_val, n_test = (len(run.split[k]) for k in ("train", "val", "test"))
+    lines = []
+    m = run.test_std_metrics
+    if m is not None and m["mean_std"] is not None:
+        rho = "n/a" if m["std_error_spearman"] is None else f"{m['std_error_spearman']:.3f}"
+        lines.append(f"test std: mean {m['mean_std']:.4g}, Spearman with |error| {rho}, "
+                     f"{m['coverage_90']:.0%} within 1.645 std (0.90 if calibrated)")
     return [f"trained on {n_train} crystals ({n_val} validation, {n_test} test), "
             f"{epochs} in {run.fit_seconds:.1f} s; {best}",
             "test " + ", ".join(f"{name_of[k]} {v:.4g}" for k, v in test_metrics.items()
                                 if v is not None),
+            *lines,
             f"wrote {', '.join(written)} to {out_dir} "
             f"({time.perf_counter() - started:.1f} s in all)"]

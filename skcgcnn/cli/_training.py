@@ -4,7 +4,8 @@
 win) and :func:`check_recipe_args` checks the recipe options; :func:`make_estimator`
 builds the CGCNN regressor or classifier with skorch's ``EpochScoring`` of the
 validation score, the best-weights checkpoint, the training state that ``--resume``
-reads, the recipe parameters (``lr_schedule``, ``warmup_fraction``, ``loss``) and,
+reads, the recipe parameters (``lr_schedule``, ``warmup_fraction``, ``loss``, with
+``--nll-beta`` the criterion's ``beta``) and,
 with ``--early-stopping``, skorch's ``EarlyStopping`` on that validation score;
 :func:`check_losses` refuses a run whose
 loss went NaN.
@@ -131,6 +132,12 @@ def check_recipe_args(args: argparse.Namespace) -> None:
     if args.task == "classification" and args.loss != defaults["loss"]:
         raise _usage(f"--loss {args.loss} applies to regression only; classification "
                      "trains on the cross-entropy")
+    beta = getattr(args, "nll_beta", None)  # absent from the options of older runs
+    if beta is not None and args.loss != "gaussian_nll":
+        raise _usage(f"--nll-beta {beta} weighs the Gaussian NLL: add --loss gaussian_nll")
+    if beta is not None and not 0 <= beta <= 1:
+        raise _usage(f"--nll-beta {beta}: must be in [0, 1] (0: the plain Gaussian NLL, "
+                     "0.5: the usual choice)")
     if args.lr_schedule != "multistep" and args.lr_milestones != defaults["lr_milestones"]:
         logger.warning("--lr-milestones applies to --lr-schedule multistep only; ignored "
                        "with --lr-schedule %s", args.lr_schedule)
@@ -296,6 +303,8 @@ def make_estimator(args: argparse.Namespace, valid_ds: Any, score: tuple[str, An
         params["callbacks__lr_scheduler__milestones"] = list(args.lr_milestones)
     if args.task != "classification":
         params["loss"] = args.loss
+        if getattr(args, "nll_beta", None) is not None:
+            params["criterion__beta"] = args.nll_beta
     if optimizer == "sgd":
         params["optimizer__momentum"] = (MOMENTUM if args.momentum is None
                                          else args.momentum)

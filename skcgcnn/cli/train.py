@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._defaults import GRAPH_PARAMS, MOMENTUM, PRECISIONS, TEST_RATIO, VAL_RATIO
+from .._defaults import (GRAPH_PARAMS, MOMENTUM, PRECISIONS, REGRESSION_LOSSES, TEST_RATIO,
+                         VAL_RATIO)
 from ._common import (DATA_DIR, CLIError, check_device, data_options, device_option,
                       graph_options, graph_params, label_options, random_state_option)
 from ._data import (atom_features_spec, build_graphs, choose_target, existing_root,
@@ -119,10 +120,15 @@ def add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     opt.add_argument("--warmup-fraction", type=float, default=0.1, metavar="F",
                      help="share of the training steps spent warming up, with onecycle or "
                           "cosine (default: 0.1)")
-    opt.add_argument("--loss", choices=("squared_error", "absolute_error", "huber"),
-                     default=None,
-                     help="regression loss on the standardised targets (default: "
+    opt.add_argument("--loss", choices=REGRESSION_LOSSES, default=None,
+                     help="regression loss on the standardised targets; gaussian_nll "
+                          "gives the network a variance output too, and the test "
+                          "predictions' std is written beside them (default: "
                           f"{recipe['loss']}; main.py's is squared_error)")
+    opt.add_argument("--nll-beta", type=float, default=None, metavar="B",
+                     help="with --loss gaussian_nll: the beta-NLL weight in [0, 1] "
+                          "(criterion__beta; 0.5 is the usual choice) (default: 0, the "
+                          "plain Gaussian NLL)")
     opt.add_argument("--early-stopping", action="store_true",
                      help="stop when the validation MAE (classification: ROC-AUC) has "
                           "not improved for --n-iter-no-change epochs; the weights kept "
