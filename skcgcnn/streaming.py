@@ -42,12 +42,16 @@ class PredictedChunk:
     errors : list of (int, object, str)
         Position, id and reason of every input of the chunk left out
         (``on_error="skip"``).
+    std : ndarray or None
+        With ``return_std=True``: the predicted standard deviation, the shape of
+        ``values``; else None.
     """
 
     ids: list
     positions: np.ndarray
     values: np.ndarray
     errors: list = field(default_factory=list)
+    std: np.ndarray | None = None
 
 
 def _split_model(model: Any, transformer: Any) -> tuple[Any, Any]:
@@ -75,7 +79,8 @@ def _check_chunk_size(chunk_size: Any) -> int:
 def predict_iter(model: Any, X: Iterable[Any], *, ids: Iterable[Any] | None = None,
                  transformer: Any = None, chunk_size: int = 1000,
                  on_error: str = "raise", skip_ids: Iterable[Any] | None = None,
-                 n_jobs: int | None = None) -> Iterator[PredictedChunk]:
+                 n_jobs: int | None = None, return_std: bool = False
+                 ) -> Iterator[PredictedChunk]:
     """Predict ``X`` chunk by chunk: read, featurize, predict, yield.
 
     Parameters
@@ -100,6 +105,10 @@ def predict_iter(model: Any, X: Iterable[Any], *, ids: Iterable[Any] | None = No
         Ids not to read nor predict (compared as strings): those of an interrupted run.
     n_jobs : int, optional
         Worker processes for building the graphs (default: the transformer's setting).
+    return_std : bool, default=False
+        Also give each chunk's predicted standard deviation (``chunk.std``), from the
+        regressor's ``predict(X, return_std=True)``: a model with a variance head
+        (:func:`predicts_std`) or an ensemble.
 
     Yields
     ------
@@ -110,8 +119,8 @@ def predict_iter(model: Any, X: Iterable[Any], *, ids: Iterable[Any] | None = No
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     transformer, est = _split_model(model, transformer)
-    if ids is None:
-        index = getattr(X, "index", None)
+    if ids is None:  # a Series' index (a list's .index is a method), else the positions
+        index = getattr(X, "index", None) if hasattr(X, "iloc") else None
         ids = iter(index) if index is not None else itertools.count()
     if hasattr(X, "index") and hasattr(X, "iloc"):
         X = iter(X.tolist())
@@ -122,6 +131,8 @@ def predict_iter(model: Any, X: Iterable[Any], *, ids: Iterable[Any] | None = No
     if n_jobs is not None:
         params["n_jobs"] = n_jobs
     classification = hasattr(est, "predict_proba") and hasattr(est, "classes_")
+    if return_std and classification:
+        raise ValueError("return_std=True needs a regressor; this model is a classifier")
     transformer = _with_params(transformer, params)
     while True:
         chunk = list(itertools.islice(pairs, chunk_size))
@@ -131,7 +142,8 @@ def predict_iter(model: Any, X: Iterable[Any], *, ids: Iterable[Any] | None = No
         chunk_ids = [ident for _, ident, _ in chunk]
         items = [item for _, _, item in chunk]
         del chunk
-        yield _predict_chunk(transformer, est, items, chunk_ids, positions, classification)
+        yield _predict_chunk(transformer, est, items, chunk_ids, positions, classification,
+                             return_std)
 
 
 def _with_params(transformer: Any, params: dict) -> Any:
@@ -143,8 +155,19 @@ def _with_params(transformer: Any, params: dict) -> Any:
     return twin
 
 
+def predicts_std(model: Any) -> bool:
+    """Whether a fitted regressor (or a Pipeline ending in one) predicts a std of its
+    own: a CGCNNRegressor with a variance head (``loss="gaussian_nll"``), or an ensemble
+    whose members all have one."""
+    est = model.steps[-1][1] if hasattr(model, "steps") else model
+    members = getattr(est, "estimators_", [est])
+    return bool(members) and all(callable(getattr(m, "_has_variance_head", None))
+                                 and m._has_variance_head() for m in members)
+
+
 def _predict_chunk(transformer: Any, est: Any, items: list, ids: list,
-                   positions: np.ndarray, classification: bool) -> PredictedChunk:
+                   positions: np.ndarray, classification: bool,
+                   return_std: bool = False) -> PredictedChunk:
     import pandas as pd
 
     from .structures import StructureError
@@ -157,26 +180,33 @@ def _predict_chunk(transformer: Any, est: Any, items: list, ids: list,
     except ValueError:
         # every structure of the chunk was skipped: the transformer has no graph to give
         if transformer.on_error == "skip" and getattr(transformer, "errors_", None):
-            return _only_errors(transformer.errors_, ids, positions, est, classification)
+            return _only_errors(transformer.errors_, ids, positions, est, classification,
+                                return_std)
         raise
     kept = np.asarray(transformer.kept_indices_, dtype=np.int64)
     errors = [(int(positions[pos]), ids[pos], reason)
               for pos, _, reason in transformer.errors_]
+    std = None
     if classification:
         values = est.predict_proba(graphs)
+    elif return_std:
+        values, std = (np.asarray(a, dtype=float) for a in est.predict(graphs,
+                                                                        return_std=True))
     else:
         values = np.asarray(est.predict(graphs), dtype=float)
     if len(values) != len(kept):  # one row per input, NaN where skipped
         values = values[kept]
-    return PredictedChunk([ids[i] for i in kept], positions[kept], values, errors)
+        std = None if std is None else std[kept]
+    return PredictedChunk([ids[i] for i in kept], positions[kept], values, errors, std)
 
 
 def _only_errors(raw: list, ids: list, positions: np.ndarray, est: Any,
-                 classification: bool) -> PredictedChunk:
+                 classification: bool, return_std: bool = False) -> PredictedChunk:
     width = len(est.classes_) if classification else getattr(est, "n_outputs_", 1)
     shape = (0, width) if classification or width > 1 else (0,)
     errors = [(int(positions[pos]), ids[pos], reason) for pos, _, reason in raw]
-    return PredictedChunk([], np.zeros(0, dtype=np.int64), np.zeros(shape), errors)
+    return PredictedChunk([], np.zeros(0, dtype=np.int64), np.zeros(shape), errors,
+                          np.zeros(shape) if return_std else None)
 
 
-__all__ = ["PredictedChunk", "predict_iter"]
+__all__ = ["PredictedChunk", "predict_iter", "predicts_std"]

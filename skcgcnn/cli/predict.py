@@ -1,7 +1,8 @@
 """``skcgcnn predict``: the original CGCNN ``predict.py``.
 
 Loads a model written by ``skcgcnn train`` (or an original ``.pth.tar``), predicts a data
-folder or CIF files and writes header-less ``id,target,prediction`` rows; when the
+folder or CIF files and writes header-less ``id,target,prediction`` rows (``id,target,
+prediction,std`` for a model with a variance head, ``--loss gaussian_nll``); when the
 targets are known, the MAE (classification: accuracy and ROC-AUC) is printed too.
 
 The crystals are read, featurized and predicted ``--chunk-size`` at a time
@@ -38,7 +39,9 @@ def add_predict_parser(sub: Any, common: argparse.ArgumentParser) -> None:
             "Predict the property of crystals with a model written by 'skcgcnn train' (or "
             "skcgcnn.estimators.save_model) or an original CGCNN .pth.tar checkpoint. The "
             "output is CSV without header: id, target (empty when unknown), prediction; for "
-            "classification the prediction is the probability of class 1, as predict.py. "
+            "classification the prediction is the probability of class 1, as predict.py; "
+            "for a model trained with --loss gaussian_nll the predicted std follows it "
+            "(one per target). "
             "When DATA_DIR has an id_prop.csv its targets are written too and the MAE "
             "(classification: accuracy and ROC-AUC) is printed."),
         epilog="example: skcgcnn predict pre-trained/formation-energy-per-atom.pth.tar "
@@ -235,7 +238,7 @@ def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import reporting
-    from ..streaming import predict_iter
+    from ..streaming import predict_iter, predicts_std
     from ..structures import ids_of
 
     started = time.perf_counter()
@@ -255,6 +258,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if done:
         logger.info("--resume: %d ids already in %s are skipped", len(done), output)
     y_all = None if targets is None else np.asarray(targets, float)
+    with_std = task == "regression" and predicts_std(est)  # a std column after each value
     shown_parts, y_parts, label_parts, proba_parts, skipped = [], [], [], [], []
     n_rows = 0
     handle = sys.stdout if output is None else open(output, "a" if args.resume else "w",
@@ -263,7 +267,7 @@ def run_predict(args: argparse.Namespace) -> int:
         for chunk in predict_iter(est, X, ids=ids, transformer=transformer,
                                   chunk_size=args.chunk_size, n_jobs=args.n_jobs,
                                   on_error="skip" if args.skip_errors else "raise",
-                                  skip_ids=done):
+                                  skip_ids=done, return_std=with_std):
             skipped += [(pos, ident, reason) for pos, ident, reason in chunk.errors]
             if not chunk.ids:
                 continue
@@ -276,7 +280,11 @@ def run_predict(args: argparse.Namespace) -> int:
                 proba_parts.append(chunk.values)
             else:
                 shown = chunk.values
-            write_result_rows(handle, chunk.ids, y, shown)
+            columns = shown
+            if with_std:  # prediction(s) then std(s): id,target,prediction,std
+                columns = np.column_stack([np.reshape(shown, (len(chunk.ids), -1)),
+                                           np.reshape(chunk.std, (len(chunk.ids), -1))])
+            write_result_rows(handle, chunk.ids, y, columns)
             handle.flush()
             shown_parts.append(np.asarray(shown))
             y_parts.append(y)
