@@ -272,3 +272,14 @@ def test_two_gpus_with_nccl_fit_as_one(graphs64, tmp_path):
         # GPU kernels sum in their own orders: a looser tolerance
         np.testing.assert_allclose(got["train_loss"], ref["train_loss"], rtol=1e-4)
         np.testing.assert_allclose(got["predictions"], ref["predictions"], atol=1e-3)
+
+
+def test_other_commands_are_refused_under_torchrun(monkeypatch, tmp_path, capsys):
+    from skcgcnn.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    status = main(["featurize", str(SAMPLE500), "-o", str(tmp_path / "g.npz")])
+    err = capsys.readouterr().err
+    assert status != 0 and "only 'skcgcnn train' runs under torchrun" in err
+    assert "each of the 2 processes" in err and not (tmp_path / "g.npz").exists()

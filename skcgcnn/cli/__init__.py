@@ -133,6 +133,20 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+def _refuse_other_commands_under_torchrun(command: str) -> None:
+    """Only ``train`` shares its work between torchrun's processes; any other command
+    would run whole in every process, each writing the same files."""
+    try:
+        several = int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+    except ValueError:
+        several = False
+    if several and command != "train":
+        raise CLIError(f"only '{PROG} train' runs under torchrun; '{PROG} {command}' would "
+                       f"run whole in each of the {os.environ['WORLD_SIZE']} processes, "
+                       "writing the same files: run it as a single process, without "
+                       "torchrun")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``skcgcnn`` command line and return its exit status.
 
@@ -176,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefix = f"{PROG} {args.command}"
     with console(level):
         try:
+            _refuse_other_commands_under_torchrun(args.command)
             status = args.func(args)
             sys.stdout.flush()  # a closed pipe shows here, not at exit
             return 0 if status is None else int(status)
