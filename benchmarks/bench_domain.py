@@ -33,28 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_uncertainty import seeded_split  # benchmarks/ is on sys.path for its scripts
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "mp-formation-energy-36737"
 DEFAULT_CACHE = HERE.parent / "results" / "bench_domain_cache"
-
-
-def seeded_split(data: str, n: int, seed: int, id_prop: str = "id_prop_multi.csv"):
-    """``(frame, train, cal, test)``: bench_uncertainty.py's draws (ids chosen from
-    ``id_prop.csv`` with ``default_rng(seed)``, then a permutation cut 60/20/20), with
-    the targets of ``id_prop`` (its rows line up with ``id_prop.csv``)."""
-    import pandas as pd
-
-    from skcgcnn.datasets import load_cgcnn_folder
-
-    all_ids = pd.read_csv(Path(data) / "id_prop.csv", header=None, dtype={0: str})[0]
-    rng = np.random.default_rng(seed)
-    ids = rng.choice(all_ids.to_numpy(), size=min(n, len(all_ids)), replace=False)
-    frame = load_cgcnn_folder(data, id_prop=id_prop, ids=ids, n_jobs=2,
-                              missing_target="nan")
-    order = rng.permutation(len(frame))
-    n_train, n_cal = int(0.6 * len(frame)), int(0.2 * len(frame))
-    train, cal, test = np.split(order, [n_train, n_train + n_cal])
-    return frame, train, cal, test
 
 
 def fitted_regressor(path: Path, graphs, y, params: dict, label: str):
@@ -108,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     from skcgcnn import ApplicabilityDomain, CGCNNEmbedder, StructureGraphTransformer
 
     start = time.perf_counter()
-    frame, train, cal, test = seeded_split(args.data, args.n, args.seed)
+    # the same draws as bench_uncertainty.py, with the band gap beside the formation energy
+    frame, train, cal, test = seeded_split(args.data, args.n, args.seed,
+                                           id_prop="id_prop_multi.csv", missing_target="nan")
     energy = frame["target_0"].to_numpy(dtype=float)
     gap = frame["target_1"].to_numpy(dtype=float)
     graphs = StructureGraphTransformer(n_jobs=2).fit().transform(list(frame["structure"]))

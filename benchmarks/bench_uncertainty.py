@@ -42,6 +42,24 @@ DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "mp-formation-energy-367
 LEVELS = (0.8, 0.9, 0.95)
 
 
+def seeded_split(data: str, n: int, seed: int, **load_kwargs):
+    """``(frame, train, cal, test)``: ``n`` ids of ``data``'s ``id_prop.csv`` drawn with
+    ``default_rng(seed)``, loaded with ``load_cgcnn_folder(data, ids=..., **load_kwargs)``,
+    then a permutation by the same generator cut 60 / 20 / 20 (positions in ``frame``)."""
+    import pandas as pd
+
+    from skcgcnn.datasets import load_cgcnn_folder
+
+    all_ids = pd.read_csv(Path(data) / "id_prop.csv", header=None, dtype={0: str})[0]
+    rng = np.random.default_rng(seed)
+    ids = rng.choice(all_ids.to_numpy(), size=min(n, len(all_ids)), replace=False)
+    frame = load_cgcnn_folder(data, ids=ids, n_jobs=2, **load_kwargs)
+    order = rng.permutation(len(frame))
+    n_train, n_cal = int(0.6 * len(frame)), int(0.2 * len(frame))
+    train, cal, test = np.split(order, [n_train, n_train + n_cal])
+    return frame, train, cal, test
+
+
 def conformal_quantile(scores: np.ndarray, level: float) -> float:
     """The split-conformal quantile: the ceil((n + 1) level)-th smallest score."""
     n = len(scores)
@@ -87,20 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.pipeline import Pipeline
 
     from skcgcnn import CGCNNEnsembleRegressor, StructureGraphTransformer, save_model
-    from skcgcnn.datasets import load_cgcnn_folder
-
     torch.set_num_threads(args.threads)
-    all_ids = pd.read_csv(Path(args.data) / "id_prop.csv", header=None, dtype={0: str})[0]
-    rng = np.random.default_rng(args.seed)
-    ids = rng.choice(all_ids.to_numpy(), size=min(args.n, len(all_ids)), replace=False)
     start = time.perf_counter()
-    frame = load_cgcnn_folder(args.data, ids=ids, n_jobs=2)
+    frame, train, cal, test = seeded_split(args.data, args.n, args.seed)
     structures = list(frame["structure"])
     y = frame.iloc[:, -1].to_numpy(dtype=float)
     n = len(y)
-    order = rng.permutation(n)
-    n_train, n_cal = int(0.6 * n), int(0.2 * n)
-    train, cal, test = np.split(order, [n_train, n_train + n_cal])
     pick = (lambda rows: [structures[i] for i in rows])
     print(f"loaded {n} crystals in {time.perf_counter() - start:.0f} s: "
           f"{len(train)} train, {len(cal)} calibration, {len(test)} test", flush=True)

@@ -160,9 +160,8 @@ def predicts_std(model: Any) -> bool:
     own: a CGCNNRegressor with a variance head (``loss="gaussian_nll"``), or an ensemble
     whose members all have one."""
     est = model.steps[-1][1] if hasattr(model, "steps") else model
-    members = getattr(est, "estimators_", [est])
-    return bool(members) and all(callable(getattr(m, "_has_variance_head", None))
-                                 and m._has_variance_head() for m in members)
+    has_head = getattr(est, "_has_variance_head", None)  # CGCNNRegressor and the ensemble
+    return callable(has_head) and bool(has_head())
 
 
 def _predict_chunk(transformer: Any, est: Any, items: list, ids: list,

@@ -3,16 +3,16 @@
 a model with a variance head (issue 17)."""
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from skcgcnn.cli import build_parser, main
+from skcgcnn.cli import build_parser
+
+from .test_cli_train_recipe import NET, run  # the tiny network; main with output captured
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
@@ -20,17 +20,8 @@ pytestmark = [
     pytest.mark.usefixtures("structure_cache"),  # tests/conftest.py
 ]
 
-NET = ["--atom-fea-len", "8", "--n-conv", "1", "--h-fea-len", "16", "--device", "cpu", "-q"]
 TINY = ["--epochs", "4", "--batch-size", "16", "--train-ratio", "0.6", "--val-ratio", "0.2",
         "--test-ratio", "0.2", "--seed", "0"] + NET
-
-
-def run(argv: list) -> tuple[int, str, str]:
-    """main(argv) with stdout and stderr captured."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main([str(a) for a in argv])
-    return status, out.getvalue(), err.getvalue()
 
 
 def rows(path: Path) -> list[list[str]]:

@@ -224,6 +224,11 @@ class CGCNNEnsembleRegressor(_DomainHooks, _InputChecks, RegressorMixin, BaseEst
             out = (parts.mean, parts.std)
         return self._predict_domain(X, out, return_domain)
 
+    def _has_variance_head(self) -> bool:
+        """Whether every member answers a variance beside its mean (False unfitted)."""
+        members = getattr(self, "estimators_", [])
+        return bool(members) and all(member._has_variance_head() for member in members)
+
     def predict_uncertainty(self, X: GraphCollection) -> Bunch:
         """The mean prediction and its standard deviation in two parts.
 
@@ -243,7 +248,7 @@ class CGCNNEnsembleRegressor(_DomainHooks, _InputChecks, RegressorMixin, BaseEst
             ``epistemic_std``.
         """
         self._require_fitted()
-        if not all(member._has_variance_head() for member in self.estimators_):
+        if not self._has_variance_head():
             members = self.predict_members(X)
             epistemic = members.std(axis=0)
             return Bunch(mean=members.mean(axis=0), std=epistemic, epistemic_std=epistemic,
