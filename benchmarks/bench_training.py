@@ -72,7 +72,8 @@ def previous_cgcnn():
     from skcgcnn.model import CGCNN, ConvLayer
 
     class Previous(ConvLayer):
-        def edge_forward(self, atom_fea, src, dst, expanded, n_atoms, dense):
+        def edge_forward(self, atom_fea, src, dst, expanded, inverse, n_atoms, dense):
+            expanded = expanded.index_select(0, inverse)  # one row per edge, as it was
             f = self.atom_fea_len
             w, b = self.fc_full.weight, self.fc_full.bias
             self_part = fn.linear(atom_fea, w[:, :f], b)

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as fn
 
+from skcgcnn._edge_ops import assemble_edges, gated_sum, unique_with_inverse
+
 
 class GaussianExpansion(nn.Module):
     """Expand distances on Gaussians: ``exp(-(d - mu_k)^2 / var^2)``.
@@ -46,7 +48,7 @@ class Edges:
     Built from the (N, M) neighbour arrays, leaving out the slots marked -1.
     """
 
-    __slots__ = ("src", "dst", "dist", "n_atoms", "dense", "_expanded")
+    __slots__ = ("src", "dst", "dist", "n_atoms", "dense", "_distinct", "_expanded")
 
     def __init__(self, nbr_idx: Tensor, nbr_dist: Tensor):
         n, m = nbr_idx.shape
@@ -63,12 +65,23 @@ class Edges:
             self.dst = nbr_idx[mask]
             self.dist = nbr_dist[mask]
         self.n_atoms = n
+        self._distinct = None
         self._expanded = None
+
+    def distinct(self, expansion: "GaussianExpansion") -> tuple[Tensor, Tensor]:
+        """The Gaussian expansion of each distinct distance, (D, G), and for each edge
+        the row of its distance, (E,); computed once per batch.  Symmetry-equivalent
+        atoms share their distances, so D is several times smaller than E."""
+        if self._distinct is None:
+            values, inverse = unique_with_inverse(self.dist)
+            self._distinct = (expansion(values.to(self.dist.device)), inverse.to(self.dist.device))
+        return self._distinct
 
     def expanded(self, expansion: "GaussianExpansion") -> Tensor:
         """Gaussian-expanded distances, shape (E, G), computed once per batch."""
         if self._expanded is None:
-            self._expanded = expansion(self.dist)
+            rows, inverse = self.distinct(expansion)
+            self._expanded = rows.index_select(0, inverse)
         return self._expanded
 
 
@@ -103,10 +116,11 @@ class ConvLayer(nn.Module):
     Masked neighbours are absent from ``edges``: they count neither in the sum nor in
     ``bn1``'s batch statistics.
 
-    The (E, 2F) tensor ``z W + b`` is built in one buffer: the neighbour rows are
-    gathered, the edge product is added in place, and, when every atom has M edges,
-    the centre rows are broadcast onto it (no second gather, and no scatter in the
-    backward).  In evaluation mode ``bn1`` is folded into ``fc_full`` (its running
+    The (E, 2F) tensor ``z W + b`` is summed from three row tables in one pass: per
+    atom as centre, per atom as neighbour, and per distinct distance (the edge product
+    is taken once per distance, not once per edge); when every atom has M edges the
+    centre rows are broadcast (no gather, and no scatter in the backward).  The gate
+    and the neighbour sum have a hand-written backward (:mod:`skcgcnn._edge_ops`).  In evaluation mode ``bn1`` is folded into ``fc_full`` (its running
     statistics make it an affine map), which saves one pass over the edges.
     :func:`skcgcnn._compile.compile_convolutions` compiles :meth:`edge_forward` with
     ``torch.compile`` (opt-in).
@@ -128,12 +142,14 @@ class ConvLayer(nn.Module):
 
     def forward(self, atom_fea: Tensor, edges: Edges, expansion: GaussianExpansion) -> Tensor:
         run = self.compiled_forward or self.edge_forward
-        return run(atom_fea, edges.src, edges.dst, edges.expanded(expansion),
-                   edges.n_atoms, edges.dense)
+        expanded, inverse = edges.distinct(expansion)
+        return run(atom_fea, edges.src, edges.dst, expanded, inverse, edges.n_atoms,
+                   edges.dense)
 
     def edge_forward(self, atom_fea: Tensor, src: Tensor, dst: Tensor, expanded: Tensor,
-                     n_atoms: int, dense: bool) -> Tensor:
-        """The layer on flat edges: ``src``, ``dst`` (E,), ``expanded`` (E, G)."""
+                     inverse: Tensor, n_atoms: int, dense: bool) -> Tensor:
+        """The layer on flat edges: ``src``, ``dst``, ``inverse`` (E,) and the expanded
+        distinct distances ``expanded`` (D, G); edge e's distance is row ``inverse[e]``."""
         f = self.atom_fea_len
         w, b = self.fc_full.weight, self.fc_full.bias
         folded = not self.training and self.bn1.track_running_stats \
@@ -145,24 +161,14 @@ class ConvLayer(nn.Module):
                 scale = scale * bn.weight
             b = (b - bn.running_mean) * scale + (bn.bias if bn.affine else 0.0)
             w = w * scale.unsqueeze(1)
-        self_part = fn.linear(atom_fea, w[:, :f], b)               # (N, 2F)
-        nbr_part = fn.linear(atom_fea, w[:, f:2 * f])                # (N, 2F)
-        gated = nbr_part.index_select(0, dst)                                # (E, 2F)
-        # in place, so not cast by autocast: under bf16 autocast the products above are
-        # bf16, and the edge product joins them in that type (a no-op in float32)
-        gated.addmm_(expanded.to(gated.dtype), w[:, 2 * f:].t().to(gated.dtype))
-        if dense:  # M edges per atom, in atom order: broadcast, no gather or scatter
-            gated.view(n_atoms, -1, 2 * f).add_(self_part.unsqueeze(1))
-        else:
-            gated.add_(self_part.index_select(0, src))
+        self_part = fn.linear(atom_fea, w[:, :f], b)                 # (N, 2F)
+        nbr_part = fn.linear(atom_fea, w[:, f:2 * f])                  # (N, 2F)
+        dist_part = fn.linear(expanded.to(atom_fea.dtype), w[:, 2 * f:])  # (D, 2F)
+        gated = assemble_edges(self_part, nbr_part, dist_part, src, dst, inverse,
+                               n_atoms, dense)                         # (E, 2F)
         if not folded:
             gated = self.bn1(gated)
-        nbr_filter, nbr_core = gated.chunk(2, dim=1)
-        message = self.sigmoid(nbr_filter) * self.softplus1(nbr_core)
-        if dense:  # a plain sum, no scatter
-            summed = message.view(n_atoms, -1, f).sum(dim=1)
-        else:
-            summed = atom_fea.new_zeros(n_atoms, f).index_add_(0, src, message)
+        summed = gated_sum(gated, src, n_atoms, dense)                # (N, F)
         summed = self.bn2(summed)
         return self.softplus2(atom_fea + summed)
 

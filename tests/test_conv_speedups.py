@@ -158,3 +158,33 @@ def test_estimator_compile_keeps_the_module_and_its_keys(monkeypatch, caplog):
     assert compiled.module_.convs[0].compiled_forward is not None
     assert plain.module_.convs[0].compiled_forward is None
     np.testing.assert_array_equal(compiled.predict(graphs), plain.predict(graphs))
+
+
+def test_edges_expand_each_distinct_distance_once():
+    """The edge product runs over the distinct distances: far fewer rows than edges on a
+    symmetric crystal, and the per-edge expansion is exactly the plain one."""
+    b = batch([rock_salt(), bcc_iron(), perovskite()])
+    edges = Edges(b["nbr_idx"], b["nbr_dist"])
+    expansion = GaussianExpansion()
+    rows, inverse = edges.distinct(expansion)
+    assert len(rows) * 4 < len(edges.dist) and inverse.shape == edges.dist.shape
+    assert torch.equal(edges.expanded(expansion), expansion(edges.dist))
+    assert edges.distinct(expansion)[0] is rows  # once per batch
+
+
+def test_gated_layer_under_bf16_autocast_follows_float32():
+    b = batch([rock_salt(), bcc_iron(), perovskite()])
+    torch.manual_seed(0)
+    layer = ConvLayer(92, 41)
+    expansion = GaussianExpansion()
+    v = b["atom_fea"].clone().requires_grad_()
+    w = b["atom_fea"].clone().requires_grad_()
+    want = layer(v, Edges(b["nbr_idx"], b["nbr_dist"]), expansion)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = layer(w, Edges(b["nbr_idx"], b["nbr_dist"]), expansion)
+    assert not torch.equal(got.float(), want)  # the edge work ran in bf16
+    torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05)
+    want.sum().backward()
+    got.float().sum().backward()
+    assert w.grad.dtype == torch.float32 and torch.isfinite(w.grad).all()
+    torch.testing.assert_close(w.grad, v.grad, rtol=0.1, atol=0.05)
