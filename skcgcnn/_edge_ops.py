@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as fn
 
 
@@ -50,6 +51,7 @@ class _AssembleEdges(torch.autograd.Function):
         return edges
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         src, dst, inverse = ctx.saved_tensors
         n_atoms, n_dist, dense = ctx.sizes
@@ -92,6 +94,7 @@ class _GatedSum(torch.autograd.Function):
         return summed
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         gated, gate, core, src = ctx.saved_tensors
         n_atoms, dense = ctx.sizes

@@ -72,9 +72,14 @@ class Edges:
         """The Gaussian expansion of each distinct distance, (D, G), and for each edge
         the row of its distance, (E,); computed once per batch.  Symmetry-equivalent
         atoms share their distances, so D is several times smaller than E."""
-        if self._distinct is None:
+        if self._distinct is None and self.dist.requires_grad:
+            # a gradient for the distances: one row per edge keeps them in the graph
+            rows = torch.arange(len(self.dist), device=self.dist.device)
+            self._distinct = (expansion(self.dist), rows)
+        elif self._distinct is None:
             values, inverse = unique_with_inverse(self.dist)
-            self._distinct = (expansion(values.to(self.dist.device)), inverse.to(self.dist.device))
+            device = self.dist.device
+            self._distinct = (expansion(values.to(device)), inverse.to(device))
         return self._distinct
 
     def expanded(self, expansion: "GaussianExpansion") -> Tensor:
@@ -95,7 +100,10 @@ def gaussian(dist: Tensor, centers: Tensor, var: float) -> Tensor:
     """``exp(-(d - mu_k)^2 / var^2)`` for distances (...,) -> (..., G), tiny terms zeroed."""
     arg = (dist.unsqueeze(-1) - centers) ** 2 / var ** 2
     # clamping first also keeps exp off its (much slower) underflow path
-    return torch.exp(-arg.clamp(max=EXP_CUTOFF + 1.0)).masked_fill_(arg > EXP_CUTOFF, 0.0)
+    terms = torch.exp(-arg.clamp(max=EXP_CUTOFF + 1.0))
+    if terms.requires_grad:  # exp's backward needs its output unchanged
+        return terms.masked_fill(arg > EXP_CUTOFF, 0.0)
+    return terms.masked_fill_(arg > EXP_CUTOFF, 0.0)
 
 
 class ConvLayer(nn.Module):

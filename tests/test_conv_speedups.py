@@ -188,3 +188,17 @@ def test_gated_layer_under_bf16_autocast_follows_float32():
     got.float().sum().backward()
     assert w.grad.dtype == torch.float32 and torch.isfinite(w.grad).all()
     torch.testing.assert_close(w.grad, v.grad, rtol=0.1, atol=0.05)
+
+
+def test_gradient_reaches_the_distances_when_asked():
+    """Distances that require a gradient keep one row per edge, so it flows to them."""
+    b = batch([rock_salt(), perovskite()], dtype=torch.float64)
+    torch.manual_seed(0)
+    layer = ConvLayer(92, 41).double()
+    expansion = GaussianExpansion().double()
+    dist = b["nbr_dist"].clone().requires_grad_()
+    twin_dist = b["nbr_dist"].clone().requires_grad_()
+    layer(b["atom_fea"], Edges(b["nbr_idx"], dist), expansion).sum().backward()
+    equation(layer, b["atom_fea"], b["nbr_idx"], twin_dist, expansion).sum().backward()
+    assert dist.grad.abs().sum() > 0
+    torch.testing.assert_close(dist.grad, twin_dist.grad, rtol=1e-9, atol=1e-10)
