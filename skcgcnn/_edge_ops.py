@@ -117,3 +117,41 @@ def gated_sum(gated: Tensor, src: Tensor, n_atoms: int, dense: bool) -> Tensor:
     """``sum over each atom's edges of sigmoid(gated[:, :F]) * softplus(gated[:, F:])``,
     (E, 2F) -> (N, F); softplus with torch's defaults (beta 1, threshold 20)."""
     return _GatedSum.apply(gated, src, n_atoms, dense)
+
+
+class _WeightedBatchNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, share, gamma, beta, eps):
+        mean = share @ x                                     # share = weight / total
+        centred = x - mean
+        var = share @ (centred * centred)
+        inv = torch.rsqrt(var + eps)
+        scale = inv if gamma is None else inv * gamma
+        out = centred * scale if beta is None else torch.addcmul(beta, centred, scale)
+        ctx.save_for_backward(centred, inv, share, gamma)
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad, _mean, _var):
+        centred, inv, share, gamma = ctx.saved_tensors
+        grad_sum = grad.sum(dim=0)                           # sum of dy
+        grad_xhat = (grad * centred).sum(dim=0) * inv        # sum of dy * xhat
+        # dx_r = gamma inv (dy_r - share_r (sum dy + xhat_r * sum dy xhat))
+        spread = torch.addcmul(grad_sum, centred, grad_xhat * inv)
+        grad_x = torch.addcmul(grad, spread, share.unsqueeze(1), value=-1.0)
+        grad_x.mul_(inv if gamma is None else inv * gamma)
+        return (grad_x, None, None if gamma is None else grad_xhat,
+                None if gamma is None else grad_sum, None)
+
+
+def weighted_batch_norm(x: Tensor, weight: Tensor, gamma: Tensor | None,
+                        beta: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Batch normalisation of (R, C) rows where row r counts ``weight[r]`` times:
+    returns the output and the weighted batch mean and (biased) variance."""
+    share = weight.to(x.dtype)
+    share = share / share.sum()
+    if gamma is not None:
+        gamma, beta = gamma.to(x.dtype), beta.to(x.dtype)
+    return _WeightedBatchNorm.apply(x, share, gamma, beta, eps)

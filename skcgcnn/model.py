@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as fn
 
-from skcgcnn._edge_ops import assemble_edges, gated_sum, unique_with_inverse
+from skcgcnn._edge_ops import (assemble_edges, gated_sum, unique_with_inverse,
+                                weighted_batch_norm)
 
 
 class GaussianExpansion(nn.Module):
@@ -45,12 +46,14 @@ class Edges:
     """The directed edges of a batch, flattened: edge e joins atom ``src[e]`` (the
     centre) to its neighbour ``dst[e]`` at distance ``dist[e]``.  ``src`` is sorted.
 
-    Built from the (N, M) neighbour arrays, leaving out the slots marked -1.
+    Built from the (N, M) neighbour arrays, leaving out the slots marked -1.  With
+    ``atom_weight`` (N,) each atom stands for that many equivalent atoms.
     """
 
-    __slots__ = ("src", "dst", "dist", "n_atoms", "dense", "_distinct", "_expanded")
+    __slots__ = ("src", "dst", "dist", "n_atoms", "dense", "atom_weight", "_distinct",
+                 "_expanded")
 
-    def __init__(self, nbr_idx: Tensor, nbr_dist: Tensor):
+    def __init__(self, nbr_idx: Tensor, nbr_dist: Tensor, atom_weight: Tensor | None = None):
         n, m = nbr_idx.shape
         mask = nbr_idx >= 0
         # then edge e is (e // m, nbr_idx.flat[e]); an empty batch (a process's empty
@@ -65,6 +68,9 @@ class Edges:
             self.dst = nbr_idx[mask]
             self.dist = nbr_dist[mask]
         self.n_atoms = n
+        # how many atoms of the full graph each atom stands for (GraphCollection.collate
+        # with reduce=True), or None: one each
+        self.atom_weight = atom_weight
         self._distinct = None
         self._expanded = None
 
@@ -104,6 +110,33 @@ def gaussian(dist: Tensor, centers: Tensor, var: float) -> Tensor:
     if terms.requires_grad:  # exp's backward needs its output unchanged
         return terms.masked_fill(arg > EXP_CUTOFF, 0.0)
     return terms.masked_fill_(arg > EXP_CUTOFF, 0.0)
+
+
+def batch_norm(x: Tensor, bn: nn.BatchNorm1d, weight: Tensor | None = None) -> Tensor:
+    """``bn(x)``, where row r of ``x`` counts ``weight[r]`` times in the batch statistics
+    (and in the running statistics' update), as if it were repeated; ``bn(x)`` itself
+    without weights or with running statistics."""
+    batch_stats = bn.training or bn.running_mean is None
+    if weight is None or not batch_stats:
+        return bn(x)
+    if type(bn) is not nn.BatchNorm1d:  # SyncBatchNorm and the like take no weights
+        raise ValueError(f"atom weights cannot be used with {type(bn).__name__}: batch "
+                         "the full graphs (GraphCollection.collate without reduce)")
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:  # a cumulative average, as torch's BatchNorm
+            factor = 1.0 / float(bn.num_batches_tracked)
+    out, mean, var = weighted_batch_norm(x, weight, bn.weight if bn.affine else None,
+                                         bn.bias if bn.affine else None, bn.eps)
+    if bn.training and bn.running_mean is not None:
+        with torch.no_grad():
+            total = weight.sum()
+            unbiased = var * (total / (total - 1).clamp(min=1)).to(var.dtype)
+            bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
+            bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype),
+                                                 alpha=factor)
+    return out
 
 
 class ConvLayer(nn.Module):
@@ -152,12 +185,14 @@ class ConvLayer(nn.Module):
         run = self.compiled_forward or self.edge_forward
         expanded, inverse = edges.distinct(expansion)
         return run(atom_fea, edges.src, edges.dst, expanded, inverse, edges.n_atoms,
-                   edges.dense)
+                   edges.dense, edges.atom_weight)
 
     def edge_forward(self, atom_fea: Tensor, src: Tensor, dst: Tensor, expanded: Tensor,
-                     inverse: Tensor, n_atoms: int, dense: bool) -> Tensor:
+                     inverse: Tensor, n_atoms: int, dense: bool,
+                     atom_weight: Tensor | None = None) -> Tensor:
         """The layer on flat edges: ``src``, ``dst``, ``inverse`` (E,) and the expanded
-        distinct distances ``expanded`` (D, G); edge e's distance is row ``inverse[e]``."""
+        distinct distances ``expanded`` (D, G); edge e's distance is row ``inverse[e]``;
+        ``atom_weight`` (N,): how many atoms each one stands for (None: one each)."""
         f = self.atom_fea_len
         w, b = self.fc_full.weight, self.fc_full.bias
         folded = not self.training and self.bn1.track_running_stats \
@@ -169,15 +204,20 @@ class ConvLayer(nn.Module):
                 scale = scale * bn.weight
             b = (b - bn.running_mean) * scale + (bn.bias if bn.affine else 0.0)
             w = w * scale.unsqueeze(1)
+        else:  # batch statistics cancel the bias: its gradient is exactly 0 (kept in
+            # the graph, for DDP), not the float noise that an adaptive optimiser
+            # (AdamW) would normalise into steps of full size
+            b = b.detach() + 0.0 * b
         self_part = fn.linear(atom_fea, w[:, :f], b)                 # (N, 2F)
         nbr_part = fn.linear(atom_fea, w[:, f:2 * f])                  # (N, 2F)
         dist_part = fn.linear(expanded.to(atom_fea.dtype), w[:, 2 * f:])  # (D, 2F)
         gated = assemble_edges(self_part, nbr_part, dist_part, src, dst, inverse,
                                n_atoms, dense)                         # (E, 2F)
         if not folded:
-            gated = self.bn1(gated)
+            edge_weight = None if atom_weight is None else atom_weight.index_select(0, src)
+            gated = batch_norm(gated, self.bn1, edge_weight)
         summed = gated_sum(gated, src, n_atoms, dense)                # (N, F)
-        summed = self.bn2(summed)
+        summed = batch_norm(summed, self.bn2, atom_weight)
         return self.softplus2(atom_fea + summed)
 
 
@@ -210,24 +250,36 @@ class SimpleConvLayer(nn.Module):
         expanded = edges.expanded(expansion)
         edge_sum = expanded.new_zeros(edges.n_atoms, expanded.shape[1]).index_add_(
             0, edges.src, expanded)
-        summed = self.bn(fn.linear(nbr_sum, w[:, :f]) + fn.linear(edge_sum, w[:, f:]))
+        summed = batch_norm(fn.linear(nbr_sum, w[:, :f]) + fn.linear(edge_sum, w[:, f:]),
+                            self.bn, edges.atom_weight)
         return self.softplus(self.fc_self(atom_fea) + summed)
 
 
 CONV_LAYERS = {"gated": ConvLayer, "simple": SimpleConvLayer}
 
 
-def mean_pool(atom_fea: Tensor, crystal_idx: Tensor, n_crystals: int | None = None) -> Tensor:
-    """Mean of the atom features of each crystal: (N, F), (N,) -> (B, F)."""
-    counts = torch.bincount(crystal_idx, minlength=n_crystals or 0)
+def mean_pool(atom_fea: Tensor, crystal_idx: Tensor, n_crystals: int | None = None,
+              atom_weight: Tensor | None = None) -> Tensor:
+    """Mean of the atom features of each crystal: (N, F), (N,) -> (B, F); with
+    ``atom_weight`` (N,) each atom counts that many times."""
+    if atom_weight is None:
+        counts = torch.bincount(crystal_idx, minlength=n_crystals or 0)
+    else:
+        atom_weight = atom_weight.to(atom_fea.dtype)
+        counts = torch.bincount(crystal_idx, weights=atom_weight, minlength=n_crystals or 0)
+        atom_fea = atom_fea * atom_weight.unsqueeze(1)
     summed = atom_fea.new_zeros(len(counts), atom_fea.shape[1]).index_add_(0, crystal_idx,
                                                                            atom_fea)
     return summed / counts.clamp(min=1).unsqueeze(1).to(atom_fea.dtype)
 
 
-def sum_pool(values: Tensor, crystal_idx: Tensor, n_crystals: int | None = None) -> Tensor:
-    """Sum of the rows of each crystal: (N, K), (N,) -> (B, K)."""
+def sum_pool(values: Tensor, crystal_idx: Tensor, n_crystals: int | None = None,
+             atom_weight: Tensor | None = None) -> Tensor:
+    """Sum of the rows of each crystal: (N, K), (N,) -> (B, K); with ``atom_weight``
+    (N,) each row counts that many times."""
     n = max(n_crystals or 0, int(crystal_idx.max()) + 1 if len(crystal_idx) else 0)
+    if atom_weight is not None:
+        values = values * atom_weight.to(values.dtype).unsqueeze(1)
     return values.new_zeros(n, values.shape[1]).index_add_(0, crystal_idx, values)
 
 
@@ -271,7 +323,11 @@ class CGCNN(nn.Module):
         much.  Regression only.
 
     forward(atom_fea (N, orig_atom_fea_len), nbr_idx (N, M), nbr_dist (N, M),
-    crystal_idx (N,)) -> (B, n_out).
+    crystal_idx (N,), atom_weight (N,) or None) -> (B, n_out).  ``atom_weight`` comes
+    with batches reduced to one atom per class of equivalent atoms
+    (:meth:`skcgcnn.graph.GraphCollection.collate` with ``reduce=True``): each atom
+    stands for that many, in the batch statistics and the pooling, so the outputs and
+    gradients are those of the full batch up to float rounding.
 
     Examples
     --------
@@ -314,9 +370,10 @@ class CGCNN(nn.Module):
             self.logsoftmax = nn.LogSoftmax(dim=1)
             self.dropout = nn.Dropout(p=dropout)
 
-    def atom_embeddings(self, atom_fea: Tensor, nbr_idx: Tensor, nbr_dist: Tensor) -> Tensor:
+    def atom_embeddings(self, atom_fea: Tensor, nbr_idx: Tensor, nbr_dist: Tensor,
+                        atom_weight: Tensor | None = None) -> Tensor:
         """Atom features after the last convolution, shape (N, F)."""
-        edges = Edges(nbr_idx, nbr_dist)
+        edges = Edges(nbr_idx, nbr_dist, atom_weight)
         atom_fea = self.embedding(atom_fea)
         for conv in self.convs:
             atom_fea = conv(atom_fea, edges, self.expansion)
@@ -337,16 +394,17 @@ class CGCNN(nn.Module):
         return out
 
     def pool_and_head(self, atom_fea: Tensor, crystal_idx: Tensor,
-                      n_crystals: int | None = None) -> Tensor:
+                      n_crystals: int | None = None,
+                      atom_weight: Tensor | None = None) -> Tensor:
         """Atom features (N, F) -> outputs (B, n_out), pooled as ``pooling`` says."""
         if self.pooling == "sum":
-            return sum_pool(self.head(atom_fea), crystal_idx, n_crystals)
-        return self.head(mean_pool(atom_fea, crystal_idx, n_crystals))
+            return sum_pool(self.head(atom_fea), crystal_idx, n_crystals, atom_weight)
+        return self.head(mean_pool(atom_fea, crystal_idx, n_crystals, atom_weight))
 
     def forward(self, atom_fea: Tensor, nbr_idx: Tensor, nbr_dist: Tensor,
-                crystal_idx: Tensor) -> Tensor:
-        atom_fea = self.atom_embeddings(atom_fea, nbr_idx, nbr_dist)
-        return self.pool_and_head(atom_fea, crystal_idx)
+                crystal_idx: Tensor, atom_weight: Tensor | None = None) -> Tensor:
+        atom_fea = self.atom_embeddings(atom_fea, nbr_idx, nbr_dist, atom_weight)
+        return self.pool_and_head(atom_fea, crystal_idx, atom_weight=atom_weight)
 
 
 __all__ = ["CGCNN", "ConvLayer", "Edges", "SimpleConvLayer", "GaussianExpansion", "mean_pool",

@@ -76,6 +76,9 @@ class GraphCollection:
     meta: dict = field(default_factory=dict)
     input_positions: np.ndarray | None = None
     n_inputs: int | None = None
+    #: per atom, the crystal-local index of the first atom of its class
+    #: (:func:`skcgcnn.graph._orbits.equivalent_atoms`), found on first use
+    atom_classes: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_graphs(cls, graphs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
@@ -179,7 +182,8 @@ class GraphCollection:
         return GraphCollection(
             atom_ptr, self.numbers[atoms], self.nbr_idx[atoms], self.nbr_dist[atoms],
             self.ids[rows], self.radius, self.max_num_nbr, self.dmin, self.step,
-            self.atom_features, dict(self.meta))
+            self.atom_features, dict(self.meta),
+            atom_classes=None if self.atom_classes is None else self.atom_classes[atoms])
 
     def save(self, path: Any, targets: Any = None, target_names: Sequence[str] | None = None,
              info: dict | None = None) -> None:
@@ -211,10 +215,26 @@ class GraphCollection:
         return GraphCollection(self.atom_ptr, self.numbers, self.nbr_idx, self.nbr_dist,
                                self.ids, self.radius, self.max_num_nbr, self.dmin,
                                self.step, table, dict(self.meta), self.input_positions,
-                               self.n_inputs)
+                               self.n_inputs, self.atom_classes)
 
-    def collate(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def equivalent_atoms(self) -> np.ndarray:
+        """Per atom, the crystal-local index of the first atom of its class: atoms the
+        network cannot tell apart (:mod:`skcgcnn.graph._orbits`); found once, kept."""
+        if self.atom_classes is None:
+            from ._orbits import equivalent_atoms
+
+            self.atom_classes = equivalent_atoms(self.atom_ptr, self.numbers, self.nbr_idx,
+                                                 self.nbr_dist)
+        return self.atom_classes
+
+    def collate(self, rows: np.ndarray | None = None,
+                reduce: bool = False) -> dict[str, np.ndarray]:
         """Batch crystals ``rows`` (all by default) into one set of arrays.
+
+        With ``reduce``, only the first atom of each class of :meth:`equivalent_atoms`
+        is kept, its neighbours point to the kept atoms, and ``atom_weight`` says how
+        many atoms each kept one stands for (:class:`skcgcnn.model.CGCNN` weighs its
+        batch statistics and pooling with it).
 
         Returns
         -------
@@ -223,19 +243,36 @@ class GraphCollection:
             nbr_idx : int64 (n_atoms, max_num_nbr) -- batch-wide neighbour index, -1 = none
             nbr_dist : float32 (n_atoms, max_num_nbr)
             crystal_idx : int64 (n_atoms,) -- which crystal of the batch each atom is in
+            atom_weight : float32 (n_atoms,) -- with ``reduce`` only
         """
         if self.atom_features is None:
             raise ValueError("this GraphCollection has no atom-feature table; use "
                              "with_atom_features(...) or StructureGraphTransformer")
+        if reduce:
+            self.equivalent_atoms()  # found on the whole collection, kept by slicing
         batch = self if rows is None else self[rows]
         sizes = batch.n_atoms
         crystal_idx = np.repeat(np.arange(len(batch), dtype=np.int64), sizes)
-        shift = batch.atom_ptr[:-1][crystal_idx][:, None]
-        nbr_idx = np.where(batch.nbr_idx >= 0, batch.nbr_idx + shift, -1)
+        start = batch.atom_ptr[:-1][crystal_idx]
+        nbr_idx = np.where(batch.nbr_idx >= 0, batch.nbr_idx + start[:, None], -1)
+        if not reduce:
+            return {
+                "atom_fea": batch.atom_features(batch.numbers),
+                "nbr_idx": nbr_idx,
+                "nbr_dist": batch.nbr_dist,
+                "crystal_idx": crystal_idx,
+            }
+        first = batch.atom_classes + start                    # batch-wide
+        kept = np.flatnonzero(first == np.arange(len(first)))
+        position = np.empty(len(first), dtype=np.int64)
+        position[kept] = np.arange(len(kept))
+        position = position[first]                            # each atom's kept atom
+        nbr_idx = nbr_idx[kept]
         return {
-            "atom_fea": batch.atom_features(batch.numbers),
-            "nbr_idx": nbr_idx,
-            "nbr_dist": batch.nbr_dist,
-            "crystal_idx": crystal_idx,
+            "atom_fea": batch.atom_features(batch.numbers[kept]),
+            "nbr_idx": np.where(nbr_idx >= 0, position[np.maximum(nbr_idx, 0)], -1),
+            "nbr_dist": batch.nbr_dist[kept],
+            "crystal_idx": crystal_idx[kept],
+            "atom_weight": np.bincount(position, minlength=len(kept)).astype(np.float32),
         }
 
