@@ -4,8 +4,10 @@
    h_fea_len 128, batch 256) with 2 torch threads, in seconds per 1,000 MP crystals
    (batches collated beforehand, as a pure compute figure), for skcgcnn's default
    convolution, the convolution as it was before issue 16 (``--variants previous``),
-   the opt-in ``torch.compile`` of it (``--variants compiled``) and the original's
-   computation (``naive``), all on the same batches, their timed epochs interleaved
+   the opt-in ``torch.compile`` of it (``--variants compiled``), the default on the
+   same batches reduced to one atom per class of equivalent atoms (``reduced``, what
+   the estimators train on) and the original's computation (``naive``), all on the
+   same crystals, their timed epochs interleaved
    (``--repeats`` rounds, the fastest of each kept) so that a loaded machine hits
    them alike;
 2. whole epochs of ``CGCNNRegressor.fit`` on a set (default: all 36,737 crystals) in
@@ -18,7 +20,7 @@
 Usage::
 
     python benchmarks/bench_training.py [--data DIR] [--limit N] [--skip-epoch]
-                                        [--variants default,previous,compiled,naive]
+                                        [--variants default,reduced,previous,compiled,naive]
                                         [--repeats 3] [--curve 5000 --epochs 100]
                                         [--json out.json]
 """
@@ -46,7 +48,7 @@ def naive_cgcnn():
     from skcgcnn.model import CGCNN
 
     class Naive(CGCNN):
-        def atom_embeddings(self, atom_fea, nbr_idx, nbr_dist):
+        def atom_embeddings(self, atom_fea, nbr_idx, nbr_dist, atom_weight=None):
             nbr_fea = self.expansion(nbr_dist)
             atom_fea = self.embedding(atom_fea)
             n, m = nbr_idx.shape
@@ -72,7 +74,8 @@ def previous_cgcnn():
     from skcgcnn.model import CGCNN, ConvLayer
 
     class Previous(ConvLayer):
-        def edge_forward(self, atom_fea, src, dst, expanded, inverse, n_atoms, dense):
+        def edge_forward(self, atom_fea, src, dst, expanded, inverse, n_atoms, dense,
+                         atom_weight=None):
             expanded = expanded.index_select(0, inverse)  # one row per edge, as it was
             f = self.atom_fea_len
             w, b = self.fc_full.weight, self.fc_full.bias
@@ -103,7 +106,7 @@ def make_network(variant: str):
     from skcgcnn.model import CGCNN
 
     torch.manual_seed(0)
-    if variant == "default":
+    if variant in ("default", "reduced"):
         return CGCNN()
     if variant == "previous":
         return previous_cgcnn()
@@ -122,15 +125,18 @@ def compute_speeds(graphs, y, variants, n_crystals: int = 2048, repeats: int = 3
 
     rng = np.random.default_rng(0)
     rows = rng.choice(len(graphs), size=min(n_crystals, len(graphs)), replace=False)
-    batches = []
-    for lo in range(0, len(rows), 256):
-        part = rows[lo:lo + 256]
-        b = {k: torch.as_tensor(v) for k, v in graphs.collate(part).items()}
-        b["nbr_idx"] = b["nbr_idx"].long()
-        batches.append((b, torch.as_tensor(y[part], dtype=torch.float32).unsqueeze(1)))
+    batches = {}
+    for reduce in (False, True):
+        batches[reduce] = []
+        for lo in range(0, len(rows), 256):
+            part = rows[lo:lo + 256]
+            b = {k: torch.as_tensor(v) for k, v in graphs.collate(part, reduce).items()}
+            b["nbr_idx"] = b["nbr_idx"].long()
+            target = torch.as_tensor(y[part], dtype=torch.float32).unsqueeze(1)
+            batches[reduce].append((b, target))
 
-    def epoch(net, opt):
-        for b, target in batches:
+    def epoch(net, opt, name):
+        for b, target in batches[name == "reduced"]:
             loss = torch.nn.functional.mse_loss(net(**b), target)
             opt.zero_grad()
             loss.backward()
@@ -141,14 +147,14 @@ def compute_speeds(graphs, y, variants, n_crystals: int = 2048, repeats: int = 3
         net = make_network(name)
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
         start = time.perf_counter()
-        epoch(net, opt)  # warm-up
+        epoch(net, opt, name)  # warm-up
         runs[name] = (net, opt)
         print(f"  {name}: warm-up epoch {time.perf_counter() - start:.1f} s", flush=True)
     best = {name: float("inf") for name in variants}
     for _ in range(repeats):
         for name, (net, opt) in runs.items():
             start = time.perf_counter()
-            epoch(net, opt)
+            epoch(net, opt, name)
             best[name] = min(best[name], time.perf_counter() - start)
     return {name: seconds / len(rows) * 1000 for name, seconds in best.items()}
 
@@ -159,9 +165,9 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-epoch", action="store_true")
-    parser.add_argument("--variants", default="default,previous,naive",
-                        help="step variants to time, comma-separated, of default, previous, "
-                             "compiled (torch.compile, opt-in) and naive")
+    parser.add_argument("--variants", default="default,reduced,previous,naive",
+                        help="step variants to time, comma-separated, of default, reduced, "
+                             "previous, compiled (torch.compile, opt-in) and naive")
     parser.add_argument("--repeats", type=int, default=3,
                         help="interleaved timed rounds (the fastest epoch of each variant)")
     parser.add_argument("--curve", type=int, default=0, help="subset size for the MAE curve")
