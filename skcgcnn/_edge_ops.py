@@ -14,6 +14,10 @@ need (issue 16):
 
 Both are exact: every value is computed by the same kernels on the same operands as the
 plain autograd version, only the bookkeeping differs.
+
+:func:`weighted_batch_norm` is the batch norm of rows that stand for several atoms each
+(batches of one atom per class of equivalent atoms, :mod:`skcgcnn.graph._orbits`), with
+the closed-form backward of a batch norm over the rows repeated.
 """
 from __future__ import annotations
 

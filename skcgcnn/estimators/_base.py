@@ -232,7 +232,8 @@ class _CGCNNMixin(_InputChecks):
         atoms on MP crystals; skcgcnn.graph._orbits): for skcgcnn's own module, and
         not while several processes train (their batch norms take no weights)."""
         module = self.__dict__.get("module_")
-        return isinstance(module, CGCNN) and not _distributed.is_distributed()
+        return isinstance(module, CGCNN) and not _distributed.is_distributed() \
+            and "atom_weight" in inspect.signature(module.forward).parameters
 
     # -- sample weights --------------------------------------------------------------
     def _take_sample_weight(self, X: GraphCollection, y: np.ndarray, sample_weight: Any):
