@@ -140,3 +140,30 @@ def test_estimator_fits_reduced_batches_as_full_ones(monkeypatch):
     np.testing.assert_allclose(reduced.predict(graphs), full.predict(graphs), rtol=1e-4,
                                atol=1e-5)
     assert reduced.history[-1, "train_loss"] < reduced.history[0, "train_loss"]
+
+
+def test_reduced_collection_batches_as_collate_reduce():
+    graphs = collection([rock_salt(), bcc_iron(), perovskite()], radius=3.0)
+    reduced, weight = graphs.reduced()
+    assert reduced.n_atoms.tolist() == [2, 1, 3]
+    for rows in ([0, 1, 2], [2, 0], [1]):
+        want = graphs.collate(np.array(rows), reduce=True)
+        got = reduced.collate(np.array(rows))
+        for key in got:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+        np.testing.assert_array_equal(weight[reduced._atom_rows(np.array(rows))],
+                                      want["atom_weight"])
+
+
+def test_device_batches_are_reduced_as_host_ones():
+    from skcgcnn.estimators import GraphDataset, collate_graphs
+    from skcgcnn.estimators._device_batches import device_batches
+
+    graphs = collection([rock_salt(), bcc_iron(), perovskite()], radius=3.0)
+    dataset = GraphDataset(graphs, np.arange(3.0), reduce=True)
+    (X, y), = list(device_batches(dataset, "cpu", 3))
+    want, want_y = collate_graphs([dataset[i] for i in range(3)])
+    assert set(X) == set(want) and "atom_weight" in X
+    for key in X:
+        torch.testing.assert_close(X[key], want[key], msg=key)
+    torch.testing.assert_close(y, want_y)

@@ -60,6 +60,8 @@ class DeviceGraphs:
     nbr_dist : Tensor of shape (n_atoms, max_num_nbr), float32
     table : Tensor of shape (max_Z + 1, n_features) -- the atom-feature table
     y, weights : Tensor or None -- one row per crystal
+    atom_weight : Tensor or None -- with the dataset's ``reduce``: the arrays are those of
+        :meth:`GraphCollection.reduced` and this says how many atoms each stands for
     """
 
     def __init__(self, dataset: GraphDataset, device: str | torch.device):
@@ -68,6 +70,9 @@ class DeviceGraphs:
             raise ValueError("this GraphCollection has no atom-feature table; use "
                              "with_atom_features(...) or StructureGraphTransformer")
         self.device = torch.device(device)
+        self.atom_weight = None
+        if getattr(dataset, "reduce", False):  # one atom per class of equivalent atoms
+            graphs, atom_weight = graphs.reduced()
         self.atom_ptr = np.asarray(graphs.atom_ptr, dtype=np.int64)
 
         def put(array: Any) -> torch.Tensor:
@@ -82,6 +87,8 @@ class DeviceGraphs:
         self.y = None if dataset.y is None else put(np.asarray(dataset.y))
         self.weights = None if dataset.sample_weight is None else \
             put(np.asarray(dataset.sample_weight))
+        if getattr(dataset, "reduce", False):
+            self.atom_weight = put(atom_weight)
 
     def __len__(self) -> int:
         return len(self.atom_ptr) - 1
@@ -106,6 +113,8 @@ class DeviceGraphs:
             "nbr_dist": self.nbr_dist[atoms],
             "crystal_idx": crystal_idx,
         }
+        if self.atom_weight is not None:
+            X["atom_weight"] = self.atom_weight[atoms]
         if self.weights is not None:  # per atom, as collate_graphs gives them
             X["sample_weight"] = self.weights[index][crystal_idx]
         y = torch.zeros(len(rows), dtype=torch.float64, device=dev) if self.y is None \

@@ -227,6 +227,27 @@ class GraphCollection:
                                                  self.nbr_dist)
         return self.atom_classes
 
+    def reduced(self) -> tuple["GraphCollection", np.ndarray]:
+        """The collection of the first atom of each class of :meth:`equivalent_atoms`,
+        neighbours pointing to those atoms, and how many atoms each stands for (float32,
+        one per kept atom): what ``collate(reduce=True)`` batches, for a whole set."""
+        first = self.equivalent_atoms() + self.atom_ptr[:-1].repeat(self.n_atoms)
+        kept = np.flatnonzero(first == np.arange(len(first)))
+        position = np.empty(len(first), dtype=np.int64)
+        position[kept] = np.arange(len(kept))
+        position = position[first]                            # each atom's kept atom
+        crystal = np.repeat(np.arange(len(self)), self.n_atoms)
+        atom_ptr = np.zeros(len(self) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(crystal[kept], minlength=len(self)), out=atom_ptr[1:])
+        nbr = self.nbr_idx[kept].astype(np.int64) + self.atom_ptr[:-1][crystal[kept], None]
+        local = position[np.maximum(nbr, 0)] - atom_ptr[:-1][crystal[kept], None]
+        graphs = GraphCollection(
+            atom_ptr, self.numbers[kept],
+            np.where(self.nbr_idx[kept] >= 0, local, -1).astype(self.nbr_idx.dtype),
+            self.nbr_dist[kept], self.ids, self.radius, self.max_num_nbr, self.dmin,
+            self.step, self.atom_features, dict(self.meta))
+        return graphs, np.bincount(position, minlength=len(kept)).astype(np.float32)
+
     def collate(self, rows: np.ndarray | None = None,
                 reduce: bool = False) -> dict[str, np.ndarray]:
         """Batch crystals ``rows`` (all by default) into one set of arrays.
