@@ -78,7 +78,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--tree", type=Path, action="append",
                         help="an skcgcnn checkout to time (repeatable; default: this one)")
-    parser.add_argument("--work-dir", type=Path, default=Path("bench_whole_job"))
+    parser.add_argument("--work-dir", type=Path,
+                        default=HERE.parent / "results" / "bench_whole_job")
     args = parser.parse_args(argv)
     trees = [t.resolve() for t in (args.tree or [HERE.parent])]
     folder = write_subset(args.data, args.size, args.work_dir / f"mp-{args.size}")
