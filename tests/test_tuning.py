@@ -400,13 +400,19 @@ def test_recover_stale_trials_fails_and_requeues_once():
     assert not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
 
 
+def rdb_study(tmp_path):
+    """A SQLite study whose trials beat every second and are stale after one (one
+    retry), and the search space of its trials."""
+    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1,
+                           grace_period=1, max_retries=1)
+    return storage, optuna.create_study(storage=storage), \
+        {"x": optuna.distributions.FloatDistribution(0, 2)}
+
+
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
 def test_rdb_storage_requeues_stale_trials_with_optunas_heartbeat(tmp_path):
-    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1,
-                           grace_period=1, max_retries=1)
-    study = optuna.create_study(storage=storage)
-    x = {"x": optuna.distributions.FloatDistribution(0, 2)}
+    storage, study, x = rdb_study(tmp_path)
     trial = study.ask(x)
     storage.record_heartbeat(trial._trial_id)  # then its worker dies
     time.sleep(2.5)  # SQLite's clock counts whole seconds
@@ -428,10 +434,7 @@ def test_rdb_storage_requeues_stale_trials_with_optunas_heartbeat(tmp_path):
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
 def test_rdb_trial_killed_before_its_first_beat_is_failed_and_requeued(tmp_path):
-    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1,
-                           grace_period=1, max_retries=1)
-    study = optuna.create_study(storage=storage)
-    x = {"x": optuna.distributions.FloatDistribution(0, 2)}
+    storage, study, x = rdb_study(tmp_path)
     beatless = study.ask(x)  # its worker dies before the first beat: no heartbeat row
     alive = study.ask(x)
     time.sleep(1.5)

@@ -70,7 +70,7 @@ class DeviceGraphs:
             raise ValueError("this GraphCollection has no atom-feature table; use "
                              "with_atom_features(...) or StructureGraphTransformer")
         self.device = torch.device(device)
-        self.atom_weight = None
+        atom_weight = None
         if getattr(dataset, "reduce", False):  # one atom per class of equivalent atoms
             graphs, atom_weight = graphs.reduced()
         self.atom_ptr = np.asarray(graphs.atom_ptr, dtype=np.int64)
@@ -87,8 +87,7 @@ class DeviceGraphs:
         self.y = None if dataset.y is None else put(np.asarray(dataset.y))
         self.weights = None if dataset.sample_weight is None else \
             put(np.asarray(dataset.sample_weight))
-        if getattr(dataset, "reduce", False):
-            self.atom_weight = put(atom_weight)
+        self.atom_weight = None if atom_weight is None else put(atom_weight)
 
     def __len__(self) -> int:
         return len(self.atom_ptr) - 1

@@ -271,29 +271,17 @@ class GraphCollection:
                              "with_atom_features(...) or StructureGraphTransformer")
         if reduce:
             self.equivalent_atoms()  # found on the whole collection, kept by slicing
+            reduced, weight = (self if rows is None else self[rows]).reduced()
+            return {**reduced.collate(), "atom_weight": weight}
         batch = self if rows is None else self[rows]
         sizes = batch.n_atoms
         crystal_idx = np.repeat(np.arange(len(batch), dtype=np.int64), sizes)
-        start = batch.atom_ptr[:-1][crystal_idx]
-        nbr_idx = np.where(batch.nbr_idx >= 0, batch.nbr_idx + start[:, None], -1)
-        if not reduce:
-            return {
-                "atom_fea": batch.atom_features(batch.numbers),
-                "nbr_idx": nbr_idx,
-                "nbr_dist": batch.nbr_dist,
-                "crystal_idx": crystal_idx,
-            }
-        first = batch.atom_classes + start                    # batch-wide
-        kept = np.flatnonzero(first == np.arange(len(first)))
-        position = np.empty(len(first), dtype=np.int64)
-        position[kept] = np.arange(len(kept))
-        position = position[first]                            # each atom's kept atom
-        nbr_idx = nbr_idx[kept]
+        shift = batch.atom_ptr[:-1][crystal_idx][:, None]
+        nbr_idx = np.where(batch.nbr_idx >= 0, batch.nbr_idx + shift, -1)
         return {
-            "atom_fea": batch.atom_features(batch.numbers[kept]),
-            "nbr_idx": np.where(nbr_idx >= 0, position[np.maximum(nbr_idx, 0)], -1),
-            "nbr_dist": batch.nbr_dist[kept],
-            "crystal_idx": crystal_idx[kept],
-            "atom_weight": np.bincount(position, minlength=len(kept)).astype(np.float32),
+            "atom_fea": batch.atom_features(batch.numbers),
+            "nbr_idx": nbr_idx,
+            "nbr_dist": batch.nbr_dist,
+            "crystal_idx": crystal_idx,
         }
 

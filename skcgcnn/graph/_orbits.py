@@ -71,11 +71,12 @@ def equivalent_atoms(atom_ptr: np.ndarray, numbers: np.ndarray, nbr_idx: np.ndar
         _, refined = np.unique(_hash_rows(colour, keys), return_inverse=True)
         refined = refined.reshape(-1).astype(np.int64)
         if int(refined.max()) + 1 == n_colours:
-            break
+            break  # stable: ``keys`` are those of the final colours
         colour, n_colours = refined, int(refined.max()) + 1
+    else:
+        keys = _neighbour_keys(colour, nbr, dist_bits)
     _, first = np.unique(colour, return_index=True)
     rep = first[colour]
-    keys = _neighbour_keys(colour, nbr, dist_bits)
     equitable = (crystal[rep] == crystal) & (numbers[rep] == numbers) \
         & (keys[rep] == keys).all(axis=1)
     if not equitable.all():  # a hash collision: keep every atom on its own
