@@ -71,19 +71,21 @@ class CompiledOrEager:
         self.compiled = None
         self.failed = False
 
-    def __call__(self, *args):
+    def __call__(self, *args, **eager_only):
+        """The compiled function of ``args``; falling back, ``eager(*args,
+        **eager_only)`` (what only the eager path uses, such as its edge groups)."""
         if not self.failed and self.compiled is None and args[0].device.type == "cpu" \
                 and not cxx_available():
             self._give_up("no C++ compiler found (g++, c++, clang++ or $CXX)")
         if self.failed:
-            return self.eager(*args)
+            return self.eager(*args, **eager_only)
         try:
             if self.compiled is None:
                 self.compiled = torch.compile(self.eager, **self.options)
             return self.compiled(*args)
         except Exception as exc:  # noqa: BLE001 - any backend failure: run eagerly
             self._give_up(f"{type(exc).__name__}: {exc}")
-            return self.eager(*args)
+            return self.eager(*args, **eager_only)
 
     def _give_up(self, why: str) -> None:
         self.failed = True

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as fn
 
+from skcgcnn._edge_norm import EdgeGroups, gated_edge_conv
 from skcgcnn._edge_ops import (assemble_edges, gated_sum, unique_with_inverse,
                                 weighted_batch_norm)
 
@@ -51,7 +52,7 @@ class Edges:
     """
 
     __slots__ = ("src", "dst", "dist", "n_atoms", "dense", "atom_weight", "_distinct",
-                 "_expanded")
+                 "_expanded", "_groups")
 
     def __init__(self, nbr_idx: Tensor, nbr_dist: Tensor, atom_weight: Tensor | None = None):
         n, m = nbr_idx.shape
@@ -73,6 +74,7 @@ class Edges:
         self.atom_weight = atom_weight
         self._distinct = None
         self._expanded = None
+        self._groups = None
 
     def distinct(self, expansion: "GaussianExpansion") -> tuple[Tensor, Tensor]:
         """The Gaussian expansion of each distinct distance, (D, G), and for each edge
@@ -87,6 +89,16 @@ class Edges:
             device = self.dist.device
             self._distinct = (expansion(values.to(device)), inverse.to(device))
         return self._distinct
+
+    def groups(self, expansion: "GaussianExpansion",
+               dtype: torch.dtype = torch.float32) -> EdgeGroups:
+        """The edges grouped by centre, neighbour and distinct distance, for the edge
+        batch norm (:mod:`skcgcnn._edge_norm`); computed once per batch."""
+        if self._groups is None:
+            rows, inverse = self.distinct(expansion)
+            self._groups = EdgeGroups(self.src, self.dst, inverse, rows, self.n_atoms,
+                                      self.dense, self.atom_weight, dtype)
+        return self._groups
 
     def expanded(self, expansion: "GaussianExpansion") -> Tensor:
         """Gaussian-expanded distances, shape (E, G), computed once per batch."""
@@ -116,27 +128,40 @@ def batch_norm(x: Tensor, bn: nn.BatchNorm1d, weight: Tensor | None = None) -> T
     """``bn(x)``, where row r of ``x`` counts ``weight[r]`` times in the batch statistics
     (and in the running statistics' update), as if it were repeated; ``bn(x)`` itself
     without weights or with running statistics."""
-    batch_stats = bn.training or bn.running_mean is None
-    if weight is None or not batch_stats:
+    if weight is None or not uses_batch_stats(bn):
         return bn(x)
     if type(bn) is not nn.BatchNorm1d:  # SyncBatchNorm and the like take no weights
         raise ValueError(f"atom weights cannot be used with {type(bn).__name__}: batch "
                          "the full graphs (GraphCollection.collate without reduce)")
+    out, mean, var = weighted_batch_norm(x, weight, bn.weight if bn.affine else None,
+                                         bn.bias if bn.affine else None, bn.eps)
+    update_running_stats(bn, mean, var, weight.sum())
+    return out
+
+
+def uses_batch_stats(bn: nn.BatchNorm1d) -> bool:
+    """Whether ``bn`` normalises with the batch's statistics (as torch decides)."""
+    return bn.training or bn.running_mean is None
+
+
+def update_running_stats(bn: nn.BatchNorm1d, mean: Tensor, var: Tensor,
+                         total: Tensor) -> None:
+    """Update ``bn``'s running statistics (in training) as torch's BatchNorm does, from a
+    batch of ``total`` rows with mean ``mean`` and biased variance ``var``."""
+    if not (bn.training and bn.track_running_stats):
+        return
     factor = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+    if bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
         if bn.momentum is None:  # a cumulative average, as torch's BatchNorm
             factor = 1.0 / float(bn.num_batches_tracked)
-    out, mean, var = weighted_batch_norm(x, weight, bn.weight if bn.affine else None,
-                                         bn.bias if bn.affine else None, bn.eps)
-    if bn.training and bn.running_mean is not None:
-        with torch.no_grad():
-            total = weight.sum()
-            unbiased = var * (total / (total - 1).clamp(min=1)).to(var.dtype)
-            bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
-            bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype),
-                                                 alpha=factor)
-    return out
+    if bn.running_mean is None:
+        return
+    with torch.no_grad():
+        unbiased = var * (total / (total - 1).clamp(min=1)).to(var.dtype)
+        bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
+        bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype),
+                                             alpha=factor)
 
 
 class ConvLayer(nn.Module):
@@ -182,17 +207,26 @@ class ConvLayer(nn.Module):
         self.softplus2 = nn.Softplus()
 
     def forward(self, atom_fea: Tensor, edges: Edges, expansion: GaussianExpansion) -> Tensor:
-        run = self.compiled_forward or self.edge_forward
         expanded, inverse = edges.distinct(expansion)
-        return run(atom_fea, edges.src, edges.dst, expanded, inverse, edges.n_atoms,
-                   edges.dense, edges.atom_weight)
+        groups = None
+        if uses_batch_stats(self.bn1) and type(self.bn1) is nn.BatchNorm1d \
+                and len(edges.src) and not expanded.requires_grad:
+            groups = edges.groups(expansion, atom_fea.dtype)
+        args = (atom_fea, edges.src, edges.dst, expanded, inverse, edges.n_atoms,
+                edges.dense, edges.atom_weight)
+        if self.compiled_forward is not None:  # compiled on the edge tensor; its eager
+            return self.compiled_forward(*args, groups=groups)  # fallback as below
+        return self.edge_forward(*args, groups=groups)
 
     def edge_forward(self, atom_fea: Tensor, src: Tensor, dst: Tensor, expanded: Tensor,
                      inverse: Tensor, n_atoms: int, dense: bool,
-                     atom_weight: Tensor | None = None) -> Tensor:
+                     atom_weight: Tensor | None = None,
+                     groups: EdgeGroups | None = None) -> Tensor:
         """The layer on flat edges: ``src``, ``dst``, ``inverse`` (E,) and the expanded
         distinct distances ``expanded`` (D, G); edge e's distance is row ``inverse[e]``;
-        ``atom_weight`` (N,): how many atoms each one stands for (None: one each)."""
+        ``atom_weight`` (N,): how many atoms each one stands for (None: one each).
+        With ``groups`` (the same edges grouped, :meth:`Edges.groups`) and batch
+        statistics, ``bn1`` runs on the row tables (:mod:`skcgcnn._edge_norm`)."""
         f = self.atom_fea_len
         w, b = self.fc_full.weight, self.fc_full.bias
         folded = not self.training and self.bn1.track_running_stats \
@@ -210,13 +244,21 @@ class ConvLayer(nn.Module):
             b = b.detach() + 0.0 * b
         self_part = fn.linear(atom_fea, w[:, :f], b)                 # (N, 2F)
         nbr_part = fn.linear(atom_fea, w[:, f:2 * f])                  # (N, 2F)
-        dist_part = fn.linear(expanded.to(atom_fea.dtype), w[:, 2 * f:])  # (D, 2F)
-        gated = assemble_edges(self_part, nbr_part, dist_part, src, dst, inverse,
-                               n_atoms, dense)                         # (E, 2F)
-        if not folded:
-            edge_weight = None if atom_weight is None else atom_weight.index_select(0, src)
-            gated = batch_norm(gated, self.bn1, edge_weight)
-        summed = gated_sum(gated, src, n_atoms, dense)                # (N, F)
+        if groups is not None and not folded:  # bn1 and the gate on the row tables
+            bn = self.bn1
+            summed, mean, var = gated_edge_conv(self_part, nbr_part, w[:, 2 * f:], groups,
+                                                bn.weight if bn.affine else None,
+                                                bn.bias if bn.affine else None, bn.eps)
+            update_running_stats(bn, mean, var, groups.total)
+        else:
+            dist_part = fn.linear(expanded.to(atom_fea.dtype), w[:, 2 * f:])  # (D, 2F)
+            gated = assemble_edges(self_part, nbr_part, dist_part, src, dst, inverse,
+                                   n_atoms, dense)                     # (E, 2F)
+            if not folded:
+                edge_weight = (None if atom_weight is None
+                               else atom_weight.index_select(0, src))
+                gated = batch_norm(gated, self.bn1, edge_weight)
+            summed = gated_sum(gated, src, n_atoms, dense)            # (N, F)
         summed = batch_norm(summed, self.bn2, atom_weight)
         return self.softplus2(atom_fea + summed)
 
