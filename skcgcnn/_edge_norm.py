@@ -108,23 +108,31 @@ class EdgeGroups:
         dist_share = torch.bincount(inverse, weights=share, minlength=len(x))
         x_mean = dist_share @ x
         x_centred = x - x_mean
-        x_edge = x_centred.index_select(0, inverse)                     # (E, G)
-        nbr_x = torch.zeros(n_atoms, x.shape[1], dtype=work, device=x.device)
-        nbr_x.index_add_(0, dst, x_edge * share.unsqueeze(1))
+        nbr_centre_share = share.index_select(0, self.by_nbr)
+        # per atom: Xc summed over its edges, and p_e Xc over the edges to it
+        if dense:
+            centre_x = fn.embedding_bag(inverse.view(n_atoms, -1), x_centred, mode="sum")
+        else:
+            centre_x = fn.embedding_bag(inverse, x_centred, self.src_starts, mode="sum")
+        nbr_x = fn.embedding_bag(inverse.index_select(0, self.by_nbr), x_centred,
+                                 self.nbr_starts, mode="sum",
+                                 per_sample_weights=nbr_centre_share)
         self._sums = {
             "share": share,
             "atom_share": per_atom / self.total,
             "centre_share": torch.bincount(src, weights=share, minlength=n_atoms),
             "nbr_share": torch.bincount(dst, weights=share, minlength=n_atoms),
-            "nbr_centre_share": share.index_select(0, self.by_nbr),
+            "nbr_centre_share": nbr_centre_share,
             "x_mean": x_mean,                                           # (G,)
             "x_centred": x_centred,                                     # (D, G)
-            "centre_x": self.sum_per_centre(x_edge, slice(0, n_atoms),
-                                            slice(0, len(src))),        # (N, G)
+            "centre_x": centre_x,                                       # (N, G)
             "nbr_x": nbr_x,                                             # (N, G)
+            "centre_share_x": None,
             "x_cov": x_centred.t() @ (x_centred * dist_share.unsqueeze(1)),  # (G, G)
         }
         self._sums["x"] = x
+        self._sums["centre_share_x"] = (self._sums["centre_x"]
+                                        * self._sums["atom_share"].unsqueeze(1))
         # X is banded (Gaussians of sorted distances, with exact zeros far from their
         # centres): the products with X go by blocks of rows over their nonzero columns
         self.x_blocks = []
@@ -245,19 +253,22 @@ class _GatedEdgeConv(torch.autograd.Function):
         # the normalised edges y = rows summed per edge, and the gate on them, by chunks
         f = s.shape[1] // 2
         n_edges = len(groups.src)
-        gate = rows.new_empty(n_edges, f)        # sigmoid(y_filter)
-        core = rows.new_empty(n_edges, f)        # softplus(y_core)
-        slope = rows.new_empty(n_edges, f)       # softplus'(y_core) = sigmoid(y_core)
+        # for the backward, per edge: d message / d y_filter = core sigmoid'(y_filter)
+        # and d message / d y_core = gate sigmoid(y_core) (softplus' = sigmoid)
+        d_filter = rows.new_empty(n_edges, f)
+        d_core = rows.new_empty(n_edges, f)
         summed = rows.new_empty(n, f)
         for atoms, edges in groups.chunks():
             y = fn.embedding_bag(groups.bags[edges], rows, mode="sum")
-            torch.sigmoid(y[:, :f], out=gate[edges])
-            torch.sigmoid(y[:, f:], out=slope[edges])
-            torch.ops.aten.softplus.out(y[:, f:], 1.0, 20.0, out=core[edges])
-            message = torch.mul(gate[edges], core[edges], out=y[:, :f])
+            gate = torch.sigmoid(y[:, :f])
+            core = fn.softplus(y[:, f:])
+            torch.mul(gate, torch.sigmoid(y[:, f:]), out=d_core[edges])
+            torch.ops.aten.sigmoid_backward.grad_input(core, gate,
+                                                       grad_input=d_filter[edges])
+            message = torch.mul(gate, core, out=core)
             summed[atoms] = groups.sum_per_centre(message, atoms, edges)
-        ctx.save_for_backward(s, a, w_u, per_centre, nbr_dist, inv, alpha, gate, core,
-                              slope)
+        ctx.save_for_backward(s, a, w_u, per_centre, nbr_dist, inv, alpha, d_filter,
+                              d_core)
         ctx.groups = groups
         ctx.kinds = (self_rows.dtype, nbr_rows.dtype, w_dist.dtype,
                      None if gamma is None else gamma.dtype,
@@ -270,26 +281,22 @@ class _GatedEdgeConv(torch.autograd.Function):
     @once_differentiable
     @_without_autocast
     def backward(ctx, grad, _mean, _var):
-        s, a, w_u, per_centre, nbr_dist, inv, alpha, gate, core, slope = ctx.saved_tensors
+        s, a, w_u, per_centre, nbr_dist, inv, alpha, d_filter, d_core = ctx.saved_tensors
         groups = ctx.groups
         get = groups.get
-        stat, dtype = s.dtype, gate.dtype
+        stat, dtype = s.dtype, d_core.dtype
         grad = grad.to(dtype)
-        f = gate.shape[1]
-        # the gradient of y: summed per centre and per neighbour, and times X per edge
-        g_s = gate.new_empty(groups.n_atoms, 2 * f)
-        g_a = gate.new_zeros(groups.n_atoms, 2 * f)
-        g_t = gate.new_zeros(len(get("x_centred", stat)), 2 * f)   # per distance
+        f = d_core.shape[1]
+        # the gradient of y: summed per centre and per neighbour, and per distance
+        g_s = d_core.new_empty(groups.n_atoms, 2 * f)
+        g_a = d_core.new_zeros(groups.n_atoms, 2 * f)
+        g_t = d_core.new_zeros(len(get("x_centred", stat)), 2 * f)
         for atoms, edges in groups.chunks():
             per_edge = groups.per_edge(grad, atoms, edges)   # (atoms, 1, F) or (e, F)
-            g_y = gate.new_empty(edges.stop - edges.start, 2 * f)
-            scratch = g_y[:, f:]
+            g_y = d_core.new_empty(edges.stop - edges.start, 2 * f)
             shape = (atoms.stop - atoms.start, -1, f) if per_edge.dim() == 3 else (-1, f)
-            torch.mul(per_edge, core[edges].view(shape), out=scratch.view(shape))
-            torch.ops.aten.sigmoid_backward.grad_input(scratch, gate[edges],
-                                                       grad_input=g_y[:, :f])
-            torch.mul(per_edge, gate[edges].view(shape), out=scratch.view(shape))
-            scratch.mul_(slope[edges])
+            torch.mul(per_edge, d_filter[edges].view(shape), out=g_y[:, :f].view(shape))
+            torch.mul(per_edge, d_core[edges].view(shape), out=g_y[:, f:].view(shape))
             g_s[atoms] = groups.sum_per_centre(g_y, atoms, edges)
             g_a.index_add_(0, groups.dst[edges], g_y)
             g_t.index_add_(0, groups.inverse[edges], g_y)
@@ -311,8 +318,8 @@ class _GatedEdgeConv(torch.autograd.Function):
             - slope_x * (atom_share * per_centre)
         d_a = alpha * g_a - p_a.unsqueeze(1) * (shift + slope_x * a) \
             - slope_x * (groups.centre_sum_per_nbr(s) + nbr_dist)
-        spread = (w_u @ get("x_cov", stat) + s.t() @ (atom_share * get("centre_x", stat))
-                  + a.t() @ get("nbr_x", stat))
+        spread = (w_u @ get("x_cov", stat) + (get("centre_share_x", stat).t() @ s).t()
+                  + (get("nbr_x", stat).t() @ a).t())
         d_w = alpha.unsqueeze(1) * g_x - slope_x.unsqueeze(1) * spread
         self_dtype, nbr_dtype, w_dtype, gamma_dtype, beta_dtype = ctx.kinds
         return (d_s.to(self_dtype), d_a.to(nbr_dtype), d_w.to(w_dtype),
