@@ -255,20 +255,18 @@ class _GatedEdgeConv(torch.autograd.Function):
         n_edges = len(groups.src)
         # for the backward, per edge: d message / d y_filter = core sigmoid'(y_filter)
         # and d message / d y_core = gate sigmoid(y_core) (softplus' = sigmoid)
-        d_filter = rows.new_empty(n_edges, f)
-        d_core = rows.new_empty(n_edges, f)
+        d_gate = rows.new_empty(n_edges, 2 * f)  # [d / d y_filter, d / d y_core]
         summed = rows.new_empty(n, f)
         for atoms, edges in groups.chunks():
             y = fn.embedding_bag(groups.bags[edges], rows, mode="sum")
             gate = torch.sigmoid(y[:, :f])
             core = fn.softplus(y[:, f:])
-            torch.mul(gate, torch.sigmoid(y[:, f:]), out=d_core[edges])
+            torch.mul(gate, torch.sigmoid(y[:, f:]), out=d_gate[edges, f:])
             torch.ops.aten.sigmoid_backward.grad_input(core, gate,
-                                                       grad_input=d_filter[edges])
+                                                       grad_input=d_gate[edges, :f])
             message = torch.mul(gate, core, out=core)
             summed[atoms] = groups.sum_per_centre(message, atoms, edges)
-        ctx.save_for_backward(s, a, w_u, per_centre, nbr_dist, inv, alpha, d_filter,
-                              d_core)
+        ctx.save_for_backward(s, a, w_u, per_centre, nbr_dist, inv, alpha, d_gate)
         ctx.groups = groups
         ctx.kinds = (self_rows.dtype, nbr_rows.dtype, w_dist.dtype,
                      None if gamma is None else gamma.dtype,
@@ -281,22 +279,21 @@ class _GatedEdgeConv(torch.autograd.Function):
     @once_differentiable
     @_without_autocast
     def backward(ctx, grad, _mean, _var):
-        s, a, w_u, per_centre, nbr_dist, inv, alpha, d_filter, d_core = ctx.saved_tensors
+        s, a, w_u, per_centre, nbr_dist, inv, alpha, d_gate = ctx.saved_tensors
         groups = ctx.groups
         get = groups.get
-        stat, dtype = s.dtype, d_core.dtype
-        grad = grad.to(dtype)
-        f = d_core.shape[1]
+        stat, dtype = s.dtype, d_gate.dtype
+        width = d_gate.shape[1]
+        grad = grad.to(dtype).repeat(1, 2)           # the sum's gradient, for both halves
         # the gradient of y: summed per centre and per neighbour, and per distance
-        g_s = d_core.new_empty(groups.n_atoms, 2 * f)
-        g_a = d_core.new_zeros(groups.n_atoms, 2 * f)
-        g_t = d_core.new_zeros(len(get("x_centred", stat)), 2 * f)
+        g_s = d_gate.new_empty(groups.n_atoms, width)
+        g_a = d_gate.new_zeros(groups.n_atoms, width)
+        g_t = d_gate.new_zeros(len(get("x_centred", stat)), width)
         for atoms, edges in groups.chunks():
-            per_edge = groups.per_edge(grad, atoms, edges)   # (atoms, 1, F) or (e, F)
-            g_y = d_core.new_empty(edges.stop - edges.start, 2 * f)
-            shape = (atoms.stop - atoms.start, -1, f) if per_edge.dim() == 3 else (-1, f)
-            torch.mul(per_edge, d_filter[edges].view(shape), out=g_y[:, :f].view(shape))
-            torch.mul(per_edge, d_core[edges].view(shape), out=g_y[:, f:].view(shape))
+            per_edge = groups.per_edge(grad, atoms, edges)   # (atoms, 1, 2F) or (e, 2F)
+            shape = (atoms.stop - atoms.start, -1, width) if per_edge.dim() == 3 \
+                else (-1, width)
+            g_y = torch.mul(per_edge, d_gate[edges].view(shape)).view(-1, width)
             g_s[atoms] = groups.sum_per_centre(g_y, atoms, edges)
             g_a.index_add_(0, groups.dst[edges], g_y)
             g_t.index_add_(0, groups.inverse[edges], g_y)
