@@ -173,10 +173,13 @@ class EdgeGroups:
         return self._cast[name, dtype]
 
     def chunks(self) -> list[tuple[slice, slice]]:
-        """(atoms, edges) slices of whole atoms, about CHUNK_EDGES edges each."""
+        """(atoms, edges) slices of whole atoms, about CHUNK_EDGES edges each (on the
+        CPU; one slice on other devices)."""
         if self._chunks is None:
             starts = self.src_starts.tolist() + [len(self.src)]
-            if self.dense:  # M edges per atom
+            if self.src.device.type != "cpu":  # no cache to fit: one pass
+                bounds = [0, self.n_atoms]
+            elif self.dense:  # M edges per atom
                 per = max(1, CHUNK_EDGES // max(1, starts[-1] // max(1, self.n_atoms)))
                 bounds = list(range(0, self.n_atoms, per)) + [self.n_atoms]
             else:
