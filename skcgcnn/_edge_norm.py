@@ -32,6 +32,7 @@ it with the batch norm on ``z`` in float64.
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 import torch
@@ -59,6 +60,18 @@ X_BLOCKS = 8
 #: edges per chunk of the gate's passes: a chunk's (E, 2F) tensors stay in the CPU's
 #: cache instead of making round trips to memory
 CHUNK_EDGES = 8192
+
+
+def _chunked(device: torch.device) -> bool:
+    """Whether the gate's passes go by chunks: on the CPU, with one thread or with
+    spinning OpenMP threads.  Each operation on several threads starts a parallel region,
+    and sleeping threads (``OMP_WAIT_POLICY=PASSIVE``, the command line's default) are
+    slow to wake: there a chunked step measured 15 % slower than one pass, while with
+    one thread or spinning threads it was 10-30 % faster."""
+    if device.type != "cpu":  # no cache to fit
+        return False
+    return torch.get_num_threads() == 1 \
+        or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
 
 
 def _without_autocast(function):
@@ -173,11 +186,11 @@ class EdgeGroups:
         return self._cast[name, dtype]
 
     def chunks(self) -> list[tuple[slice, slice]]:
-        """(atoms, edges) slices of whole atoms, about CHUNK_EDGES edges each (on the
-        CPU; one slice on other devices)."""
+        """(atoms, edges) slices of whole atoms, about CHUNK_EDGES edges each, or one
+        slice (see :func:`_chunked`)."""
         if self._chunks is None:
             starts = self.src_starts.tolist() + [len(self.src)]
-            if self.src.device.type != "cpu":  # no cache to fit: one pass
+            if not _chunked(self.src.device):
                 bounds = [0, self.n_atoms]
             elif self.dense:  # M edges per atom
                 per = max(1, CHUNK_EDGES // max(1, starts[-1] // max(1, self.n_atoms)))

@@ -42,6 +42,7 @@ def plain(self_rows, nbr_rows, w_dist, gamma, beta, edges, expansion):
 @pytest.mark.parametrize("chunk", [_edge_norm.CHUNK_EDGES, 7])
 def test_equals_the_batch_norm_on_the_edge_tensor(monkeypatch, masked, weighted, chunk):
     monkeypatch.setattr(_edge_norm, "CHUNK_EDGES", chunk)  # 7: many chunks
+    monkeypatch.setattr(_edge_norm, "_chunked", lambda device: True)
     edges = random_edges(masked=masked, weighted=weighted)
     assert edges.dense is not masked
     expansion = GaussianExpansion()
@@ -131,3 +132,25 @@ def test_bfloat16_autocast_is_close_to_float32():
     got.float().sum().backward()
     assert torch.isfinite(layer.fc_full.weight.grad).all()
     torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05)
+
+
+def test_chunks_only_where_they_pay(monkeypatch):
+    """By chunks on the CPU with one thread or spinning OpenMP threads; in one pass with
+    several sleeping threads (each operation wakes them) and on other devices."""
+    threads = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+        torch.set_num_threads(1)
+        assert _edge_norm._chunked(torch.device("cpu"))
+        torch.set_num_threads(2)
+        assert not _edge_norm._chunked(torch.device("cpu"))
+        monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+        assert _edge_norm._chunked(torch.device("cpu"))
+        assert not _edge_norm._chunked(torch.device("cuda"))
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(_edge_norm, "_chunked", lambda device: False)
+    monkeypatch.setattr(_edge_norm, "CHUNK_EDGES", 7)
+    edges = random_edges()
+    assert edges.groups(GaussianExpansion()).chunks() == [
+        (slice(0, edges.n_atoms), slice(0, len(edges.src)))]
