@@ -21,6 +21,7 @@ def random_edges(n_atoms=30, m=5, masked=False, weighted=True, seed=0):
     nbr_dist = 1.0 + torch.randint(0, 40, (n_atoms, m), generator=gen).double() * 0.15
     if masked:
         nbr_idx[::4, -2:] = -1
+        nbr_idx[5] = -1  # an atom without neighbours
     weight = torch.randint(1, 5, (n_atoms,), generator=gen).double() if weighted else None
     return Edges(nbr_idx, nbr_dist, weight)
 
