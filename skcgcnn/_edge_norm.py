@@ -1,4 +1,4 @@
-"""The gated convolution's edge batch norm, computed from the edge tensor's row tables.
+"""The gated convolution's edge batch norm and gate, computed from the row tables.
 
 In :class:`skcgcnn.model.ConvLayer`, edge e's pre-activation is a sum of three table
 rows, ``z_e = S[src_e] + A[dst_e] + T[dist_e]`` (per atom as centre, per atom as
@@ -19,9 +19,9 @@ the tables, which are several times smaller than ``z`` (issue 16):
   tables scaled by ``alpha``, and the gate ``sigmoid(y_f) * softplus(y_c)`` and the sum
   over each atom's edges follow, a chunk of edges at a time, so that a chunk's (E, 2F)
   tensors stay in the CPU's cache;
-* the backward sums the gradient of ``y`` per centre and per neighbour and multiplies
-  it with the edges' ``X`` rows, chunk by chunk; the batch norm's closed-form
-  gradient is linear in ``z``, so it goes through these sums.
+* the backward sums the gradient of ``y`` per centre, per neighbour and per distance,
+  chunk by chunk, and multiplies the distance sums with ``X``; the batch norm's
+  closed-form gradient is linear in ``z``, so it goes through these sums.
 
 Each table is centred on its own weighted mean before the products, so the variance
 does not come from the difference of two large numbers.  Edges are weighted by their
