@@ -75,7 +75,7 @@ def previous_cgcnn():
 
     class Previous(ConvLayer):
         def edge_forward(self, atom_fea, src, dst, expanded, inverse, n_atoms, dense,
-                         atom_weight=None):
+                         atom_weight=None, groups=None):
             expanded = expanded.index_select(0, inverse)  # one row per edge, as it was
             f = self.atom_fea_len
             w, b = self.fc_full.weight, self.fc_full.bias

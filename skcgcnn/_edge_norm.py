@@ -98,7 +98,7 @@ class EdgeGroups:
     def __init__(self, src: Tensor, dst: Tensor, inverse: Tensor, expanded: Tensor,
                  n_atoms: int, dense: bool, atom_weight: Tensor | None,
                  dtype: torch.dtype = torch.float32):
-        self.n_atoms, self.dense = n_atoms, dense
+        self.n_atoms, self.n_dist, self.dense = n_atoms, len(expanded), dense
         self.src, self.dst, self.inverse = src, dst, inverse
         self._chunks = None
         # per-batch sums in float32, or float64 for a float64 network
@@ -130,22 +130,19 @@ class EdgeGroups:
         nbr_x = fn.embedding_bag(inverse.index_select(0, self.by_nbr), x_centred,
                                  self.nbr_starts, mode="sum",
                                  per_sample_weights=nbr_centre_share)
+        atom_share = per_atom / self.total
         self._sums = {
-            "share": share,
-            "atom_share": per_atom / self.total,
+            "atom_share": atom_share,
             "centre_share": torch.bincount(src, weights=share, minlength=n_atoms),
             "nbr_share": torch.bincount(dst, weights=share, minlength=n_atoms),
             "nbr_centre_share": nbr_centre_share,
+            "x": x,                                                     # (D, G)
             "x_mean": x_mean,                                           # (G,)
-            "x_centred": x_centred,                                     # (D, G)
             "centre_x": centre_x,                                       # (N, G)
+            "centre_share_x": centre_x * atom_share.unsqueeze(1),       # (N, G)
             "nbr_x": nbr_x,                                             # (N, G)
-            "centre_share_x": None,
             "x_cov": x_centred.t() @ (x_centred * dist_share.unsqueeze(1)),  # (G, G)
         }
-        self._sums["x"] = x
-        self._sums["centre_share_x"] = (self._sums["centre_x"]
-                                        * self._sums["atom_share"].unsqueeze(1))
         # X is banded (Gaussians of sorted distances, with exact zeros far from their
         # centres): the products with X go by blocks of rows over their nonzero columns
         self.x_blocks = []
@@ -255,8 +252,7 @@ class _GatedEdgeConv(torch.autograd.Function):
         inv = torch.rsqrt(var + eps)
         alpha = inv if gamma is None else inv * gamma.to(stat)
         shift = 0.0 if beta is None else beta.to(stat)
-        rows = torch.empty(2 * n + len(get("x_centred", stat)), s.shape[1], dtype=dtype,
-                           device=s.device)
+        rows = torch.empty(2 * n + groups.n_dist, s.shape[1], dtype=dtype, device=s.device)
         # t rows = Xc (alpha W_u)^T = X (alpha W_u)^T - xmean (alpha W_u)^T: the constant
         # goes into the centre rows (one per edge), X keeps its zeros
         scaled_w = w_u * alpha.unsqueeze(1)
@@ -304,7 +300,7 @@ class _GatedEdgeConv(torch.autograd.Function):
         # the gradient of y: summed per centre and per neighbour, and per distance
         g_s = d_gate.new_empty(groups.n_atoms, width)
         g_a = d_gate.new_zeros(groups.n_atoms, width)
-        g_t = d_gate.new_zeros(len(get("x_centred", stat)), width)
+        g_t = d_gate.new_zeros(groups.n_dist, width)
         for atoms, edges in groups.chunks():
             per_edge = groups.per_edge(grad, atoms, edges)   # (atoms, 1, 2F) or (e, 2F)
             shape = (atoms.stop - atoms.start, -1, width) if per_edge.dim() == 3 \

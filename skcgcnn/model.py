@@ -182,12 +182,14 @@ class ConvLayer(nn.Module):
     Masked neighbours are absent from ``edges``: they count neither in the sum nor in
     ``bn1``'s batch statistics.
 
-    The (E, 2F) tensor ``z W + b`` is summed from three row tables in one pass: per
-    atom as centre, per atom as neighbour, and per distinct distance (the edge product
-    is taken once per distance, not once per edge); when every atom has M edges the
-    centre rows are broadcast (no gather, and no scatter in the backward).  The gate
-    and the neighbour sum have a hand-written backward (:mod:`skcgcnn._edge_ops`).  In evaluation mode ``bn1`` is folded into ``fc_full`` (its running
-    statistics make it an affine map), which saves one pass over the edges.
+    ``z W + b`` is a sum of three row tables: per atom as centre, per atom as neighbour,
+    and per distinct distance (the edge product is taken once per distance, not once
+    per edge).  In training (``bn1`` on batch statistics) ``bn1``, the gate and the
+    neighbour sum run on those tables (:func:`skcgcnn._edge_norm.gated_edge_conv`); the
+    other paths sum the (E, 2F) tensor in one pass and give the gate and the sum a
+    hand-written backward (:mod:`skcgcnn._edge_ops`).  In evaluation mode ``bn1`` is
+    folded into ``fc_full`` (its running statistics make it an affine map), which saves
+    one pass over the edges.
     :func:`skcgcnn._compile.compile_convolutions` compiles :meth:`edge_forward` with
     ``torch.compile`` (opt-in).
     """

@@ -271,9 +271,10 @@ class GraphCollection:
                              "with_atom_features(...) or StructureGraphTransformer")
         if reduce:
             self.equivalent_atoms()  # found on the whole collection, kept by slicing
-            reduced, weight = (self if rows is None else self[rows]).reduced()
-            return {**reduced.collate(), "atom_weight": weight}
         batch = self if rows is None else self[rows]
+        if reduce:
+            reduced, weight = batch.reduced()
+            return {**reduced.collate(), "atom_weight": weight}
         sizes = batch.n_atoms
         crystal_idx = np.repeat(np.arange(len(batch), dtype=np.int64), sizes)
         shift = batch.atom_ptr[:-1][crystal_idx][:, None]
