@@ -42,8 +42,8 @@ from ._persistence import (CheckpointError, is_torch_file, load_cgcnn_checkpoint
                            save_model)
 from ._pipeline import make_cgcnn_pipeline
 from ._recipe import (DEFAULT_CLASSIFIER_RECIPE, DEFAULT_RECIPE, LOSSES, LR_SCHEDULES,
-                      ORIGINAL_CLASSIFIER_RECIPE, ORIGINAL_RECIPE, GaussianNLLHead,
-                      PerBatchLRScheduler, WarmupCosine)
+                      ORIGINAL_CLASSIFIER_RECIPE, ORIGINAL_RECIPE, EpochTable,
+                      GaussianNLLHead, PerBatchLRScheduler, ShortFitWarning, WarmupCosine)
 from ._regressor import CGCNNRegressor
 
 __all__ = ["CGCNNRegressor", "CGCNNClassifier", "CGCNNEnsembleRegressor", "CGCNNEmbedder",
@@ -54,4 +54,4 @@ __all__ = ["CGCNNRegressor", "CGCNNClassifier", "CGCNNEnsembleRegressor", "CGCNN
            "atomic_torch_save", "DEFAULT_MOMENTUM", "OPTIMIZERS", "DEFAULT_RECIPE",
            "DEFAULT_CLASSIFIER_RECIPE", "ORIGINAL_RECIPE",
            "ORIGINAL_CLASSIFIER_RECIPE", "LR_SCHEDULES", "LOSSES", "PerBatchLRScheduler",
-           "WarmupCosine", "GaussianNLLHead"]
+           "WarmupCosine", "GaussianNLLHead", "EpochTable", "ShortFitWarning"]

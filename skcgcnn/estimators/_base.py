@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
 
+from .._cpu import adjust_threads, cpu_settings
 from .._defaults import GRAPH_PARAMS, MOMENTUM, resolve_device
 from ..graph import GraphCollection
 from ..model import CGCNN
@@ -18,7 +19,8 @@ from . import _distributed
 from ._checks import _InputChecks, _seed_of
 from ._data import GraphDataset, graphs_to_tensors
 from ._device_batches import autocast, device_iterator
-from ._recipe import check_callbacks, recipe_callbacks, validation_split
+from ._recipe import (EpochTable, check_callbacks, recipe_callbacks, validation_split,
+                      warn_if_short)
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +165,10 @@ class _CGCNNMixin(_InputChecks):
         how many epochs it restored."""
         if method_name == "on_batch_end":
             self._record_batch_size(cb_kwargs.get("batch"), cb_kwargs.get("training"))
+        elif method_name == "on_epoch_begin":
+            adjust_threads()  # from the CPU other processes took in the last epoch
+            if self.__dict__.pop("_check_length", False):  # the first epoch of fit
+                warn_if_short(self, cb_kwargs.get("dataset_train"))
         if method_name != "on_train_begin":
             return super().notify(method_name, **cb_kwargs)
         from skorch.callbacks import LoadInitState
@@ -191,13 +197,27 @@ class _CGCNNMixin(_InputChecks):
                             restored + 1, self.max_epochs)
         with self._resolved_device():
             _distributed.init_from_env(self.device)
-        with _distributed.data_parallel(self):
+            settings = cpu_settings(self.device)
+        with _distributed.data_parallel(self), settings:
             return super().fit_loop(X, y, epochs=epochs, **fit_params)
 
+    def forward_iter(self, X, training=False, device="cpu"):
+        """skorch's ``forward_iter``, with the CPU settings of :mod:`skcgcnn._cpu`
+        (threads no more than the free cores, malloc keeping freed memory) while it
+        runs."""
+        with self._resolved_device():
+            settings = cpu_settings(self.device)
+        with settings:
+            yield from super().forward_iter(X, training=training, device=device)
+
     def get_default_callbacks(self):
-        """skorch's, then the recipe's: ``lr_scheduler`` (from ``lr_schedule``) and
-        ``early_stopping`` (with ``early_stopping=True``)."""
-        return list(super().get_default_callbacks()) + recipe_callbacks(self)
+        """skorch's, with ``print_log`` an :class:`~skcgcnn.estimators.EpochTable` (the
+        epoch table on stderr, coloured only on a terminal), then the recipe's:
+        ``lr_scheduler`` (from ``lr_schedule``) and ``early_stopping`` (with
+        ``early_stopping=True``)."""
+        callbacks = [(name, EpochTable() if name == "print_log" else cb)
+                     for name, cb in super().get_default_callbacks()]
+        return callbacks + recipe_callbacks(self)
 
     # -- the validation split of early_stopping ----------------------------------------
     def _validation_split(self):
@@ -375,6 +395,7 @@ class _CGCNNMixin(_InputChecks):
     def _fit_with_seed(self, X, y, **fit_params):
         seed = _seed_of(self.random_state)
         self.__dict__["_in_fit"] = True  # fit, not partial_fit: see fit_loop
+        self.__dict__["_check_length"] = True  # see notify
         try:
             with self._resolved_device():
                 # under torchrun: the process group (and this process's GPU) before
@@ -390,6 +411,7 @@ class _CGCNNMixin(_InputChecks):
                     return super().fit(X, y, **fit_params)
         finally:
             self.__dict__.pop("_in_fit", None)
+            self.__dict__.pop("_check_length", None)
 
     # -- learned representations (used by skcgcnn.explain) ----------------------------
     def check_graphs(self, X: Any) -> GraphCollection:

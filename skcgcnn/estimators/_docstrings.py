@@ -66,8 +66,10 @@ _COMMON_DOC = """
         are passed on), falling back to eager execution, with a warning, where no C++
         compiler is found or compiling fails.  The first batch then takes tens of
         seconds; see docs/models.md for what it gains.
-    verbose : int, default=0
-        skorch's epoch table when 1.
+    verbose : int, default=1
+        The epoch table (losses, scores, duration of each epoch) on standard error
+        (:class:`~skcgcnn.estimators.EpochTable`, coloured only on a terminal); 0 for
+        none.
     **kwargs
         Any other skorch ``NeuralNet`` argument (``callbacks``, ``iterator_train__*``,
         ``optimizer__betas``, ...).

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
+import warnings
 from typing import Any
 
 import torch
-from skorch.callbacks import EarlyStopping, LRScheduler
+from skorch.callbacks import EarlyStopping, LRScheduler, PrintLog
 
 from .._defaults import DEFAULT_CLASSIFIER_RECIPE, DEFAULT_RECIPE
 
@@ -35,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_RECIPE", "DEFAULT_CLASSIFIER_RECIPE", "ORIGINAL_RECIPE",
            "ORIGINAL_CLASSIFIER_RECIPE", "LR_SCHEDULES", "LOSSES", "PerBatchLRScheduler",
-           "WarmupCosine", "GaussianNLLHead", "VARIANCE_FLOOR", "mean_and_variance"]
+           "WarmupCosine", "GaussianNLLHead", "VARIANCE_FLOOR", "mean_and_variance",
+           "EpochTable", "ShortFitWarning", "MIN_STEPS", "warmup_steps"]
 
 #: Values of ``lr_schedule`` (None: no built-in schedule).
 LR_SCHEDULES = ("multistep", "onecycle", "cosine")
@@ -116,6 +119,15 @@ ORIGINAL_CLASSIFIER_RECIPE = {
 ORIGINAL_RECIPE = {**ORIGINAL_CLASSIFIER_RECIPE, "loss": "squared_error"}
 
 
+def warmup_steps(total_steps: int, warmup_fraction: float) -> int:
+    """Warm-up steps of a schedule over ``total_steps``: ``warmup_fraction`` of them,
+    rounded down, and at least one whenever ``warmup_fraction > 0`` and there are at
+    least two steps (one to warm up, one to decay); 0 for ``warmup_fraction=0``."""
+    if warmup_fraction <= 0 or total_steps < 2:
+        return 0
+    return min(max(int(warmup_fraction * total_steps), 1), total_steps - 1)
+
+
 class WarmupCosine:
     """Learning-rate factor of step ``t``: linear warm-up over ``warmup_steps``, then a
     cosine decay to 0 at ``total_steps`` (a picklable ``LambdaLR`` function).
@@ -183,17 +195,31 @@ class PerBatchLRScheduler(LRScheduler):
         n = len(dataset_train)
         per_epoch = n // batch_size if it.get("drop_last") else math.ceil(n / batch_size)
         self.total_steps_ = max(per_epoch * net.max_epochs, 1)
-        warmup = int(self.warmup_fraction * self.total_steps_)
+        warmup = warmup_steps(self.total_steps_, self.warmup_fraction)
         last = min(self.batch_idx_, self.total_steps_) - 1
         if self.schedule == "onecycle":
             self.lr_scheduler_ = torch.optim.lr_scheduler.OneCycleLR(
                 net.optimizer_, max_lr=net.lr, total_steps=self.total_steps_,
-                pct_start=self.warmup_fraction, last_epoch=last)
+                pct_start=self._onecycle_pct_start(warmup), last_epoch=last)
         else:
             self.lr_scheduler_ = torch.optim.lr_scheduler.LambdaLR(
                 net.optimizer_, WarmupCosine(self.total_steps_, warmup), last_epoch=last)
         logger.debug("%s schedule over %d steps (%d per epoch, %d warm-up)", self.schedule,
                      self.total_steps_, per_epoch, warmup)
+
+    def _onecycle_pct_start(self, warmup: int) -> float:
+        """``pct_start`` for torch's ``OneCycleLR``, whose warm-up ends at step
+        ``pct_start * total_steps - 1``: ``warmup_fraction`` when that leaves at least
+        one step of warm-up, else exactly one step (torch divides by the warm-up's
+        length, and fails on a warm-up of zero steps, e.g. 10 steps at 0.1); with fewer
+        than three steps there is no room for both phases, and the rate decays from its
+        peak (warm-up 0)."""
+        total = self.total_steps_
+        if self.warmup_fraction <= 0 or total < 3:
+            return 0.0
+        if self.warmup_fraction * total - 1 >= 1:
+            return self.warmup_fraction
+        return min(2.0 / total, (total - 1.0) / total)  # warm-up ends at step 1
 
     def _step(self, net: Any, lr_scheduler: Any, score: Any = None) -> None:
         if lr_scheduler.last_epoch < self.total_steps_:  # then hold the final rate
@@ -271,3 +297,78 @@ def check_callbacks(net: Any, has_validation: bool) -> None:
                 f"callback {cb_name!r} is an LRScheduler, and {name} already schedules "
                 f"the learning rate (lr_schedule={net.lr_schedule!r}): both would change "
                 "it. Pass lr_schedule=None to use yours alone, or drop it")
+
+
+#: A fit with fewer optimiser steps than this warns (:class:`ShortFitWarning`).
+MIN_STEPS = 50
+
+
+class ShortFitWarning(UserWarning):
+    """A fit too short to learn much: its scores mean little."""
+
+
+def warn_if_short(net: Any, dataset_train: Any) -> None:
+    """Warn (:class:`ShortFitWarning`) when ``net`` is about to train fewer than
+    :data:`MIN_STEPS` optimiser steps in all: ``max_epochs`` times the batches of an
+    epoch of ``dataset_train``."""
+    if dataset_train is None:
+        return
+    it = net.get_params_for("iterator_train")
+    batch_size = it.get("batch_size", net.batch_size)
+    n = len(dataset_train)
+    per_epoch = n // batch_size if it.get("drop_last") else math.ceil(n / batch_size)
+    steps = per_epoch * net.max_epochs
+    if steps < MIN_STEPS:
+        warnings.warn(
+            f"{type(net).__name__} trains {steps} optimiser step(s) in all ({net.max_epochs} "
+            f"epoch(s) of {per_epoch} batch(es) of up to {batch_size} of {n} crystals): too "
+            f"few to learn much, so its predictions and scores mean little. Raise "
+            f"max_epochs or lower batch_size to train at least {MIN_STEPS} steps",
+            ShortFitWarning, stacklevel=_caller_level())
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside skcgcnn, skorch and scikit-learn
+    (the user's ``fit`` call), counted from the caller of this function's caller."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in (
+            "skcgcnn", "skorch", "sklearn"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_END_COLOUR = "\x1b[0m"  # skorch.utils.Ansi.ENDC
+
+
+class EpochTable(PrintLog):
+    """skorch's ``PrintLog`` (the table of each epoch's losses, scores and duration)
+    on standard error, as progress should be, with its colours only when standard error
+    is a terminal; nothing with ``verbose=0``.
+
+    Parameters are skorch's, but ``sink`` defaults to writing to ``sys.stderr`` (the
+    stream at the time of writing, so that pytest's or a notebook's capture sees it).
+    """
+
+    def __init__(self, keys_ignored=None, sink=None, tablefmt="simple", floatfmt=".4f",
+                 stralign="right"):
+        super().__init__(keys_ignored=keys_ignored, sink=sink, tablefmt=tablefmt,
+                         floatfmt=floatfmt, stralign=stralign)
+
+    def _write(self, text: str) -> None:
+        stream = sys.stderr
+        stream.write(text + "\n")
+        stream.flush()
+
+    def _coloured(self) -> bool:
+        stream = sys.stderr if self.sink is None else None
+        return bool(stream is not None and getattr(stream, "isatty", lambda: False)())
+
+    def format_row(self, row, key, color):
+        if self._coloured():
+            return super().format_row(row, key, color)
+        text = super().format_row(row, key, "")
+        return text.replace(_END_COLOUR, "") if isinstance(text, str) else text
+
+    def _sink(self, text: str, verbose: int) -> None:
+        if verbose:
+            (self.sink or self._write)(text)

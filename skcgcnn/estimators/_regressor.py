@@ -82,7 +82,7 @@ default="absolute_error"
                  warmup_fraction=0.1, loss="absolute_error", early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, random_state=None,
                  domain=None, device="cpu", batch_on_device="auto", precision="float32",
-                 verbose=0, **kwargs):
+                 verbose=1, **kwargs):
         super().__init__(module, criterion=criterion, optimizer=optimizer, lr=lr,
                          max_epochs=max_epochs, batch_size=batch_size,
                          train_split=train_split,
