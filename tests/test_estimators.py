@@ -521,6 +521,50 @@ def test_predict_refuses_graphs_built_with_other_settings(sample, tmp_path):
     assert fitted.graph_params_["max_num_nbr"] == 12
 
 
+def test_atom_features_of_one_name_but_other_values_say_what_differs():
+    """Two atom_init.json files are both named 'custom': the refusal says that their
+    vectors differ (or their lengths), not "X 'custom', model 'custom'", and the fix."""
+    from dataclasses import replace
+
+    from skcgcnn.atom_features import get_atom_features
+
+    from .test_graph import bcc_iron, perovskite, rock_salt
+
+    structures = [rock_salt(5.3), bcc_iron(2.8), perovskite(3.8), rock_salt(5.8)]
+    cgcnn = get_atom_features("cgcnn")
+    mine = replace(cgcnn, name="custom")
+    fitted = CGCNNRegressor(max_epochs=1, random_state=0, **TINY).fit(
+        StructureGraphTransformer(atom_features=mine).fit_transform(structures),
+        np.array([-2.0, 0.1, -3.0, -1.8]))
+    fix = ("Build the graphs with the model's atom features, "
+           "StructureGraphTransformer(atom_features=<the model's table>) (a saved "
+           "Pipeline's transformer holds it as atom_features_; on the command line, "
+           "--atom-features with the model's atom_init.json or set name), or fit the "
+           "model again on these graphs")
+    iron = cgcnn.table.copy()
+    iron[26] = iron[27]  # Fe gets the vector of Co
+    other = StructureGraphTransformer(atom_features=replace(mine, table=iron)).fit_transform(
+        structures)
+    with pytest.raises(ValueError) as info:
+        fitted.predict(other)
+    message = str(info.value)
+    assert message.startswith(
+        "X was built with other atom features than the model was fitted on (atom "
+        "features: X's and the model's tables are both named 'custom' and 92 long, but "
+        "the vectors of some elements differ, or one table covers elements that the "
+        f"other lacks (X's covers {len(cgcnn.elements)}; table digests X ")
+    assert message.endswith(f"the predictions would not mean anything. {fix}")
+    assert "X 'custom', model 'custom'" not in message
+
+    shorter = replace(mine, table=cgcnn.table[:, :50].copy())
+    with pytest.raises(ValueError) as info:
+        fitted.predict(StructureGraphTransformer(atom_features=shorter).fit_transform(
+            structures))
+    assert str(info.value) == (
+        "X has 50 atom features but the model was fitted on 92: X's table 'custom' and "
+        f"the model's give each element a vector of another length. {fix}")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_path(sample):

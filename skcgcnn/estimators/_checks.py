@@ -49,10 +49,28 @@ def _graph_params_of(X: GraphCollection) -> dict:
     return params
 
 
-def _setting(key: str, params: dict) -> str:
-    if key == "atom_features_digest":  # the values differ: show the tables' names
-        return repr(params.get("atom_features", "?"))
-    return repr(params[key])
+#: How to get graphs the model can use (the end of every atom-feature mismatch message).
+_ATOM_FEATURES_FIX = (
+    "Build the graphs with the model's atom features, "
+    "StructureGraphTransformer(atom_features=<the model's table>) (a saved Pipeline's "
+    "transformer holds it as atom_features_; on the command line, --atom-features with "
+    "the model's atom_init.json or set name), or fit the model again on these graphs")
+
+
+def _atom_features_difference(X: GraphCollection, given: dict, fitted: dict) -> str:
+    """What differs between X's atom-feature table and the model's, whose digests
+    differ: their names, or (one name, e.g. two atom_init.json files that are both
+    'custom') that the vectors are other values."""
+    name, theirs = given.get("atom_features", "?"), fitted.get("atom_features", "?")
+    if name != theirs:
+        return f"atom features: X {name!r}, model {theirs!r}"
+    return (f"atom features: X's and the model's tables are both named {name!r} and "
+            f"{X.atom_features.n_features} long, but the vectors of some elements differ, "
+            "or one table covers elements that the other lacks (X's covers "
+            f"{len(X.atom_features.elements)}; table "
+            f"digests X {given['atom_features_digest'][:8]}, model "
+            f"{str(fitted['atom_features_digest'])[:8]}): the graphs were built from "
+            "another atom_init.json or feature mapping than the model's")
 
 
 class _InputChecks:
@@ -129,13 +147,18 @@ class _InputChecks:
         """Refuse graphs built with other settings than the fit's (predictions would move
         without notice: a model fitted on 12 neighbours sums over 12)."""
         kw = self.module_kwargs_
-        if X.atom_features.n_features != kw["orig_atom_fea_len"]:
-            raise ValueError(
-                f"X has {X.atom_features.n_features} atom features but the model was "
-                f"fitted on {kw['orig_atom_fea_len']}; build X with the same atom_features")
         fitted = getattr(self, "graph_params_", None)
         if fitted is None:  # models saved before graph_params_ existed
             fitted = {"radius": kw["radius"], "dmin": kw["dmin"], "step": kw["step"]}
+        n_given, n_fitted = X.atom_features.n_features, kw["orig_atom_fea_len"]
+        if n_given != n_fitted:
+            name, theirs = X.atom_features.name, fitted.get("atom_features")
+            tables = (f"X's table {name!r} and the model's {theirs!r}" if theirs is not None
+                      and theirs != name else f"X's table {name!r} and the model's")
+            raise ValueError(
+                f"X has {n_given} atom features but the model was fitted on {n_fitted}: "
+                f"{tables} give each element a vector of another length. "
+                f"{_ATOM_FEATURES_FIX}")
         given = _graph_params_of(X)
         # tables are compared by their values (a name such as "cgcnn" and the path of
         # the same atom_init.json are the same features)
@@ -144,8 +167,12 @@ class _InputChecks:
         if not differ:
             return
         listing = "; ".join(
-            f"{'atom features' if key == 'atom_features_digest' else key}: X "
-            f"{_setting(key, given)}, model {_setting(key, fitted)}" for key in differ)
+            _atom_features_difference(X, given, fitted) if key == "atom_features_digest"
+            else f"{key}: X {given[key]!r}, model {fitted[key]!r}" for key in differ)
+        if differ == ["atom_features_digest"]:
+            raise ValueError(f"X was built with other atom features than the model was "
+                             f"fitted on ({listing}); the predictions would not mean "
+                             f"anything. {_ATOM_FEATURES_FIX}")
         settings = ", ".join(f"{key}={fitted[key]!r}" for key in _GRAPH_KEYS if key in fitted)
         raise ValueError(
             f"X was built with other graph settings than the model was fitted on ({listing}); "
