@@ -24,6 +24,7 @@ from pymatgen.core import Lattice, Structure
 from skcgcnn.datasets import (
     DatasetError,
     default_cache_dir,
+    list_cgcnn_folder,
     load_cgcnn_folder,
     load_cif_table,
     load_matbench,
@@ -357,6 +358,31 @@ def test_id_prop_problems_are_reported_with_ids(bad_root: Path) -> None:
     assert sorted(reasons) == ["1000041", "1000050", "9009743", "broken", "nocif"]
     assert reasons["nocif"] == f"no CIF file {bad_root / 'nocif.cif'}"
     assert reasons["broken"].startswith("unreadable CIF file")
+
+
+def test_rows_with_another_column_count_are_one_error(bad_root: Path) -> None:
+    """A stray comma or a missing column is named with the lines, ids and counts, not
+    reported as a missing target on every other row."""
+    prop = bad_root / "id_prop.csv"
+    write_id_prop(bad_root, ["1000041,1.0", "1000050,2.0", "9009743,3.0,7", "broken,4.0"])
+    for on_error in ("raise", "skip"):
+        with pytest.raises(DatasetError) as info:
+            load_cgcnn_folder(bad_root, on_error=on_error, missing_target="nan", cache=False)
+        assert str(info.value) == (
+            f"{prop}: line 3 (id 9009743) has 3 columns, but the file's first row has 2; "
+            "every row needs id,target[,target...] with the same number of targets (leave "
+            "a field empty for a missing target, e.g. 'mp-1,1.5,,0.3')")
+        assert info.value.errors == [("9009743", "3 columns on line 3, expected 2")]
+    # the same check for list_cgcnn_folder, several bad rows, and a header
+    lines = ["id,e_form,gap"] + [f"{i},1.0,2.0" for i in range(1, 7)]
+    lines[1], lines[3], lines[4], lines[5], lines[6] = "1,1.0", "3", "4,1,2,3", "5,1", "6,1"
+    write_id_prop(bad_root, lines)
+    with pytest.raises(DatasetError) as info:
+        list_cgcnn_folder(bad_root)
+    assert str(info.value).startswith(
+        f"{prop}: line 2 (id 1) has 2 columns, line 4 (id 3) has 1, line 5 (id 4) has 4 "
+        "(and 2 more rows differ), but the header has 3; every row needs ")
+    assert [e[0] for e in info.value.errors] == ["1", "3", "4", "5", "6"]
 
 
 def test_infinite_targets_are_refused_with_ids(bad_root: Path, tmp_path: Path) -> None:

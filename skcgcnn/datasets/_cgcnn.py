@@ -46,6 +46,33 @@ def _default_names(n: int) -> list[str]:
     return ["target"] if n == 1 else [f"target_{j}" for j in range(n)]
 
 
+def _column_count(
+    path: Path, rows: list[tuple[int, list[str]]], header: list[str] | None
+) -> int:
+    """The number of columns every row of an id_prop file must have: the header's, else
+    the first row's.  A file whose rows differ (a stray comma, a missing column) is refused
+    as a whole, naming the first rows that differ: read row by row, each short row would
+    look like a crystal with a missing target."""
+    expected = len(header) if header else len(rows[0][1])
+    basis = "the header has" if header else "the file's first row has"
+    bad = [(line, row) for line, row in rows if len(row) != expected]
+    if not bad:
+        return expected
+    shown = ", ".join(
+        f"line {line} (id {row[0].strip() or '<empty>'}) has {len(row)}"
+        + (" columns" if not i else "")
+        for i, (line, row) in enumerate(bad[:3])
+    )
+    more = f" (and {len(bad) - 3} more rows differ)" if len(bad) > 3 else ""
+    raise DatasetError(
+        f"{path}: {shown}{more}, but {basis} {expected}; every row needs "
+        "id,target[,target...] with the same number of targets (leave a field empty for a "
+        "missing target, e.g. 'mp-1,1.5,,0.3')",
+        [(row[0].strip(), f"{len(row)} columns on line {line}, expected {expected}")
+         for line, row in bad],
+    )
+
+
 def _read_id_prop(
     path: Path,
     target_names: Sequence[str] | None,
@@ -74,7 +101,7 @@ def _read_id_prop(
     if _looks_like_header(rows[0][1]):
         header = [f.strip() for f in rows[0][1]]
         rows = rows[1:]
-    n_targets = len(header) - 1 if header else max(len(row) for _, row in rows) - 1
+    n_targets = _column_count(path, rows, header) - 1
     if n_targets < 1:
         raise DatasetError(
             f"{path} has no target column; each row should be 'id,target' (e.g. '1000041,1.5')"
@@ -111,12 +138,6 @@ def _read_id_prop(
             continue
         first_line[ident] = line
         values = row[1:]
-        if len(values) > n_targets:
-            table.errors.append(
-                (ident, f"{len(values)} targets on line {line}, expected {n_targets}")
-            )
-            continue
-        values = values + [""] * (n_targets - len(values))
         parsed, reason = _parse_targets(
             ident, values, names, missing_target, f" (line {line} of {path.name})"
         )
@@ -289,7 +310,9 @@ def load_cgcnn_folder(
     ------
     DatasetError
         Bad entries with ``on_error="raise"``: an unreadable CIF, a missing,
-        non-numeric or infinite target, a duplicate id, an id without a CIF.
+        non-numeric or infinite target, a duplicate id, an id without a CIF.  Rows of
+        the id_prop file with another number of columns than its first row (or header)
+        are refused whatever ``on_error``: the file itself is malformed.
     FileNotFoundError
         ``root`` or the id_prop file does not exist.
 
