@@ -39,6 +39,9 @@ default="absolute_error"
         variance (in standardised units), trained with torch's ``GaussianNLLLoss``;
         ``predict(X, return_std=True)`` then also answers the predicted (aleatoric)
         standard deviation.
+    criterion : torch loss class or None, default=None
+        None: the criterion of ``loss``.  Another torch loss (with
+        ``loss="squared_error"``) replaces it.
     domain : {None, "knn"} or ApplicabilityDomain, default=None
         Fit an applicability domain on the training crystals' embeddings after
         ``fit`` (``domain_``); ``predict`` then warns (``OutsideDomainWarning``) about
@@ -72,7 +75,7 @@ default="absolute_error"
     T. Xie and J. C. Grossman, Phys. Rev. Lett. 120, 145301 (2018).
     """)
 
-    def __init__(self, module=CGCNN, *, criterion=torch.nn.MSELoss,
+    def __init__(self, module=CGCNN, *, criterion=None,
                  optimizer="adamw", lr=0.01, max_epochs=50, batch_size=128,
                  train_split=None, iterator_train__shuffle=True,
                  iterator_train__collate_fn=collate_graphs,
@@ -143,11 +146,12 @@ default="absolute_error"
         return self
 
     def initialize_criterion(self):
-        """The criterion of ``loss`` (``criterion`` when one other than MSE is given)."""
+        """The criterion of ``loss`` (``criterion`` when one is given; ``MSELoss``, the
+        default of estimators made before it was None, also stands for ``loss``)."""
         criterion = self.criterion
         if self.loss not in LOSSES:
             raise ValueError(f"CGCNNRegressor(loss={self.loss!r}): use one of {list(LOSSES)}")
-        if criterion is torch.nn.MSELoss:
+        if criterion is None or criterion is torch.nn.MSELoss:
             criterion = LOSSES[self.loss]
         elif self.loss != "squared_error":
             raise ValueError(f"CGCNNRegressor got both criterion={criterion!r} and "
