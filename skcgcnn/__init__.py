@@ -42,11 +42,13 @@ __all__ = sorted(_LAZY) + ["__version__", "set_cpu_performance_defaults"]
 
 
 def set_cpu_performance_defaults() -> dict[str, object]:
-    """Apply the process settings that make CGCNN training fast on CPUs (opt-in).
+    """Apply CPU speed settings to the whole process (opt-in; not needed for speed).
 
-    The ``skcgcnn`` command line calls this when it starts; a program that uses the
-    library may call it first thing, before importing torch.  It changes the whole
-    process, which is why importing skcgcnn does not do it:
+    The estimators' ``fit`` and ``predict`` set the CPU up themselves for their own
+    duration (:mod:`skcgcnn._cpu`: no more torch threads than free cores, malloc keeping
+    freed memory), so a plain script is as fast without this call.  The ``skcgcnn``
+    command line still calls it when it starts.  It changes the whole process, which is
+    why importing skcgcnn does not do it:
 
     * ``OMP_WAIT_POLICY=PASSIVE`` (only if the variable is not set: a value you set
       wins): OpenMP threads sleep instead of spinning while they wait.  Spinning threads
