@@ -904,6 +904,55 @@ def test_a_typo_in_a_subcommand_option_prints_that_subcommands_usage():
     assert status == 2 and err.startswith("usage: skcgcnn featurize ")
 
 
+@pytest.mark.parametrize("argv, line", [
+    (["train", "d", "--disable-cuda"],
+     "skcgcnn train: error: --disable-cuda (an option of the original main.py): use "
+     "--device cpu"),
+    # the value after -j must not be taken for DATA_DIR, nor a missing option reported
+    (["train", "-j", "4", "d", "--print-freq=10"],
+     "skcgcnn train: error: -j (an option of the original main.py): use --n-jobs N "
+     "(processes that parse CIFs and build graphs); --print-freq (an option of the "
+     "original main.py): leave it out: the epoch table is printed after every epoch (-q "
+     "hides it)"),
+    (["train", "d", "--start-epoch", "5", "--workers", "2"],
+     "skcgcnn train: error: --start-epoch (an option of the original main.py): use "
+     "--resume DIR (the --output-dir of the interrupted run): it goes on after the last "
+     "epoch the run saved; --workers (an option of the original main.py): use --n-jobs N "
+     "(processes that parse CIFs and build graphs)"),
+    (["predict", "m.pt", "c.cif", "-j4", "--disable-cuda", "-p", "10"],
+     "skcgcnn predict: error: -j (an option of the original predict.py): use --n-jobs N "
+     "(processes that parse CIFs and build graphs); --disable-cuda (an option of the "
+     "original predict.py): use --device cpu; -p (an option of the original predict.py): "
+     "leave it out: progress is logged after every --chunk-size crystals (-q hides it)"),
+    (["predict", "m.pt", "c.cif", "--start-epoch", "3"],
+     "skcgcnn predict: error: --start-epoch (an option of the original main.py): leave "
+     "it out"),
+    (["featurize", "d", "--disable-cuda"],  # -o missing too: the hint comes first
+     "skcgcnn featurize: error: --disable-cuda (an option of the original "
+     "main.py/predict.py): leave it out (skcgcnn featurize has no --device)"),
+])
+def test_options_of_the_original_scripts_name_their_counterpart(argv, line):
+    status, out, err = run(argv)
+    assert (status, out, err) == (2, "", line + "\n")
+
+
+def test_options_after_a_double_dash_are_not_taken_for_the_originals():
+    status, _, err = run(["train", "--epochz", "--", "--disable-cuda"])
+    assert status == 2 and "unrecognized arguments: --epochz" in err
+    assert "(an option of the original" not in err
+
+
+def test_resume_with_a_checkpoint_file_says_it_takes_the_run_folder(tmp_path):
+    checkpoint = tmp_path / "checkpoint.pth.tar"
+    checkpoint.write_bytes(b"not read")
+    status, _, err = run(["train", "--resume", checkpoint])
+    assert status == 2
+    assert_one_line_error(status, err, "train", f"--resume {str(checkpoint)!r} is a file; "
+                          "--resume takes the folder of the run to continue (the "
+                          "--output-dir it was started with), not a checkpoint file as "
+                          "the original main.py's --resume does")
+
+
 @pytest.mark.parametrize("message, line", [
     ("structure 3 has no sites; remove it or pass on_error='skip'",
      "structure 3 has no sites; remove it or pass --skip-errors"),

@@ -32,7 +32,8 @@ import traceback
 from collections.abc import Sequence
 
 from .. import set_cpu_performance_defaults
-from ._common import PROG, CLIError, common_options, console, one_line
+from ._common import (PROG, CLIError, common_options, console, one_line,
+                      original_option_hints)
 from .featurize import add_featurize_parser
 from .predict import add_predict_parser
 from .train import add_train_parser, split_sizes
@@ -104,11 +105,23 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
     """``parser.parse_args(argv)``, but an option that the subcommand does not know is
     reported with the subcommand's usage (``usage: skcgcnn train ...``), not the
-    top-level one that argparse shows for unrecognised arguments."""
+    top-level one that argparse shows for unrecognised arguments; and an option of the
+    original main.py or predict.py (``--disable-cuda``, ``-j``, ...) is refused first,
+    in one line that names the option to use instead (exit status 2)."""
+    sub = next(a for a in parser._actions  # noqa: SLF001 (argparse has no accessor)
+               if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    command = _command_of(argv)
+    if command in sub.choices:
+        # before parsing: the value of an unknown '-j 4' would be taken for a positional
+        # argument, or a missing one reported instead
+        subparser = sub.choices[command]
+        rest = argv[argv.index(command) + 1:]
+        hints = original_option_hints(command, rest,
+                                      subparser._option_string_actions)  # noqa: SLF001
+        if hints:
+            subparser.exit(2, f"{subparser.prog}: error: {'; '.join(hints)}\n")
     args, extras = parser.parse_known_args(argv)
     if extras:
-        sub = next(a for a in parser._actions  # noqa: SLF001 (argparse has no accessor)
-                   if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
         sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
     return args
 

@@ -15,6 +15,7 @@ import re
 import sys
 import warnings
 from contextlib import contextmanager
+from collections.abc import Container, Sequence
 from typing import Any, Iterator
 
 from .._defaults import DEVICES, DMIN, GRAPH_PARAMS, MAX_NUM_NBR, RADIUS, STEP, resolve_device
@@ -136,6 +137,56 @@ KEYWORD_TO_FLAG: tuple[tuple[str, str], ...] = (
     (r"use device='cpu'", "use --device cpu"),
     (r"device='cuda'", "--device cuda"),
 )
+
+
+#: Options of the original CGCNN main.py and predict.py that skcgcnn spells otherwise or
+#: does without: (spellings, the option to use instead or None, what to do by subcommand,
+#: "*" for the others).
+ORIGINAL_OPTIONS: tuple[tuple[tuple[str, ...], str | None, dict[str, str]], ...] = (
+    (("--disable-cuda",), "--device", {"*": "use --device cpu"}),
+    (("-j", "--workers"), "--n-jobs",
+     {"*": "use --n-jobs N (processes that parse CIFs and build graphs)"}),
+    (("-p", "--print-freq"), None, {
+        "train": "leave it out: the epoch table is printed after every epoch (-q hides it)",
+        "predict": "leave it out: progress is logged after every --chunk-size crystals "
+                   "(-q hides it)",
+        "*": "leave it out (-q hides the progress output)"}),
+    (("--start-epoch",), "--resume", {
+        "train": "use --resume DIR (the --output-dir of the interrupted run): it goes on "
+                 "after the last epoch the run saved",
+        "*": "leave it out"}),
+)
+
+
+def _spelled(token: str, flag: str) -> bool:
+    """Whether ``token`` is ``flag``, ``flag=VALUE`` or (a short flag) ``-j4``."""
+    return token == flag or token.startswith(flag + "=") or (
+        len(flag) == 2 and token.startswith(flag) and token[2:].isdigit())
+
+
+def original_option_hints(command: str, argv: Sequence[str],
+                          known: Container[str]) -> list[str]:
+    """What to use instead of each option of the original CGCNN scripts in ``argv``
+    (``-j 4``, ``-j4``, ``--workers=4``) that the subcommand does not know (``known``:
+    its option strings), e.g. "--disable-cuda (an option of the original main.py):
+    use --device cpu"."""
+    script = {"train": "main.py", "predict": "predict.py"}.get(command, "main.py/predict.py")
+    hints = []
+    for token in argv:
+        if token == "--":
+            break
+        if not token.startswith("-") or token.split("=")[0] in known:
+            continue
+        for spellings, instead, advice in ORIGINAL_OPTIONS:
+            flag = next((f for f in spellings if _spelled(token, f)), None)
+            if flag is None:
+                continue
+            origin = "main.py" if flag == "--start-epoch" else script
+            what = advice.get(command, advice["*"])
+            if instead is not None and instead not in known and command not in advice:
+                what = f"leave it out ({PROG} {command} has no {instead})"
+            hints.append(f"{flag} (an option of the original {origin}): {what}")
+    return hints
 
 
 def one_line(exc: BaseException) -> str:

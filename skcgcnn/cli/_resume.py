@@ -56,6 +56,12 @@ def resume_args(args: argparse.Namespace) -> argparse.Namespace:
 
     run_dir = Path(args.resume).expanduser()
     file = run_dir / _OPTIONS_FILE
+    if run_dir.is_file():  # the original main.py's --resume takes its checkpoint file
+        raise CLIError(f"--resume {args.resume!r} is a file; --resume takes the folder of "
+                       "the run to continue (the --output-dir it was started with), not a "
+                       "checkpoint file as the original main.py's --resume does (an "
+                       "original checkpoint.pth.tar cannot be trained on, but 'skcgcnn "
+                       "predict' reads it)", status=2)
     if not run_dir.is_dir():
         raise CLIError(f"--resume {args.resume!r}: no such folder; give the --output-dir "
                        "of the run to continue")
