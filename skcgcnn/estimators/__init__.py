@@ -28,23 +28,36 @@ The estimators are thin skorch subclasses.  What they add to skorch:
 * loading of the original CGCNN checkpoints and a safe save format of their own
   (``_persistence``).
 """
-from ._base import DEFAULT_MOMENTUM, OPTIMIZERS
-from ._callbacks import (AtomicCheckpoint, LoadTrainingState, TrainingCheckpoint,
-                         TrainingStateError, atomic_torch_save, read_training_state)
-from ._card import format_model_card
-from ._classifier import CGCNNClassifier
-from ._classifier import _exp  # noqa: F401 (estimators pickled before the split name it here)
-from ._data import GraphDataset, collate_graphs, graphs_to_tensors
-from ._domain import ApplicabilityDomain, OutsideDomainWarning
-from ._embedder import CGCNNEmbedder
-from ._ensemble import CGCNNEnsembleRegressor
-from ._persistence import (CheckpointError, is_torch_file, load_cgcnn_checkpoint, load_model,
-                           save_model)
-from ._pipeline import make_cgcnn_pipeline
-from ._recipe import (DEFAULT_CLASSIFIER_RECIPE, DEFAULT_RECIPE, LOSSES, LR_SCHEDULES,
-                      ORIGINAL_CLASSIFIER_RECIPE, ORIGINAL_RECIPE, EpochTable,
-                      GaussianNLLHead, PerBatchLRScheduler, ShortFitWarning, WarmupCosine)
-from ._regressor import CGCNNRegressor
+from __future__ import annotations
+
+import importlib
+
+# Public name -> the private module that defines it.  They are imported on first use, so
+# that ``from skcgcnn import CGCNNRegressor`` loads the regressor's modules only, not the
+# ensemble, the embedder, the persistence code or scikit-learn's neighbour search.
+_LAZY = {
+    "DEFAULT_MOMENTUM": "_base", "OPTIMIZERS": "_base",
+    "AtomicCheckpoint": "_callbacks", "LoadTrainingState": "_callbacks",
+    "TrainingCheckpoint": "_callbacks", "TrainingStateError": "_callbacks",
+    "atomic_torch_save": "_callbacks", "read_training_state": "_callbacks",
+    "format_model_card": "_card",
+    "CGCNNClassifier": "_classifier",
+    "_exp": "_classifier",  # estimators pickled before the split name it here
+    "GraphDataset": "_data", "collate_graphs": "_data", "graphs_to_tensors": "_data",
+    "ApplicabilityDomain": "_domain", "OutsideDomainWarning": "_domain",
+    "CGCNNEmbedder": "_embedder",
+    "CGCNNEnsembleRegressor": "_ensemble",
+    "CheckpointError": "_persistence", "is_torch_file": "_persistence",
+    "load_cgcnn_checkpoint": "_persistence", "load_model": "_persistence",
+    "save_model": "_persistence",
+    "make_cgcnn_pipeline": "_pipeline",
+    "DEFAULT_CLASSIFIER_RECIPE": "_recipe", "DEFAULT_RECIPE": "_recipe", "LOSSES": "_recipe",
+    "LR_SCHEDULES": "_recipe", "ORIGINAL_CLASSIFIER_RECIPE": "_recipe",
+    "ORIGINAL_RECIPE": "_recipe", "EpochTable": "_recipe", "GaussianNLLHead": "_recipe",
+    "PerBatchLRScheduler": "_recipe", "ShortFitWarning": "_recipe",
+    "WarmupCosine": "_recipe",
+    "CGCNNRegressor": "_regressor",
+}
 
 __all__ = ["CGCNNRegressor", "CGCNNClassifier", "CGCNNEnsembleRegressor", "CGCNNEmbedder",
            "ApplicabilityDomain", "OutsideDomainWarning", "GraphDataset", "collate_graphs", "graphs_to_tensors", "make_cgcnn_pipeline",
@@ -55,3 +68,15 @@ __all__ = ["CGCNNRegressor", "CGCNNClassifier", "CGCNNEnsembleRegressor", "CGCNN
            "DEFAULT_CLASSIFIER_RECIPE", "ORIGINAL_RECIPE",
            "ORIGINAL_CLASSIFIER_RECIPE", "LR_SCHEDULES", "LOSSES", "PerBatchLRScheduler",
            "WarmupCosine", "GaussianNLLHead", "EpochTable", "ShortFitWarning"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value  # found directly from now on
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

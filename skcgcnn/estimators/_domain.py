@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin, clone
-from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -129,6 +128,8 @@ class ApplicabilityDomain(OutlierMixin, BaseEstimator):
     # -- fit ----------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> ApplicabilityDomain:
         """Index the training crystals' embeddings and calibrate ``threshold_``."""
+        from sklearn.neighbors import NearestNeighbors  # slow to import: only here
+
         k, q = self.n_neighbors, self.quantile
         if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"ApplicabilityDomain(n_neighbors={k!r}): use an int >= 1")
@@ -263,6 +264,8 @@ def domain_payload(domain: ApplicabilityDomain) -> dict:
 
 def domain_from_payload(payload: dict) -> ApplicabilityDomain:
     """The domain :func:`domain_payload` saved, with the same threshold and distances."""
+    from sklearn.neighbors import NearestNeighbors
+
     domain = ApplicabilityDomain(**payload["params"])
     features = payload["features"].numpy()
     domain.n_features_in_ = features.shape[1]

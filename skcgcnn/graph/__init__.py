@@ -10,17 +10,36 @@
 This subpackage knows numpy and pymatgen only; the scikit-learn transformer over it is
 :class:`skcgcnn.transformers.StructureGraphTransformer`.
 """
+from __future__ import annotations
+
+import importlib
+
 from ..structures import StructureError
-from ._cache import GraphCache, structures_fingerprint
 from ._collection import GraphCollection
-from ._io import (GraphBundle, GraphFileError, UntrustedGraphFileError, load_graphs,
-                  save_graphs)
 from ._neighbors import (MAX_ATOMIC_NUMBER, NUMERICAL_TOL, FewNeighborsWarning, build_graph,
                          graph_from_arrays, neighbor_arrays, structure_arrays)
 from ._parallel import build_graphs
+
+# Graph files and the graph cache are imported on first use: the transformer and the
+# estimators need neither.
+_LAZY = {"GraphCache": "_cache", "structures_fingerprint": "_cache",
+         "GraphBundle": "_io", "GraphFileError": "_io", "UntrustedGraphFileError": "_io",
+         "load_graphs": "_io", "save_graphs": "_io"}
 
 __all__ = ["FewNeighborsWarning", "GraphBundle", "GraphCache", "GraphCollection",
            "GraphFileError", "MAX_ATOMIC_NUMBER", "NUMERICAL_TOL", "StructureError",
            "UntrustedGraphFileError", "build_graph", "build_graphs", "graph_from_arrays",
            "load_graphs", "neighbor_arrays", "save_graphs", "structure_arrays",
            "structures_fingerprint"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
