@@ -47,6 +47,11 @@ METRIC_LABELS = {
     "fit_s": "fit (s)", "predict_s": "predict (s)",
 }
 
+#: The learning curve's name for each ``CGCNNRegressor(loss=...)``; the regressors train
+#: on standardised targets, which the label says too.
+_LOSS_LABELS = {"absolute_error": "L1 loss", "squared_error": "MSE",
+                "huber": "Huber loss", "gaussian_nll": "Gaussian NLL"}
+
 #: Packages whose versions a run record lists.
 RECORD_PACKAGES = ("skcgcnn", "scikit-learn", "matminer", "torch", "skorch", "pymatgen")
 
@@ -355,8 +360,28 @@ def plot_parity(series: Mapping[str, tuple[Any, Any]], path: str | Path, *,
     return save_figure(fig, path)
 
 
+def _loss_label(loss: Any, score_name: str) -> str:
+    """The y-axis label of the loss panel (see :func:`plot_learning_curve`)."""
+    classification = "NLL (cross-entropy)"
+    if loss is None:  # the score tells a regression from a classification, not the loss
+        return "loss (standardised targets)" if score_name == "valid_mae" else classification
+    if not isinstance(loss, str):  # an estimator
+        from sklearn.base import is_classifier
+
+        if is_classifier(loss):
+            return classification
+        criterion = getattr(loss, "criterion", None)
+        if getattr(criterion, "__name__", "MSELoss") != "MSELoss":  # a criterion of its own
+            return f"{criterion.__name__} (standardised targets)"
+        loss = loss.loss
+    if loss not in _LOSS_LABELS:
+        raise ValueError(f"plot_learning_curve(loss={loss!r}): use one of "
+                         f"{list(_LOSS_LABELS)}, an estimator or None")
+    return f"{_LOSS_LABELS[loss]} (standardised targets)"
+
+
 def plot_learning_curve(history: Any, score_name: str, best_epoch: int | None,
-                        path: str | Path, title: str) -> Path:
+                        path: str | Path, title: str, *, loss: Any = None) -> Path:
     """Training and validation loss, and the validation score, per epoch.
 
     Parameters
@@ -367,17 +392,25 @@ def plot_learning_curve(history: Any, score_name: str, best_epoch: int | None,
         The validation score's column, e.g. ``"valid_mae"``.
     best_epoch : int or None
         Marked by a dashed line (1-based, as skorch counts).
+    loss : str, estimator or None, default=None
+        What was trained, for the loss axis's label: a ``CGCNNRegressor`` ``loss``
+        (``"absolute_error"``, the default: "L1 loss (standardised targets)";
+        ``"squared_error"``: "MSE ..."; ``"huber"``: "Huber loss ..."; ``"gaussian_nll"``:
+        "Gaussian NLL ..."), or the fitted estimator itself (its ``loss``, or its own
+        ``criterion``; a classifier's is the negative log-likelihood).  None: a
+        regression's (``score_name="valid_mae"``) is labelled "loss (standardised
+        targets)" without naming it, any other "NLL (cross-entropy)".
     """
     from matplotlib.ticker import MaxNLocator
 
+    loss_label = _loss_label(loss, score_name)  # a bad loss fails before any drawing
     epochs = history[:, "epoch"]
     fig = _figure((8, 3.4))
     ax_loss, ax_score = fig.subplots(1, 2)
     losses = {"train": history[:, "train_loss"], "validation": history[:, "valid_loss"]}
     for name, values in losses.items():
         ax_loss.plot(epochs, values, marker=".", label=name)
-    kind = "NLL" if score_name != "valid_mae" else "MSE of standardised targets"
-    ax_loss.set(xlabel="epoch", ylabel=f"loss ({kind})", title="loss")
+    ax_loss.set(xlabel="epoch", ylabel=loss_label, title="loss")
     if all(v > 0 for values in losses.values() for v in values):
         ax_loss.set_yscale("log")
     ax_loss.legend()

@@ -150,6 +150,57 @@ def test_learning_curve_from_a_skorch_history(tmp_path):
                                                  tmp_path / "lc2.png", "no best"))
 
 
+def _loss_axis_label(monkeypatch, tmp_path, score_name="valid_mae", **kwargs) -> str:
+    """The loss panel's y label of the learning curve that ``kwargs`` draw."""
+    skorch = pytest.importorskip("skorch")
+    history = skorch.history.History()
+    for epoch in (1, 2):
+        history.new_epoch()
+        for key, value in (("epoch", epoch), ("train_loss", 1.0 / epoch),
+                           ("valid_loss", 1.1 / epoch), (score_name, 0.5)):
+            history.record(key, value)
+    saved = []
+    monkeypatch.setattr(reporting, "save_figure", lambda fig, path: saved.append(fig) or path)
+    reporting.plot_learning_curve(history, score_name, 2, tmp_path / "lc.png", "t", **kwargs)
+    return saved[0].axes[0].get_ylabel()
+
+
+@pytest.mark.parametrize("loss, label", [
+    ("absolute_error", "L1 loss (standardised targets)"),
+    ("squared_error", "MSE (standardised targets)"),
+    ("huber", "Huber loss (standardised targets)"),
+    ("gaussian_nll", "Gaussian NLL (standardised targets)"),
+])
+def test_learning_curve_names_the_loss_that_was_trained(monkeypatch, tmp_path, loss, label):
+    assert _loss_axis_label(monkeypatch, tmp_path, loss=loss) == label
+
+
+def test_learning_curve_takes_the_loss_from_the_estimator(monkeypatch, tmp_path):
+    import torch
+
+    from skcgcnn import CGCNNClassifier, CGCNNRegressor
+
+    def label(est, score_name="valid_mae"):
+        return _loss_axis_label(monkeypatch, tmp_path, score_name, loss=est)
+
+    assert label(CGCNNRegressor()) == "L1 loss (standardised targets)"  # the default
+    assert label(CGCNNRegressor(loss="squared_error")) == "MSE (standardised targets)"
+    # estimators made when MSELoss was the criterion's default: it stands for loss
+    assert label(CGCNNRegressor(loss="huber", criterion=torch.nn.MSELoss)) == \
+        "Huber loss (standardised targets)"
+    assert label(CGCNNRegressor(loss="squared_error", criterion=torch.nn.SmoothL1Loss)) == \
+        "SmoothL1Loss (standardised targets)"
+    assert label(CGCNNClassifier(), "valid_acc") == "NLL (cross-entropy)"
+
+
+def test_learning_curve_without_the_loss_names_none(monkeypatch, tmp_path):
+    # the history alone does not say which loss a regressor trained
+    assert _loss_axis_label(monkeypatch, tmp_path) == "loss (standardised targets)"
+    assert _loss_axis_label(monkeypatch, tmp_path, "valid_acc") == "NLL (cross-entropy)"
+    with pytest.raises(ValueError, match="loss='l1'.*absolute_error"):
+        _loss_axis_label(monkeypatch, tmp_path, loss="l1")
+
+
 def test_save_figure_closes_pyplot_figures(tmp_path):
     import matplotlib
 
