@@ -315,6 +315,72 @@ def test_predict_with_the_trained_model_reproduces_its_test_results(trained, fol
 
 
 @needs_data
+def test_predict_sums_up_the_model_card_in_a_few_lines(trained, folder60, tmp_path):
+    out = trained["out"]
+    model = out / "model.pt"
+    status, stdout, stderr = run(["predict", model, folder60, "--output", tmp_path / "p.csv"])
+    assert status == 0, stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = ", ".join(f"{k} {v:.4g}" for k, v in metrics["test"].items() if v is not None)
+    card = [line for line in stderr.splitlines()
+            if line.startswith(f"skcgcnn: INFO: MODEL {model}: ")
+            or line.startswith("skcgcnn: INFO:   ")]
+    assert len(card) == 4, stderr
+    assert card[0].startswith(f"skcgcnn: INFO: MODEL {model}: CGCNNRegressor of target, "
+                              "saved ")
+    assert card[1].startswith(f"skcgcnn: INFO:   trained on 36 crystals of {folder60} "
+                              "(ids digest ")
+    assert card[1].endswith(", 3 epochs, last train loss "
+                            f"{metrics_loss(out, 'train_loss')}, valid loss "
+                            f"{metrics_loss(out, 'valid_loss')}")
+    assert card[2] == ("skcgcnn: INFO:   recipe: optimizer adamw, lr 0.01, schedule "
+                       "onecycle, loss absolute_error, batch size 16; atom_fea_len 8, "
+                       "n_conv 1, h_fea_len 16; graphs of radius 8 Å, 12 neighbours, "
+                       "custom atom features"), card[2]
+    assert card[3] == f"skcgcnn: INFO:   test (12 crystals): {test}"
+    assert "torch_load_kwargs" not in stderr and "versions:" not in stderr
+    # the whole card with --debug
+    status, _, stderr = run(["--debug", "predict", model, folder60,
+                             "--output", tmp_path / "p.csv"])
+    assert status == 0, stderr
+    assert "\nversions:\n" in stderr and "  torch_load_kwargs: None" in stderr
+
+
+def metrics_loss(out: Path, key: str) -> str:
+    """The last epoch's ``key`` in history.json, as the card summary shows it."""
+    return f"{json.loads((out / 'history.json').read_text())[-1][key]:.4g}"
+
+
+@needs_data
+def test_predict_writes_predictions_csv_in_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = REF / "pre-trained/formation-energy-per-atom.pth.tar"
+    status, stdout, stderr = run(["predict", model, REF / "sample-regression", "-q"])
+    assert status == 0, stderr
+    _compare(tmp_path / "predictions.csv",
+             EXPECTED / "formation-energy-per-atom/sample_regression.csv")
+    first = stdout.splitlines()[0]
+    assert first.startswith("predicted 10 crystals in ")
+    assert first.endswith(" s; wrote 10 predictions to predictions.csv")
+    assert stdout.splitlines()[1].startswith("MAE ") and stderr == ""
+    # --resume appends to the file it names, after the rows already there
+    rows = (tmp_path / "predictions.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "part.csv").write_text("".join(rows[:6]))
+    status, stdout, stderr = run(["predict", model, REF / "sample-regression", "--resume",
+                                  "-o", "part.csv", "-q"])
+    assert status == 0, stderr
+    assert stdout.splitlines()[0].endswith(
+        " s; wrote 4 predictions to part.csv after the 6 already there")
+    assert [r[0] for r in read_rows(tmp_path / "part.csv")] == [r.split(",")[0] for r in rows]
+    # resuming the default file must be asked for by name
+    for output in ([], ["-o", "-"]):
+        status, _, err = run(["predict", model, REF / "sample-regression", "--resume", *output])
+        assert (status, err) == (2, "skcgcnn predict: error: --resume needs --output FILE, "
+                                    "the file of the interrupted run (e.g. --output "
+                                    "predictions.csv)\n")
+
+
+@needs_data
 def test_featurize_then_train_from_graphs_matches_training_from_the_folder(
         trained, folder60, tmp_path):
     from skcgcnn.graph import load_graphs
@@ -584,7 +650,7 @@ def test_predict_original_classification_checkpoint_needs_trusted(tmp_path):
 def test_predict_cif_files_to_stdout():
     cifs = [REF / "sample-regression" / f"{i}.cif" for i in ("9000046", "1101051")]
     status, stdout, stderr = run(["predict", REF / "pre-trained/formation-energy-per-atom.pth.tar",
-                                  *cifs, "-q"])
+                                  *cifs, "--output", "-", "-q"])
     assert status == 0, stderr
     rows = list(csv.reader(io.StringIO(stdout)))
     assert [r[0] for r in rows] == ["9000046", "1101051"]
@@ -593,7 +659,9 @@ def test_predict_cif_files_to_stdout():
             read_rows(EXPECTED / "formation-energy-per-atom/sample_regression.csv")}
     for ident, _, pred in rows:
         assert abs(float(pred) - want[ident]) <= 1e-4
-    assert "predicted 2 crystals" in stderr  # the summary goes to stderr with CSV on stdout
+    # the summary goes to stderr with CSV on stdout
+    assert "predicted 2 crystals in " in stderr
+    assert stderr.rstrip().endswith("; wrote 2 predictions to standard output")
 
 
 # -- bad input ------------------------------------------------------------------------
@@ -720,14 +788,16 @@ def test_predict_missing_model_and_missing_input(tmp_path):
 
 
 @needs_data
-def test_predict_unreadable_cif(tmp_path):
+def test_predict_unreadable_cif(tmp_path, monkeypatch):
     bad = tmp_path / "broken.cif"
     bad.write_text("data_broken\n_cell_length_a 3\n")
     model = REF / "pre-trained/formation-energy-per-atom.pth.tar"
+    monkeypatch.chdir(tmp_path)
     status, _, err = run(["predict", model, bad, "-q"])
     assert_one_line_error(status, err, "predict", "broken.cif", "--skip-errors")
+    assert not (tmp_path / "predictions.csv").exists()  # failed before its first row
     good = REF / "sample-regression" / "9000046.cif"
-    status, out, err = run(["predict", model, bad, good, "--skip-errors", "-q"])
+    status, out, err = run(["predict", model, bad, good, "--skip-errors", "-o", "-", "-q"])
     assert status == 0, err
     assert [r[0] for r in csv.reader(io.StringIO(out))] == ["9000046"]
     assert "1 structures without a graph skipped: broken (first: structure 0 (broken)" in err
@@ -1003,7 +1073,7 @@ def test_predict_into_a_pipe_closed_early_ends_quietly():
     proc = subprocess.Popen(
         [sys.executable, "-m", "skcgcnn", "predict",
          REF / "pre-trained/formation-energy-per-atom.pth.tar", REF / "sample-regression",
-         "--device", "cpu", "-q"],
+         "--output", "-", "--device", "cpu", "-q"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # the reader closes its end at once
     _, err = proc.communicate(timeout=300)

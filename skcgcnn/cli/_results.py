@@ -202,7 +202,12 @@ def write_outputs(run: TrainRun, out_dir: Path, shown: Any, test_metrics: dict) 
     label = args.target_label or run.target  # the name (and unit) on the plots
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    save_model(Pipeline([("graph", run.transformer), ("cgcnn", est)]), out_dir / "model.pt")
+    card = {"target_names": [run.target], "training_data": run.source,
+            "test_metrics": test_metrics, "n_test": len(test)}
+    if args.target_label:
+        card["target_label"] = args.target_label
+    save_model(Pipeline([("graph", run.transformer), ("cgcnn", est)]), out_dir / "model.pt",
+               card=card)
     written.append("model.pt")
     ids = np.asarray(run.graphs.ids, dtype=object)
     columns = shown if run.test_std is None else np.column_stack([shown, run.test_std])

@@ -2,8 +2,10 @@
 
 Loads a model written by ``skcgcnn train`` (or an original ``.pth.tar``), predicts a data
 folder or CIF files and writes header-less ``id,target,prediction`` rows (``id,target,
-prediction,std`` for a model with a variance head, ``--loss gaussian_nll``); when the
-targets are known, the MAE (classification: accuracy and ROC-AUC) is printed too.
+prediction,std`` for a model with a variance head, ``--loss gaussian_nll``) to
+``--output`` (default ``predictions.csv``; ``-`` for standard output); when the targets
+are known, the MAE (classification: accuracy and ROC-AUC) is printed too.  The model
+card is summed up in a few log lines (the whole card with ``--debug``).
 
 The crystals are read, featurized and predicted ``--chunk-size`` at a time
 (:func:`skcgcnn.streaming.predict_iter`) and each chunk's rows are written before the
@@ -28,6 +30,10 @@ from ._data import choose_target, load_folder, log_skipped, write_result_rows
 
 logger = logging.getLogger(__name__)
 
+#: Where the rows go when --output is not given (the original predict.py writes
+#: test_results.csv in the current directory).
+DEFAULT_OUTPUT = "predictions.csv"
+
 __all__ = ["add_predict_parser", "run_predict"]
 
 
@@ -38,7 +44,8 @@ def add_predict_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         description=(
             "Predict the property of crystals with a model written by 'skcgcnn train' (or "
             "skcgcnn.estimators.save_model) or an original CGCNN .pth.tar checkpoint. The "
-            "output is CSV without header: id, target (empty when unknown), prediction; for "
+            "output (--output, default predictions.csv) is CSV without header: id, "
+            "target (empty when unknown), prediction; for "
             "classification the prediction is the probability of class 1, as predict.py; "
             "for a model trained with --loss gaussian_nll the predicted std follows it "
             "(one per target). "
@@ -52,8 +59,9 @@ def add_predict_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar=f"{DATA_DIR}|CIF",
                    help="a CGCNN data folder (id_prop.csv optional: without it, every *.cif "
                         "in it), or CIF files")
-    p.add_argument("-o", "--output", default="-", metavar="FILE",
-                   help="CSV file to write (default: standard output)")
+    p.add_argument("-o", "--output", default=None, metavar="FILE",
+                   help=f"CSV file to write; '-' writes the rows to standard output "
+                        f"(default: {DEFAULT_OUTPUT} in the current directory)")
     p.add_argument("--trusted", action="store_true",
                    help="allow checkpoints that hold pickled Python objects (the original "
                         "classification checkpoints); they can run code when loaded, so "
@@ -97,6 +105,12 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
     file = _check_model_file(args.model)
     device = check_device(args.device)
+    # load_model logs the whole model card at INFO; here a summary is logged instead
+    # (_log_card), the whole card only with --debug
+    quiet_loader = logging.getLogger("skcgcnn.estimators._persistence")
+    old_level = quiet_loader.level
+    if not logger.isEnabledFor(logging.DEBUG):
+        quiet_loader.setLevel(logging.WARNING)
     try:
         model = load_model(file, trusted=args.trusted, device=device)
     except CheckpointError as exc:
@@ -108,6 +122,8 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
         raise CLIError(message) from exc
     except pickle.UnpicklingError as exc:
         raise CLIError(f"MODEL {args.model!r} is not a model file ({one_line(exc)})") from exc
+    finally:
+        quiet_loader.setLevel(old_level)
     if isinstance(model, Pipeline):
         transformer, est = model.steps[0][1], model.steps[-1][1]
     else:
@@ -121,7 +137,21 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
                                                 max_num_nbr=kw["max_num_nbr"], dmin=kw["dmin"],
                                                 step=kw["step"]).fit()
     task = "classification" if isinstance(est, CGCNNClassifier) else "regression"
+    _log_card(args.model, getattr(est, "model_card_", None))
     return transformer, est, task
+
+
+def _log_card(path: str, card: dict | None) -> None:
+    """The model card's essentials at INFO (what, trained on what, recipe, test
+    metrics); the whole card is logged by load_model with --debug."""
+    from ..estimators._card import summarize_model_card
+
+    if not card:
+        return
+    lines = summarize_model_card(card)
+    logger.info("MODEL %s: %s", path, lines[0])
+    for line in lines[1:]:
+        logger.info("  %s", line)
 
 
 def _warn_other_atom_features(root: Path, transformer: Any) -> None:
@@ -226,12 +256,13 @@ def _done_rows(output: Path) -> set[str]:
     return {row[0] for row in csv.reader(text.splitlines()) if row}
 
 
-def _check_chunking(args: argparse.Namespace, output: Path | None) -> None:
+def _check_chunking(args: argparse.Namespace) -> None:
     if args.chunk_size < 1:
         raise CLIError(f"--chunk-size {args.chunk_size}: must be at least 1", status=2)
-    if args.resume and output is None:
-        raise CLIError("--resume needs --output FILE (the file of the interrupted run)",
-                       status=2)
+    if args.resume and args.output in (None, "-"):
+        # named, not the default: resuming appends to the file, which must be the right one
+        raise CLIError("--resume needs --output FILE, the file of the interrupted run "
+                       f"(e.g. --output {DEFAULT_OUTPUT})", status=2)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -242,11 +273,12 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..structures import ids_of
 
     started = time.perf_counter()
-    output = None if args.output == "-" else Path(args.output).expanduser()
+    given = DEFAULT_OUTPUT if args.output is None else args.output
+    output = None if given == "-" else Path(given).expanduser()
     if output is not None and output.is_dir():
-        raise CLIError(f"--output {args.output!r} is a folder; give a file name")
+        raise CLIError(f"--output {given!r} is a folder; give a file name")
+    _check_chunking(args)
     transformer, est, task = _load_model(args)
-    _check_chunking(args, output)
     if args.batch_size is not None:
         if args.batch_size < 1:
             raise CLIError(f"--batch-size {args.batch_size}: must be at least 1", status=2)
@@ -261,8 +293,8 @@ def run_predict(args: argparse.Namespace) -> int:
     with_std = task == "regression" and predicts_std(est)  # a std column after each value
     shown_parts, y_parts, label_parts, proba_parts, skipped = [], [], [], [], []
     n_rows = 0
-    handle = sys.stdout if output is None else open(output, "a" if args.resume else "w",
-                                                    newline="")
+    # the file is opened with the first rows: a run that fails before them leaves none
+    handle = sys.stdout if output is None else None
     try:
         for chunk in predict_iter(est, X, ids=ids, transformer=transformer,
                                   chunk_size=args.chunk_size, n_jobs=args.n_jobs,
@@ -284,6 +316,8 @@ def run_predict(args: argparse.Namespace) -> int:
             if with_std:  # prediction(s) then std(s): id,target,prediction,std
                 columns = np.column_stack([np.reshape(shown, (len(chunk.ids), -1)),
                                            np.reshape(chunk.std, (len(chunk.ids), -1))])
+            if handle is None:
+                handle = open(output, "a" if args.resume else "w", newline="")
             write_result_rows(handle, chunk.ids, y, columns)
             handle.flush()
             shown_parts.append(np.asarray(shown))
@@ -291,7 +325,7 @@ def run_predict(args: argparse.Namespace) -> int:
             n_rows += len(chunk.ids)
             logger.info("predicted %d crystals", n_rows)
     finally:
-        if output is not None:
+        if output is not None and handle is not None:
             handle.close()
     log_skipped(skipped, "structures without a graph")
     if n_rows == 0 and not done:
@@ -301,8 +335,10 @@ def run_predict(args: argparse.Namespace) -> int:
     if task == "classification" and label_parts:
         labels, proba = np.concatenate(label_parts), np.concatenate(proba_parts)
 
-    summary = [f"predicted {n_rows} crystals in {time.perf_counter() - started:.1f} s"
-               + ("" if output is None else f"; wrote {output}")]
+    where = "standard output" if output is None else str(output)
+    summary = [f"predicted {n_rows} crystals in {time.perf_counter() - started:.1f} s; "
+               f"wrote {n_rows} predictions to {where}"
+               + (f" after the {len(done)} already there" if done else "")]
     known = np.isfinite(y)
     if known.any():
         label = args.target_label or target_name

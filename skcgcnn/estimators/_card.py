@@ -5,7 +5,8 @@ graph settings and the atom-feature table (name and digest), the training data (
 of crystals and a digest of their ids), the last epoch's losses, the recipe (the
 estimator's simple parameters), the package versions, and what the user adds (target
 names and units, a description).  :func:`~skcgcnn.estimators.load_model` puts it on
-the loaded estimator as ``model_card_``; :func:`format_model_card` renders it.
+the loaded estimator as ``model_card_``; :func:`format_model_card` renders it, and
+:func:`summarize_model_card` tells its essentials in a few lines.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["build_model_card", "format_model_card", "ids_digest"]
+__all__ = ["build_model_card", "format_model_card", "ids_digest", "summarize_model_card"]
 
 CARD_VERSION = 1
 _PACKAGES = ("skcgcnn", "torch", "numpy", "scikit-learn", "skorch", "pymatgen")
@@ -119,3 +120,100 @@ def format_model_card(card: dict) -> str:
 
     walk(card, "")
     return "\n".join(lines)
+
+
+#: Recipe entries the summary names, with their labels (in this order, when present):
+#: the training, then the network.
+_RECIPE_SHOWN = ((("optimizer", "optimizer"), ("lr", "lr"), ("lr_schedule", "schedule"),
+                  ("loss", "loss"), ("batch_size", "batch size")),
+                 (("module__atom_fea_len", "atom_fea_len"), ("module__n_conv", "n_conv"),
+                  ("module__h_fea_len", "h_fea_len")))
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _what(card: dict) -> str:
+    """The estimator, what it predicts and when it was saved: 'CGCNNRegressor of E_form
+    (eV/atom), saved 2025-01-31 with skcgcnn 0.1.0'."""
+    head = str(card.get("estimator", "model"))
+    if card.get("n_members"):
+        head += f" ({card['n_members']} members)"
+    names = card.get("target_names") or []
+    units = card.get("target_units") or []
+    if card.get("target_label"):
+        head += f" of {card['target_label']}"
+    elif names:
+        shown = [f"{n} ({u})" if u else str(n)
+                 for n, u in zip(names, list(units) + [None] * len(names))]
+        head += " of " + ", ".join(shown)
+    elif card.get("classes") is None and card.get("n_outputs") is not None:
+        head += f" with {card['n_outputs']} output(s)"
+    if card.get("classes") is not None:
+        head += f", classes {card['classes']}"
+    versions = card.get("versions") or {}
+    saved = str(card.get("saved_at", ""))[:10]
+    if saved or versions.get("skcgcnn"):
+        head += ", saved" + (f" {saved}" if saved else "") + (
+            f" with skcgcnn {versions['skcgcnn']}" if versions.get("skcgcnn") else "")
+    return head
+
+
+def _trained(card: dict) -> str | None:
+    training = card.get("training") or {}
+    if not training:
+        return None
+    source = f" of {card['training_data']}" if card.get("training_data") else ""
+    parts = [f"trained on {training.get('n_crystals', '?')} crystals{source}"
+             + (f" (ids digest {str(training['ids_digest'])[:8]})"
+                if training.get("ids_digest") else "")]
+    if training.get("epochs"):
+        parts.append(f"{training['epochs']} epochs")
+    losses = [f"{key.removeprefix('final_').replace('_', ' ')} {_number(training[key])}"
+              for key in ("final_train_loss", "final_valid_loss") if key in training]
+    if losses:
+        parts.append("last " + ", ".join(losses))
+    return ", ".join(parts)
+
+
+def _recipe(card: dict) -> str | None:
+    recipe = card.get("recipe") or {}
+    graphs = card.get("graph_params") or {}
+    groups = [", ".join(f"{label} {_number(recipe[key])}" for key, label in group
+                        if recipe.get(key) is not None) for group in _RECIPE_SHOWN]
+    if graphs:
+        groups.append(f"graphs of radius {_number(graphs.get('radius', '?'))} Å, "
+                      f"{graphs.get('max_num_nbr', '?')} neighbours, "
+                      f"{graphs.get('atom_features', '?')} atom features")
+    groups = [group for group in groups if group]
+    return "recipe: " + "; ".join(groups) if groups else None
+
+
+def _metrics(card: dict) -> str | None:
+    for key in ("test_metrics", "test"):
+        metrics = card.get(key)
+        if isinstance(metrics, dict) and metrics:
+            size = f" ({card['n_test']} crystals)" if card.get("n_test") else ""
+            values = [f"{name} {_number(value)}" for name, value in metrics.items()
+                      if isinstance(value, (int, float))]
+            return f"test{size}: " + ", ".join(values) if values else None
+    return None
+
+
+def summarize_model_card(card: dict) -> list[str]:
+    """The card's essentials in up to four lines (the whole card: :func:`format_model_card`).
+
+    What the model is and predicts; its training data (size, ids digest, epochs, last
+    losses); the recipe (optimiser, learning rate, schedule, loss, network and graph
+    settings); the test metrics, when the card records them.
+
+    Examples
+    --------
+    >>> summarize_model_card({"estimator": "CGCNNRegressor", "target_names": ["E_form"],
+    ...                       "training": {"n_crystals": 120, "epochs": 30},
+    ...                       "test_metrics": {"mae": 0.0412}})
+    ['CGCNNRegressor of E_form', 'trained on 120 crystals, 30 epochs', 'test: mae 0.0412']
+    """
+    lines = [_what(card), _trained(card), _recipe(card), _metrics(card)]
+    return [line for line in lines if line]
