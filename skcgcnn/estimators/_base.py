@@ -15,7 +15,7 @@ from .._cpu import adjust_threads, cpu_settings
 from .._defaults import GRAPH_PARAMS, MOMENTUM, resolve_device
 from ..graph import GraphCollection
 from ..model import CGCNN
-from . import _distributed
+from . import _distributed, _finetune
 from ._checks import _InputChecks, _seed_of
 from ._data import GraphDataset, graphs_to_tensors
 from ._device_batches import autocast, device_iterator
@@ -170,7 +170,10 @@ class _CGCNNMixin(_InputChecks):
             if self.__dict__.pop("_check_length", False):  # the first epoch of fit
                 warn_if_short(self, cb_kwargs.get("dataset_train"))
         if method_name != "on_train_begin":
-            return super().notify(method_name, **cb_kwargs)
+            out = super().notify(method_name, **cb_kwargs)
+            if method_name == "on_epoch_begin":
+                _finetune.scale_scheduled_lr(self)  # init_lr_factor under OneCycleLR
+            return out
         from skorch.callbacks import LoadInitState
 
         check_callbacks(self, has_validation=bool(self._validation_split()))
@@ -363,7 +366,15 @@ class _CGCNNMixin(_InputChecks):
         kwargs = self.get_params_for("module")
         kwargs.update(getattr(self, "module_kwargs_", {}))
         self.module_ = self.initialized_instance(self.module, kwargs)
+        _finetune.copy_weights(self)  # init: the pretrained body, freeze
         return self
+
+    def _set_training(self, training=True):
+        """skorch's; the layers of ``freeze`` stay in eval mode (their batch norms'
+        running statistics do not move)."""
+        super()._set_training(training)
+        if training:
+            _finetune.keep_frozen_in_eval(self)
 
     def torch_compile(self, module, name):
         """skorch's ``compile=True``: the CGCNN module's convolutions are compiled in place
@@ -385,8 +396,9 @@ class _CGCNNMixin(_InputChecks):
                                  f"optimizer class, got {chosen!r}")
             chosen = OPTIMIZERS[chosen.lower()]
         accepts_momentum = "momentum" in inspect.signature(chosen).parameters
-        named = self.get_all_learnable_params()
+        named = _finetune.learnable(self, self.get_all_learnable_params())
         opt_args, opt_kwargs = self.get_params_for_optimizer("optimizer", named)
+        opt_args = _finetune.param_groups(self, opt_args, opt_kwargs.get("lr", self.lr))
         if not accepts_momentum and opt_kwargs.get("momentum") == DEFAULT_MOMENTUM:
             opt_kwargs.pop("momentum")  # the SGD default does not apply to Adam & co.
         self.optimizer_ = chosen(*opt_args, **opt_kwargs)

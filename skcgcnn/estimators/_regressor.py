@@ -12,6 +12,7 @@ from ._docstrings import _COMMON_DOC
 from ._checks import _graph_params_of
 from ._data import collate_graphs
 from ._domain import _DomainHooks
+from ._finetune import clone_sharing_init, prepare as _prepare_finetune
 from ._recipe import LOSSES, mean_and_variance
 
 __all__ = ["CGCNNRegressor"]
@@ -47,13 +48,33 @@ default="absolute_error"
         ``fit`` (``domain_``); ``predict`` then warns (``OutsideDomainWarning``) about
         crystals outside it, and ``predict(X, return_domain=True)`` also answers each
         crystal's distance (see :class:`~skcgcnn.ApplicabilityDomain`).
+    init : CGCNNRegressor, CGCNNClassifier, Pipeline, path or None, default=None
+        Fine-tune a fitted model (or one saved with :func:`skcgcnn.save_model`): ``fit``
+        builds the network with its module arguments (``atom_fea_len``, ``n_conv``,
+        ``h_fea_len``, ``n_h``, ``conv``, ...: they win over ``module__*``; ``pooling``,
+        ``dropout`` and ``n_out`` stay this estimator's), copies its weights in except
+        the output layer ``fc_out``, which starts afresh for the new targets (their
+        number, or a variance head, may differ), and trains from there.  X must be built
+        with the pretrained model's graph settings and atom features
+        (``StructureGraphTransformer(**init.graph_params_)`` with its table), else a
+        ValueError names what differs.  A fitted ``init`` is shared by ``clone``, not
+        copied.
+    freeze : {None, "embedding", "conv"}, default=None
+        With ``init``: "embedding" freezes the atom embedding layer; "conv" the embedding
+        and every convolution.  Frozen parameters get no gradient and stay out of the
+        optimiser (bit for bit as pretrained after ``fit``), and their batch norms stay
+        in eval mode while training, so their running statistics do not move.
+    init_lr_factor : float, default=1.0
+        With ``init``: the pretrained body's learning rate is ``lr * init_lr_factor``
+        (through the schedule); the new output layer keeps ``lr``.
 
     Attributes
     ----------
     module_ : CGCNN
     target_scaler_ : sklearn.preprocessing.StandardScaler
     module_kwargs_ : dict
-        Module arguments taken from the data.
+        Module arguments taken from the data (and, with ``init``, the pretrained
+        network's).
     graph_params_ : dict
         ``radius``, ``max_num_nbr``, ``dmin``, ``step`` and the atom features of the
         graphs seen by ``fit``; ``predict`` refuses graphs built otherwise.
@@ -84,7 +105,8 @@ default="absolute_error"
                  lr_schedule="onecycle",
                  warmup_fraction=0.1, loss="absolute_error", early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, random_state=None,
-                 domain=None, device="cpu", batch_on_device="auto", precision="float32",
+                 domain=None, init=None, freeze=None, init_lr_factor=1.0, device="cpu",
+                 batch_on_device="auto", precision="float32",
                  verbose=1, **kwargs):
         super().__init__(module, criterion=criterion, optimizer=optimizer, lr=lr,
                          max_epochs=max_epochs, batch_size=batch_size,
@@ -103,8 +125,15 @@ default="absolute_error"
         self.n_iter_no_change = n_iter_no_change
         self.random_state = random_state
         self.domain = domain
+        self.init = init
+        self.freeze = freeze
+        self.init_lr_factor = init_lr_factor
         self.batch_on_device = batch_on_device
         self.precision = precision
+
+    def __sklearn_clone__(self):
+        """scikit-learn's clone; a fitted ``init`` is shared (its clone is unfitted)."""
+        return clone_sharing_init(self, super().__sklearn_clone__)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -140,6 +169,8 @@ default="absolute_error"
         # a mean-variance head answers a mean and a (raw) variance per target
         heads = 2 if self.loss == "gaussian_nll" else 1
         self.module_kwargs_ = self._data_kwargs(X, heads * self.n_outputs_)
+        # init: the pretrained body's module arguments, X checked against its graphs
+        self.module_kwargs_ = _prepare_finetune(self, X, self.module_kwargs_)
         self.graph_params_ = _graph_params_of(X)
         self._fit_weighted(X, y2.astype(np.float32), weights, **fit_params)
         self._fit_domain(X)
