@@ -132,7 +132,7 @@ print(f"best epoch {best_epoch}: validation MAE {min(history[:, 'valid_mae']):.3
 from skcgcnn.reporting import plot_learning_curve
 
 plot_learning_curve(history, "valid_mae", best_epoch, OUT / "learning_curve.png",
-                    title=f"CGCNN, {len(train)} training crystals")
+                    title=f"CGCNN, {len(train)} training crystals", loss=model)
 
 # %%
 # 5. Test set: parity plot with MAE, RMSE and R²

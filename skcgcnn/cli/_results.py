@@ -222,7 +222,7 @@ def write_outputs(run: TrainRun, out_dir: Path, shown: Any, test_metrics: dict) 
     written.append("metrics.json")
     reporting.plot_learning_curve(history, run.score, run.best_epoch,
                                   out_dir / "learning_curve.png",
-                                  f"CGCNN {args.task}: {label}")
+                                  f"CGCNN {args.task}: {label}", loss=est)
     written.append("learning_curve.png")
     if not run.classification:
         reporting.plot_parity({"test": (y_test, shown)}, out_dir / "parity.png",
