@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import sys
 import threading
 import time
@@ -79,6 +78,8 @@ def _machine_busy_seconds() -> float | None:
 
 
 def _own_seconds() -> float:
+    import resource  # Unix only; called only where /proc/stat was read
+
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
