@@ -36,6 +36,8 @@ _LAZY = {
     "load_model": "skcgcnn.estimators",
     "make_cgcnn_pipeline": "skcgcnn.estimators",
     "atom_contributions": "skcgcnn.explain",
+    "load_pretrained": "skcgcnn.pretrained",
+    "list_pretrained": "skcgcnn.pretrained",
 }
 
 __all__ = sorted(_LAZY) + ["__version__", "set_cpu_performance_defaults"]

@@ -55,7 +55,9 @@ def add_predict_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                "data/sample-regression --output test_results.csv",
     )
     p.add_argument("model", metavar="MODEL",
-                   help="model.pt from 'skcgcnn train' or an original CGCNN .pth.tar")
+                   help="model.pt from 'skcgcnn train', an original CGCNN .pth.tar, or the "
+                        "name of a pretrained model shipped with skcgcnn "
+                        "(skcgcnn.list_pretrained(): mp-formation-energy, mp-band-gap)")
     p.add_argument("inputs", nargs="+", metavar=f"{DATA_DIR}|CIF",
                    help="a CGCNN data folder (id_prop.csv optional: without it, every *.cif "
                         "in it), or CIF files")
@@ -81,13 +83,23 @@ def add_predict_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _check_model_file(path: str) -> Path:
-    """A path that looks like a torch file: a zip archive or torch's legacy format."""
+    """A path that looks like a torch file (a zip archive or torch's legacy format), or
+    the file of the pretrained model that ``path`` names."""
     from ..estimators import is_torch_file
+    from ..pretrained import PretrainedError, is_pretrained_name, list_pretrained
 
+    if is_pretrained_name(path):
+        from ..pretrained import pretrained_path
+
+        try:
+            return pretrained_path(path)
+        except PretrainedError as exc:
+            raise CLIError(str(exc)) from exc
     file = Path(path).expanduser()
     if not file.exists():
         raise CLIError(f"MODEL {path!r} does not exist; give a model.pt from 'skcgcnn "
-                       "train' or an original CGCNN .pth.tar")
+                       "train', an original CGCNN .pth.tar or the name of a pretrained "
+                       f"model ({', '.join(list_pretrained()) or 'none shipped'})")
     if not file.is_file():
         raise CLIError(f"MODEL {path!r} is not a file")
     if not is_torch_file(file):

@@ -45,23 +45,36 @@ def _check_params(est: Any) -> None:
                          "saved with skcgcnn.save_model)")
 
 
-def load_pretrained(init: Any) -> Any:
+def resolve_init(init: Any) -> Any:
     """The fitted estimator ``init`` names: itself, the last step of a fitted Pipeline,
+    a pretrained model shipped with skcgcnn by name (:func:`skcgcnn.list_pretrained`),
     or the model saved at a path by :func:`skcgcnn.save_model`."""
     from sklearn.pipeline import Pipeline
 
+    from ..pretrained import is_pretrained_name, load_pretrained
+
     model = init
-    if isinstance(init, (str, os.PathLike)):
+    if is_pretrained_name(init):
+        model = load_pretrained(init)
+    elif isinstance(init, (str, os.PathLike)):
         from ._persistence import load_model
 
+        if not os.path.exists(init):
+            from ..pretrained import list_pretrained
+
+            raise FileNotFoundError(
+                f"init={os.fspath(init)!r} is neither a file nor the name of a pretrained "
+                f"model (shipped: {list_pretrained()}); give a path saved with "
+                "skcgcnn.save_model, a fitted estimator or one of those names")
         model = load_model(init)
     if isinstance(model, Pipeline):
         model = model.steps[-1][1]
     from ._base import _CGCNNMixin
 
     if not isinstance(model, _CGCNNMixin):
-        raise TypeError(f"init must be a fitted CGCNNRegressor or CGCNNClassifier (or the "
-                        f"path of one saved with skcgcnn.save_model), not "
+        raise TypeError(f"init must be a fitted CGCNNRegressor or CGCNNClassifier (the "
+                        f"path of one saved with skcgcnn.save_model, or the name of a "
+                        f"pretrained model), not "
                         f"{type(model).__name__}")
     if not model.__sklearn_is_fitted__():
         raise ValueError(f"init: this {type(model).__name__} is not fitted; fit it first "
@@ -102,7 +115,7 @@ def prepare(est: Any, X: Any, module_kwargs: dict) -> dict:
     init = _init_of(est)
     if init is None:
         return module_kwargs
-    pretrained = load_pretrained(init)
+    pretrained = resolve_init(init)
     check_graphs(pretrained, X)
     body = body_kwargs(pretrained)
     own = est.get_params_for("module")

@@ -48,15 +48,19 @@ default="absolute_error"
         ``fit`` (``domain_``); ``predict`` then warns (``OutsideDomainWarning``) about
         crystals outside it, and ``predict(X, return_domain=True)`` also answers each
         crystal's distance (see :class:`~skcgcnn.ApplicabilityDomain`).
-    init : CGCNNRegressor, CGCNNClassifier, Pipeline, path or None, default=None
-        Fine-tune a fitted model (or one saved with :func:`skcgcnn.save_model`): ``fit``
+    init : CGCNNRegressor, CGCNNClassifier, Pipeline, str, path or None, default=None
+        Fine-tune a fitted model: an estimator, a Pipeline, the name of a pretrained model
+        shipped with skcgcnn (``"mp-formation-energy"``, see
+        :func:`skcgcnn.list_pretrained`) or the path of one saved with
+        :func:`skcgcnn.save_model`.  ``fit``
         builds the network with its module arguments (``atom_fea_len``, ``n_conv``,
         ``h_fea_len``, ``n_h``, ``conv``, ...: they win over ``module__*``; ``pooling``,
         ``dropout`` and ``n_out`` stay this estimator's), copies its weights in except
         the output layer ``fc_out``, which starts afresh for the new targets (their
         number, or a variance head, may differ), and trains from there.  X must be built
         with the pretrained model's graph settings and atom features
-        (``StructureGraphTransformer(**init.graph_params_)`` with its table), else a
+        (``StructureGraphTransformer(**init.graph_params_)`` with its table;
+        :func:`skcgcnn.pretrained.finetune_pipeline` builds that Pipeline), else a
         ValueError names what differs.  A fitted ``init`` is shared by ``clone``, not
         copied.
     freeze : {None, "embedding", "conv"}, default=None
