@@ -34,8 +34,9 @@ The private modules, in the order data flows through them: ``_space`` (search sp
 distributions),
 ``_callbacks`` (skorch), ``_storage`` (storages, creation races), ``_recovery``
 (heartbeats, trials of dead workers),
-``_study`` (one process's trials), ``_workers`` (worker processes), ``_baselines``,
-``_results`` (tables, plots, :class:`TuneResult`) and ``_tune`` (:func:`tune`).
+``_study`` (one process's trials), ``_workers`` (worker processes), ``_progress`` (a
+line per finished trial on stderr), ``_baselines``, ``_results`` (tables, plots,
+:class:`TuneResult`) and ``_tune`` (:func:`tune`).
 """
 from __future__ import annotations
 

@@ -124,7 +124,6 @@ class _Run:
     def __post_init__(self) -> None:
         self._tables: dict = {}
         self._quiet = _QuietSkips()
-        self._last_number: int | None = None
         self._fatal: Exception | None = None
 
     def __getstate__(self) -> dict:
@@ -204,7 +203,6 @@ class _Run:
         optuna = require("optuna")
         if self.n_trials is not None:
             self._check_budget(trial)
-        self._last_number = trial.number
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         # optuna's own heartbeat (RDB storages) beats in study.optimize
         beat = (_Heartbeat(trial, self.heartbeat_interval)
@@ -246,7 +244,7 @@ class _Run:
             r_train = row_of[train][row_of[train] >= 0]
             r_valid = row_of[valid][row_of[valid] >= 0]
             est = CGCNNRegressor(
-                max_epochs=self.max_epochs, random_state=seed, device=device,
+                max_epochs=self.max_epochs, random_state=seed, device=device, verbose=0,
                 train_split=predefined_split(GraphDataset(graphs[r_valid], y[r_valid])),
                 callbacks=[("valid_mae", ValidationMAE()),
                            ("pruning", PruningCallback(
@@ -317,26 +315,8 @@ class _Run:
             if self.n_trials is not None and done + running >= self.n_trials:
                 time.sleep(poll)  # the last trials are in flight elsewhere
                 continue
-            self._last_number = None
             self._fatal = None
             study.optimize(self.objective, n_trials=1, catch=catch)
             if self._fatal is not None:
                 raise self._fatal
-            if self._last_number is not None and self.verbose:
-                _log_trial(study.get_trials(deepcopy=False)[self._last_number])
 
-
-def _log_trial(trial: Any) -> None:
-    from optuna.trial import TrialState
-
-    features = trial.user_attrs.get("atom_features")
-    if trial.state == TrialState.COMPLETE:
-        logger.info("trial %d complete: valid MAE %.4f (%s, %s s)", trial.number, trial.value,
-                    features, trial.user_attrs.get("fit_s"))
-    elif trial.state == TrialState.PRUNED:
-        steps = trial.intermediate_values
-        last = steps[max(steps)] if steps else float("nan")
-        logger.info("trial %d pruned after %d epochs: valid MAE %.4f (%s)", trial.number,
-                    len(steps), last, features)
-    elif trial.user_attrs.get("error"):
-        logger.info("trial %d failed: %s", trial.number, trial.user_attrs["error"])

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -18,6 +19,7 @@ import numpy as np
 from .._optional import require
 from ..structures import as_structures
 from ._baselines import _baseline_values
+from ._progress import TrialLines, plural, seconds, write_line
 from ..graph._cache import GraphCache, _site_numbers
 from ._results import TuneResult, trials_table, write_results
 from ._space import SearchSpace, TrialConfig, _resolve_table, usable_atom_feature_choices
@@ -147,7 +149,12 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
     target_name : str, default="target"
         Name of the target for tables and plots.
     verbose : int, default=1
-        0: quiet; 1: a progress bar and a log line per trial; 2: also Optuna's own logs.
+        Progress on standard error, as the estimators' epoch table: 1 prints a line when
+        the study starts, one per trial that ends (``trial 3 [4/20]: valid MAE 0.1234
+        (best), 12.3 s: n_conv=3 lr=0.00123 ...``, ``pruned at epoch 7 (...)`` or
+        ``failed (...)``; any worker's), the baselines' scores and a line when the refit
+        starts and ends (on a terminal also a tqdm bar); trials print nothing per epoch.
+        2: also the refit's epoch table and Optuna's own logs.  0: nothing.
 
     Returns
     -------
@@ -233,9 +240,15 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
         for params in enqueue or ():
             study.enqueue_trial(dict(params), skip_if_exists=True)
 
+    lines = TrialLines(n_trials, max_epochs, len(splits), verbose)
+    lines.start(study.get_trials(deepcopy=False))
+    write_line(f"study {study_name!r}: {_budget(n_trials, timeout)} of "
+               f"{plural(int(max_epochs), 'epoch')}, validation {split_desc}"
+               + (f"; {lines.done} trials done already" if lines.done else ""), verbose)
     deadline = None if timeout is None else time.monotonic() + float(timeout)
     with worker_processes(run, int(n_workers), timeout, verbose):
-        study = _work_with_progress(run, deadline, verbose, storage_obj)
+        study = _work_with_progress(run, deadline, verbose, storage_obj, lines)
+    lines.update(study.get_trials(deepcopy=False))  # those other workers ended last
 
     from optuna.trial import TrialState
 
@@ -251,9 +264,11 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
                " (all were pruned, or time ran out: allow more trials or time)"))
     best = min(complete, key=lambda t: t.value)
     best_cfg = space.config(best.params)
+    write_line(f"study {study_name!r}: {_state_counts(study)}; best valid MAE "
+               f"{best.value:.4f} (trial {best.number})", verbose)
 
     base_values = _baseline_values(baselines, study, items, y_arr, splits, max_epochs,
-                                   random_state, cache, n_jobs, device)
+                                   random_state, cache, n_jobs, device, verbose)
     files: list = []
     wall = time.perf_counter() - start
     if output_dir is not None:
@@ -265,7 +280,7 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
     pipeline = None
     if refit:
         pipeline = _refit(best_cfg, cache, y_arr, refit_epochs or max_epochs, random_state,
-                          device, tables)
+                          device, tables, best.number, verbose)
     if tmp_cache:
         shutil.rmtree(tmp_cache, ignore_errors=True)
     return TuneResult(study=study, best_pipeline=pipeline, best_params=dict(best.params),
@@ -304,13 +319,16 @@ def _check_new_trials(study: Any, first_new: int, tmp_cache: str | None) -> None
         "a larger n_trials (or another study name)")
 
 
-def _work_with_progress(run: _Run, deadline: float | None, verbose: int, storage: Any) -> Any:
+def _work_with_progress(run: _Run, deadline: float | None, verbose: int, storage: Any,
+                        lines: TrialLines) -> Any:
+    """``run.work`` with a line per finished trial (and, on a terminal, a tqdm bar)."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=run.n_trials, desc=f"study {run.study_name}", unit="trial",
-               disable=verbose < 1)
+               disable=verbose < 1 or not _is_terminal(sys.stderr), file=sys.stderr)
 
     def progress(study: Any, trials: Sequence[Any], done: int) -> None:
+        lines.update(trials)
         bar.n = done
         values = [t.value for t in trials if t.value is not None]
         if values:
@@ -323,19 +341,42 @@ def _work_with_progress(run: _Run, deadline: float | None, verbose: int, storage
         bar.close()
 
 
+def _is_terminal(stream: Any) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
 def _refit(cfg: TrialConfig, cache: GraphCache, y: np.ndarray, epochs: int,
-           random_state: int | None, device: str, tables: dict) -> Any:
-    """The best configuration fitted on every row, as a Pipeline, from the cached graphs."""
+           random_state: int | None, device: str, tables: dict, number: int,
+           verbose: int) -> Any:
+    """The best configuration fitted on every row, as a Pipeline, from the cached graphs.
+
+    A line on stderr when it starts and when it ends; its epoch table with ``verbose >= 2``.
+    """
     from ..estimators import make_cgcnn_pipeline
 
     start = time.perf_counter()
     pipe = make_cgcnn_pipeline(graph_params=cfg.graph_params, max_epochs=int(epochs),
                                random_state=random_state, device=device,
-                               **cfg.estimator_params)
+                               verbose=int(verbose >= 2), **cfg.estimator_params)
     graphs, kept = cache.get(cfg.radius, cfg.max_num_nbr)
     graphs = graphs.with_atom_features(_resolve_table(cfg.atom_features, tables))
+    write_line(f"refit: trial {number}'s configuration on {len(kept)} structures, "
+               f"{plural(int(epochs), 'epoch')} ...", verbose)
     pipe.named_steps["graph"].fit()  # learns nothing from the data
     pipe.named_steps["cgcnn"].fit(graphs, y[kept])
-    logger.info("best configuration refitted on %d structures in %.0f s", len(kept),
-                time.perf_counter() - start)
+    write_line(f"refit: done in {seconds(time.perf_counter() - start)}", verbose)
     return pipe
+
+
+def _budget(n_trials: int | None, timeout: float | None) -> str:
+    parts = ([plural(n_trials, "trial")] if n_trials is not None else []) + (
+        [f"new trials for {timeout:g} s"] if timeout is not None else [])
+    return " or ".join(parts)
+
+
+def _state_counts(study: Any) -> str:
+    from collections import Counter
+
+    counts = Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False)
+                     if "skipped" not in t.user_attrs)
+    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
