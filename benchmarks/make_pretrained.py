@@ -94,8 +94,8 @@ def train_command(name: str, split: str, output_dir: str, epochs: int | None) ->
 def train(args) -> None:
     command = train_command(args.name, args.split, args.output_dir, args.epochs)
     print(shlex.join(command), flush=True)
-    if not args.dry_run:
-        sys.exit(subprocess.call(command))
+    if not args.dry_run:  # this interpreter's skcgcnn, whatever is on PATH
+        sys.exit(subprocess.call([sys.executable, "-m", "skcgcnn", *command[1:]]))
 
 
 def _recorded_predictions(pipe, split: pd.DataFrame) -> dict:
