@@ -7,6 +7,18 @@ number of crystals: only one chunk's structures and graphs are alive at a time.
 ``skcgcnn predict`` writes each chunk's rows as it comes and, with ``--resume``, skips
 the ids already in its output file.
 
+Shards
+------
+``predict_iter(..., shard=(i, n))`` predicts only the inputs of shard ``i`` of ``n``
+(``skcgcnn predict --shard I/N``): those whose id hashes to ``i``
+(:func:`shard_of`: BLAKE2b of the id's text, modulo ``n``).  A hash rather than
+ranges of sorted ids, because each input's shard follows from its id alone: a shard
+needs neither the list of all ids nor a sort of them (the inputs stay a lazy stream of a
+million CIF paths), adding or removing inputs moves no other input to another shard
+(so a shard's partial output stays valid for ``--resume``), and the shards are of
+nearly equal size whatever the ids look like.  Python's ``hash()`` is salted per
+process, so it is not used.
+
 Examples
 --------
 >>> from skcgcnn.streaming import predict_iter
@@ -15,6 +27,7 @@ Examples
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 from collections.abc import Iterable, Iterator
@@ -76,10 +89,40 @@ def _check_chunk_size(chunk_size: Any) -> int:
     return int(chunk_size)
 
 
+def shard_of(ident: Any, n_shards: int) -> int:
+    """The shard, ``0 .. n_shards - 1``, of the input with id ``ident``.
+
+    The first 8 bytes of the BLAKE2b digest of ``str(ident)`` (UTF-8), as a
+    little-endian integer, modulo ``n_shards``: the same in every process, Python
+    version and machine, so the shards of a job array never overlap.
+
+    Examples
+    --------
+    >>> [shard_of(f"mp-{k}", 4) for k in range(6)]
+    [2, 1, 0, 3, 2, 2]
+    """
+    digest = hashlib.blake2b(str(ident).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % n_shards
+
+
+def check_shard(shard: Any) -> tuple[int, int] | None:
+    """``shard`` as ``(i, n)`` with ``0 <= i < n``, or None; anything else is a
+    ValueError that says what is allowed."""
+    if shard is None:
+        return None
+    ok = isinstance(shard, (tuple, list)) and len(shard) == 2 and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in shard)
+    if not ok or not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard must be a pair (i, n) of integers with 0 <= i < n (shard i "
+                         f"of n), got {shard!r}")
+    return int(shard[0]), int(shard[1])
+
+
 def predict_iter(model: Any, X: Iterable[Any], *, ids: Iterable[Any] | None = None,
                  transformer: Any = None, chunk_size: int = 1000,
                  on_error: str = "raise", skip_ids: Iterable[Any] | None = None,
-                 n_jobs: int | None = None, return_std: bool = False
+                 n_jobs: int | None = None, return_std: bool = False,
+                 shard: tuple[int, int] | None = None
                  ) -> Iterator[PredictedChunk]:
     """Predict ``X`` chunk by chunk: read, featurize, predict, yield.
 
@@ -109,6 +152,10 @@ def predict_iter(model: Any, X: Iterable[Any], *, ids: Iterable[Any] | None = No
         Also give each chunk's predicted standard deviation (``chunk.std``), from the
         regressor's ``predict(X, return_std=True)``: a model with a variance head
         (:func:`predicts_std`) or an ensemble.
+    shard : (int, int), optional
+        ``(i, n)``: predict only shard ``i`` of ``n``, the inputs whose id
+        :func:`shard_of` maps to ``i`` (the others are not read).  The ``n`` shards
+        together hold every input once; ``positions`` stay those in the whole stream.
 
     Yields
     ------
@@ -116,6 +163,7 @@ def predict_iter(model: Any, X: Iterable[Any], *, ids: Iterable[Any] | None = No
         One per chunk that has something to predict or to report, in input order.
     """
     chunk_size = _check_chunk_size(chunk_size)
+    shard = check_shard(shard)
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     transformer, est = _split_model(model, transformer)
@@ -126,7 +174,8 @@ def predict_iter(model: Any, X: Iterable[Any], *, ids: Iterable[Any] | None = No
         X = iter(X.tolist())
     done = None if skip_ids is None else {str(i) for i in skip_ids}
     pairs = ((pos, ident, item) for pos, (ident, item) in enumerate(zip(ids, X))
-             if done is None or str(ident) not in done)
+             if (done is None or str(ident) not in done)
+             and (shard is None or shard_of(ident, shard[1]) == shard[0]))
     params = {"on_error": on_error}
     if n_jobs is not None:
         params["n_jobs"] = n_jobs
@@ -208,4 +257,4 @@ def _only_errors(raw: list, ids: list, positions: np.ndarray, est: Any,
                           np.zeros(shape) if return_std else None)
 
 
-__all__ = ["PredictedChunk", "predict_iter", "predicts_std"]
+__all__ = ["PredictedChunk", "check_shard", "predict_iter", "predicts_std", "shard_of"]

@@ -35,6 +35,7 @@ from .. import set_cpu_performance_defaults
 from ._common import (PROG, CLIError, common_options, console, one_line,
                       original_option_hints)
 from .featurize import add_featurize_parser
+from .merge import add_merge_parser
 from .predict import add_predict_parser
 from .train import add_train_parser, split_sizes
 
@@ -90,6 +91,7 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     common = common_options()
     add_train_parser(sub, common)
     add_predict_parser(sub, common)
+    add_merge_parser(sub, common)
     add_featurize_parser(sub, common)
     for name, (module, add_name, run_name, help_text) in EXTERNAL_COMMANDS.items():
         if name == load:

@@ -12,6 +12,10 @@ The crystals are read, featurized and predicted ``--chunk-size`` at a time
 next is read, so memory stays flat in the number of crystals; ``--resume`` appends to
 an output file left by an interrupted run, skipping the ids it already holds.  (A data
 folder whose CIFs are in a tar archive is read whole first, then predicted in chunks.)
+
+``--shard I/N`` predicts only the inputs of shard I of N (:func:`skcgcnn.streaming.shard_of`:
+a stable hash of the id), into ``predictions.shard-I-of-N.csv`` by default, so that the N
+tasks of a job array write N files that ``--resume`` continues and ``skcgcnn merge`` joins.
 """
 from __future__ import annotations
 
@@ -33,6 +37,25 @@ logger = logging.getLogger(__name__)
 #: Where the rows go when --output is not given (the original predict.py writes
 #: test_results.csv in the current directory).
 DEFAULT_OUTPUT = "predictions.csv"
+
+
+def shard_output(index: int, count: int) -> str:
+    """The default output of ``--shard I/N``: ``predictions.shard-I-of-N.csv``."""
+    return f"predictions.shard-{index}-of-{count}.csv"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` as ``(I, N)`` with ``0 <= I < N`` (argparse type of --shard)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not I/N (e.g. 0/32: the first of 32 shards)") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: I must be 0 to N-1 (shards are numbered from 0, as Slurm's "
+            "--array=0-31 numbers its tasks)")
+    return index, count
 
 __all__ = ["add_predict_parser", "run_predict"]
 
@@ -77,6 +100,11 @@ def add_predict_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="append to --output, skipping the ids it already holds (the rows "
                         "of an interrupted run); without the file, start it")
+    p.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
+                   help="predict only shard I of N (0 <= I < N): the inputs whose id hashes "
+                        "to I, for the N tasks of a job array; the output defaults to "
+                        "predictions.shard-I-of-N.csv (which --resume continues); join the "
+                        "N files with 'skcgcnn merge'")
     data_options(p)
     label_options(p)
     p.set_defaults(func=run_predict)
@@ -188,12 +216,35 @@ def _warn_other_atom_features(root: Path, transformer: Any) -> None:
                        "model's are used", path)
 
 
-def _predict_inputs(args: argparse.Namespace, transformer: Any
+def _load_wanted(root: Path, args: argparse.Namespace, wanted: Any) -> Any:
+    """The data folder (or archive) parsed whole, or only the ids that ``wanted`` keeps
+    (those of ``--shard`` not yet in the ``--resume`` file): N shards of an archive then
+    parse N parts of it, not N times the whole."""
+    if wanted is None:
+        return load_folder(root, args)
+    from ..datasets import id_prop_ids, load_cgcnn_folder
+
+    prop = Path(args.id_prop)
+    if not prop.is_absolute():
+        prop = (root if root.is_dir() else root.parent) / prop
+    ids = id_prop_ids(prop)
+    if ids is None:
+        return load_folder(root, args)
+    return load_cgcnn_folder(
+        root, id_prop=args.id_prop, ids=[i for i in dict.fromkeys(ids) if wanted(i)],
+        missing_target="nan", n_jobs=args.n_jobs,
+        on_error="skip" if args.skip_errors else "raise", cache=not args.no_cache,
+        verbose=verbose(args))
+
+
+def _predict_inputs(args: argparse.Namespace, transformer: Any, wanted: Any = None
                     ) -> tuple[Any, Any, str | None]:
     """(structures or CIF paths as a Series indexed by id, targets or None, target name).
 
     The ids are those of a data folder's rows, or the CIF files' names without suffix;
     the Series carries them to the transformer (:mod:`skcgcnn.structures`' id rule).
+    ``wanted(id)``, when given, says which ids of a folder that must be parsed whole
+    (its CIFs in an archive) are parsed; the others are filtered later, unread.
     """
     import pandas as pd
 
@@ -215,7 +266,7 @@ def _predict_inputs(args: argparse.Namespace, transformer: Any
                 targets = None if column is None else listed[names[column]].to_numpy(float)
                 return listed["path"], targets, None if column is None else names[column]
         if has_id_prop:
-            df = load_folder(root, args)
+            df = _load_wanted(root, args, wanted)
             log_skipped(df.attrs.get("errors", []), "entries of the data folder")
             names = [c for c in df.columns if c != "structure"]
             column = choose_target(names, args.target, str(root)) if names else None
@@ -271,10 +322,23 @@ def _done_rows(output: Path) -> set[str]:
 def _check_chunking(args: argparse.Namespace) -> None:
     if args.chunk_size < 1:
         raise CLIError(f"--chunk-size {args.chunk_size}: must be at least 1", status=2)
-    if args.resume and args.output in (None, "-"):
-        # named, not the default: resuming appends to the file, which must be the right one
+    # named, not the default: resuming appends to the file, which must be the right one;
+    # a shard's default file names the shard, and its rows are checked to be the shard's
+    if args.resume and (args.output == "-" or (args.output is None and args.shard is None)):
         raise CLIError("--resume needs --output FILE, the file of the interrupted run "
                        f"(e.g. --output {DEFAULT_OUTPUT})", status=2)
+
+
+def _check_resumed_shard(done: set[str], shard: tuple[int, int], output: Path) -> None:
+    """The rows of the file resumed with --shard are all of that shard."""
+    from ..streaming import shard_of
+
+    other = sorted(i for i in done if shard_of(i, shard[1]) != shard[0])
+    if other:
+        raise CLIError(f"--resume --shard {shard[0]}/{shard[1]}: {output} holds "
+                       f"{len(other)} ids of other shards (first: {other[0]}); it is not "
+                       "this shard's output: give the right --output or start afresh "
+                       "without --resume")
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -285,7 +349,9 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..structures import ids_of
 
     started = time.perf_counter()
-    given = DEFAULT_OUTPUT if args.output is None else args.output
+    shard = args.shard
+    default = DEFAULT_OUTPUT if shard is None else shard_output(*shard)
+    given = default if args.output is None else args.output
     output = None if given == "-" else Path(given).expanduser()
     if output is not None and output.is_dir():
         raise CLIError(f"--output {given!r} is a folder; give a file name")
@@ -295,12 +361,20 @@ def run_predict(args: argparse.Namespace) -> int:
         if args.batch_size < 1:
             raise CLIError(f"--batch-size {args.batch_size}: must be at least 1", status=2)
         est.set_params(batch_size=args.batch_size)
-    X, targets, target_name = _predict_inputs(args, transformer)
-    ids = ids_of(X)
-    transformer.set_params(verbose=verbose(args))
     done = _done_rows(output) if args.resume else set()
+    if done and shard is not None:
+        _check_resumed_shard(done, shard, output)
     if done:
         logger.info("--resume: %d ids already in %s are skipped", len(done), output)
+    wanted = None
+    if shard is not None:
+        from ..streaming import shard_of
+
+        def wanted(ident: Any) -> bool:
+            return str(ident) not in done and shard_of(ident, shard[1]) == shard[0]
+    X, targets, target_name = _predict_inputs(args, transformer, wanted)
+    ids = ids_of(X)
+    transformer.set_params(verbose=verbose(args))
     y_all = None if targets is None else np.asarray(targets, float)
     with_std = task == "regression" and predicts_std(est)  # a std column after each value
     shown_parts, y_parts, label_parts, proba_parts, skipped = [], [], [], [], []
@@ -311,7 +385,7 @@ def run_predict(args: argparse.Namespace) -> int:
         for chunk in predict_iter(est, X, ids=ids, transformer=transformer,
                                   chunk_size=args.chunk_size, n_jobs=args.n_jobs,
                                   on_error="skip" if args.skip_errors else "raise",
-                                  skip_ids=done, return_std=with_std):
+                                  skip_ids=done, return_std=with_std, shard=shard):
             skipped += [(pos, ident, reason) for pos, ident, reason in chunk.errors]
             if not chunk.ids:
                 continue
@@ -340,7 +414,12 @@ def run_predict(args: argparse.Namespace) -> int:
         if output is not None and handle is not None:
             handle.close()
     log_skipped(skipped, "structures without a graph")
-    if n_rows == 0 and not done:
+    if n_rows == 0 and not done and shard is not None and not skipped:
+        # more shards than inputs: an empty shard is no failure of its array task
+        logger.warning("shard %d/%d holds none of the inputs", *shard)
+        if output is not None:
+            open(output, "a").close()
+    elif n_rows == 0 and not done:
         raise CLIError("no structure could be turned into a graph")
     y = np.concatenate(y_parts) if y_parts else np.zeros(0)
     shown = np.concatenate(shown_parts) if shown_parts else np.zeros(0)
@@ -348,7 +427,8 @@ def run_predict(args: argparse.Namespace) -> int:
         labels, proba = np.concatenate(label_parts), np.concatenate(proba_parts)
 
     where = "standard output" if output is None else str(output)
-    summary = [f"predicted {n_rows} crystals in {time.perf_counter() - started:.1f} s; "
+    of_shard = "" if shard is None else f" of shard {shard[0]}/{shard[1]}"
+    summary = [f"predicted {n_rows} crystals{of_shard} in {time.perf_counter() - started:.1f} s; "
                f"wrote {n_rows} predictions to {where}"
                + (f" after the {len(done)} already there" if done else "")]
     known = np.isfinite(y)
