@@ -9,6 +9,7 @@ neither torch nor optuna nor scikit-learn.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -58,8 +59,15 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=30, help="epochs per trial (default: 30)")
     p.add_argument("--cv", type=int, metavar="K",
                    help="K-fold cross-validation instead of one validation split")
-    p.add_argument("--validation-fraction", type=float, default=0.2,
-                   help="held-out share when --cv is not given (default: 0.2)")
+    p.add_argument("--validation-fraction", type=float,
+                   help="held-out share when neither --cv nor --split is given (default: 0.2)")
+    p.add_argument("--split", metavar="FILE",
+                   help="a fixed split: a CSV of id,split rows (train, val or test; the "
+                        "split.csv that skcgcnn train writes). The trials train on the train "
+                        "rows and are scored on the val rows; the test rows are left out of "
+                        "the search, and at the end the best configuration, refitted on the "
+                        "train rows, and the default CGCNNRegressor() are scored on them. "
+                        "Crystals the file does not name are not used")
     p.add_argument("--storage", metavar="URL_OR_PATH",
                    help="sqlite:///file.db, postgresql://user:pw@host/db, a journal file "
                         "(*.log) or ':memory:' (default: OUTPUT_DIR/study.db, else the "
@@ -93,8 +101,8 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="keep built graphs here, shared by workers and later runs "
                         "(default: OUTPUT_DIR/graphs when --output-dir is given)")
     p.add_argument("--save-model", metavar="PATH",
-                   help="refit the best configuration on all data and save it here "
-                        "(skcgcnn.estimators.save_model format)")
+                   help="refit the best configuration on all data (with --split: on the "
+                        "train rows) and save it here (skcgcnn.estimators.save_model format)")
     p.add_argument("--heartbeat-interval", type=float, default=20.0,
                    help="seconds between a running trial's heartbeats (default: 20)")
     p.add_argument("--grace-period", type=float, default=90.0,
@@ -114,6 +122,19 @@ def _csv_list(text: str | None, kind: type) -> list | None:
     return [kind(v.strip()) for v in text.split(",") if v.strip()]
 
 
+def _split_file_ids(path: str) -> list[str] | None:
+    """The ids a split file names, to read only those crystals; None when the file cannot
+    be read as one (:func:`read_split` then says what is wrong with it)."""
+    try:
+        with open(Path(path).expanduser(), newline="") as handle:
+            rows = [row for row in csv.reader(handle) if row]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    if not rows or [cell.strip() for cell in rows[0]] != ["id", "split"]:
+        return None
+    return list(dict.fromkeys(row[0].strip() for row in rows[1:] if len(row) == 2))
+
+
 def run_tune_command(args: argparse.Namespace) -> int:
     """Run ``skcgcnn tune`` with parsed arguments; return the exit status."""
     def fail(message: str) -> int:
@@ -128,6 +149,22 @@ def run_tune_command(args: argparse.Namespace) -> int:
         return fail(f"--limit {args.limit}: use at least 10 structures")
     if args.n_workers < 1:
         return fail(f"--n-workers {args.n_workers}: use at least 1")
+    split_ids = None
+    if args.split is not None:
+        given = [name for name, value in (("--cv", args.cv), ("--limit", args.limit),
+                                          ("--validation-fraction", args.validation_fraction))
+                 if value is not None]
+        if given:
+            return fail(f"{', '.join(given)} cannot be used with --split: the split file "
+                        "names the crystals and their parts")
+        if not Path(args.split).expanduser().is_file():
+            return fail(f"--split {args.split!r}: no such file; give a CSV of id,split rows "
+                        "(the split.csv of skcgcnn train)")
+        split_ids = _split_file_ids(args.split)
+        if split_ids is None:  # not a split file: say why before reading any crystal
+            from ._resume import read_split
+
+            read_split(args.split, [])
     verbose = 0 if args.quiet else 1
     device = check_device(args.device)
     try:
@@ -161,7 +198,7 @@ def run_tune_command(args: argparse.Namespace) -> int:
         graph_cache = os.path.join(args.output_dir, "graphs")
     try:
         X, y, target = load_tuning_data(args.data_dir, id_prop=args.id_prop,
-                                        target=args.target, limit=args.limit,
+                                        target=args.target, limit=args.limit, ids=split_ids,
                                         random_state=args.random_state, n_jobs=args.n_jobs,
                                         cache=not args.no_cache,
                                         on_error="skip" if args.skip_errors else "raise",
@@ -169,14 +206,21 @@ def run_tune_command(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
     logger.info("%d structures from %s, target %r", len(y), args.data_dir, target)
+    split = None
+    if args.split is not None:
+        from ._resume import read_split
+
+        split = read_split(args.split, X.index)  # a CLIError names the file and the row
+    validation_fraction = 0.2 if args.validation_fraction is None else args.validation_fraction
     try:
         result = tune(X, y, space=space, n_trials=args.n_trials, timeout=args.timeout,
                       max_epochs=args.epochs, cv=args.cv,
-                      validation_fraction=args.validation_fraction, storage=args.storage,
-                      study_name=args.study_name, pruner=args.pruner,
+                      validation_fraction=validation_fraction, split=split,
+                      storage=args.storage, study_name=args.study_name, pruner=args.pruner,
                       random_state=args.random_state, n_workers=args.n_workers,
                       output_dir=args.output_dir, graph_cache=graph_cache,
-                      baselines=baselines, refit=args.save_model is not None,
+                      baselines=baselines,
+                      refit=args.save_model is not None or split is not None,
                       device=device, heartbeat_interval=args.heartbeat_interval,
                       grace_period=args.grace_period, n_jobs=args.n_jobs,
                       target_name=args.target_label or target, verbose=verbose)
@@ -190,6 +234,12 @@ def run_tune_command(args: argparse.Namespace) -> int:
           f"{result.wall_s:.0f} s")
     for name, value in result.baselines.items():
         print(f"  {name}: {value:.4f}")
+    if result.test is not None:
+        test = result.test
+        print(f"test MAE on {test['n_test']} rows the study never saw: tuned CGCNN (trial "
+              f"{test['tuned_trial']}, refitted on the train rows) "
+              f"{test['tuned_test_mae']:.4f}, default CGCNNRegressor() "
+              f"{test['default_test_mae']:.4f}")
     if args.save_model:
         from ..estimators import save_model
 

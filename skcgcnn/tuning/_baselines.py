@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._defaults import BENCHMARK_BATCH_SIZE, MAX_NUM_NBR, RADIUS
+from .._defaults import DMIN, MAX_NUM_NBR, RADIUS, STEP
 from ..graph import GraphCache
 from ._progress import seconds, write_line
 
@@ -19,6 +19,29 @@ logger = logging.getLogger(__name__)
 
 #: Baseline name of the default CGCNN in :func:`evaluate_baselines`.
 DEFAULT_CGCNN = "cgcnn"
+#: What the stored ``"cgcnn"`` baseline of a study is: 2, the package's default
+#: ``CGCNNRegressor()``.  Studies whose stored value has no such mark were scored with
+#: mini-batches of 64 and have it scored again.
+_CGCNN_BASELINE_VERSION = 2
+
+
+def default_cgcnn(max_epochs: int, random_state: int | None, device: str) -> Any:
+    """The package's default estimator, ``CGCNNRegressor()`` (its default recipe,
+    :data:`~skcgcnn.estimators.DEFAULT_RECIPE`), for ``max_epochs`` and silent."""
+    from ..estimators import CGCNNRegressor
+
+    return CGCNNRegressor(max_epochs=int(max_epochs), random_state=random_state,
+                          device=device, verbose=0)
+
+
+def default_graphs(items: Sequence[Any], cache: GraphCache | None,
+                   n_jobs: int | None = None) -> tuple[Any, np.ndarray]:
+    """The graphs of ``StructureGraphTransformer()`` (radius 8 Å, 12 neighbours, the CGCNN
+    atom features) and the positions they hold, from the study's cache where it fits."""
+    if cache is None or (cache.dmin, cache.step) != (DMIN, STEP):
+        cache = GraphCache(items, n_jobs=n_jobs, on_error=getattr(cache, "on_error", "raise"))
+    graphs, kept = cache.get(RADIUS, MAX_NUM_NBR)
+    return graphs.with_atom_features("cgcnn"), kept
 
 
 def evaluate_baselines(structures: Sequence[Any], y: np.ndarray, splits: Sequence,
@@ -34,11 +57,11 @@ def evaluate_baselines(structures: Sequence[Any], y: np.ndarray, splits: Sequenc
     y : ndarray of shape (n,)
     splits : list of (train, valid) index arrays
     names : sequence of str
-        ``"cgcnn"`` (CGCNN as ``skcgcnn benchmark`` trains it: the original settings,
-        SGD with lr 0.01, radius 8 Å, 12 neighbours, the full CGCNN features, mini-batches
-        of :data:`skcgcnn._defaults.BENCHMARK_BATCH_SIZE`, for ``max_epochs``) and names of
-        :data:`skcgcnn.baselines.BASELINES` (``"magpie-rf"``, ``"structure-gb"``,
-        ``"dummy"``).
+        ``"cgcnn"`` (the package's default estimator, ``CGCNNRegressor()`` with its default
+        recipe :data:`~skcgcnn.estimators.DEFAULT_RECIPE` and the default graphs: radius
+        8 Å, 12 neighbours, the CGCNN atom features; for ``max_epochs``, as ``skcgcnn
+        benchmark`` trains it) and names of :data:`skcgcnn.baselines.BASELINES`
+        (``"magpie-rf"``, ``"structure-gb"``, ``"dummy"``).
     max_epochs : int, default=30
         Epochs of the default CGCNN (use the study's, for a fair comparison).
     random_state : int or None, default=0
@@ -54,8 +77,6 @@ def evaluate_baselines(structures: Sequence[Any], y: np.ndarray, splits: Sequenc
     """
     from sklearn.metrics import mean_absolute_error
     from sklearn.model_selection import cross_validate
-
-    from ..estimators import CGCNNRegressor
 
     y = np.asarray(y, dtype=float)
     items = list(structures)
@@ -74,17 +95,14 @@ def evaluate_baselines(structures: Sequence[Any], y: np.ndarray, splits: Sequenc
             # by hand, not cross_validate: the default CGCNN trains on the study's cached
             # graphs, whose rows are the structures that became graphs (``kept``), so the
             # folds' positions are mapped onto those rows first
-            cache = graph_cache or GraphCache(items, n_jobs=n_jobs)
-            graphs, kept = cache.get(RADIUS, MAX_NUM_NBR)
-            graphs = graphs.with_atom_features("cgcnn")
+            graphs, kept = default_graphs(items, graph_cache, n_jobs)
             row_of = np.full(len(y), -1, dtype=np.int64)
             row_of[kept] = np.arange(len(kept))
             maes = []
             for train, valid in splits:
                 r_train = row_of[train][row_of[train] >= 0]
                 r_valid = row_of[valid][row_of[valid] >= 0]
-                est = CGCNNRegressor(max_epochs=max_epochs, batch_size=BENCHMARK_BATCH_SIZE,
-                                     random_state=random_state, device=device, verbose=0)
+                est = default_cgcnn(max_epochs, random_state, device)
                 est.fit(graphs[r_train], y[kept][r_train])
                 maes.append(mean_absolute_error(y[kept][r_valid], est.predict(graphs[r_valid])))
             out[name] = float(np.mean(maes))
@@ -108,7 +126,10 @@ def read_benchmark_maes(path: str | os.PathLike) -> dict[str, float]:
 
 def _baseline_values(baselines: Any, study: Any, items: list, y: np.ndarray, splits: list,
                      max_epochs: int, random_state: int | None, cache: GraphCache,
-                     n_jobs: int | None, device: str, verbose: int = 0) -> dict[str, float]:
+                     n_jobs: int | None, device: str, verbose: int = 0,
+                     known: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The baselines' MAE: given, read from a file, stored in the study, ``known``
+    (already scored on the study's split), or scored now and stored."""
     if baselines is None:
         return {}
     if isinstance(baselines, Mapping):
@@ -118,10 +139,18 @@ def _baseline_values(baselines: Any, study: Any, items: list, y: np.ndarray, spl
         return read_benchmark_maes(baselines)
     names = [baselines] if isinstance(baselines, str) else list(baselines)
     stored = dict(study.user_attrs.get("baselines", {}))
-    wanted = [n for n in names if n not in stored]
+    if DEFAULT_CGCNN in stored and \
+            study.user_attrs.get("cgcnn_baseline") != _CGCNN_BASELINE_VERSION:
+        del stored[DEFAULT_CGCNN]  # scored with another recipe (batches of 64) before
+    new = {n: float(v) for n, v in (known or {}).items() if n in names and n not in stored}
+    wanted = [n for n in names if n not in stored and n not in new]
     if wanted:
-        stored.update(evaluate_baselines(items, y, splits, wanted, max_epochs=max_epochs,
-                                         random_state=random_state, graph_cache=cache,
-                                         n_jobs=n_jobs, device=device, verbose=verbose))
+        new.update(evaluate_baselines(items, y, splits, wanted, max_epochs=max_epochs,
+                                      random_state=random_state, graph_cache=cache,
+                                      n_jobs=n_jobs, device=device, verbose=verbose))
+    if new:
+        stored.update(new)
         study.set_user_attr("baselines", stored)
+        if DEFAULT_CGCNN in new:
+            study.set_user_attr("cgcnn_baseline", _CGCNN_BASELINE_VERSION)
     return {n: stored[n] for n in names}

@@ -72,7 +72,8 @@ def plot_against_baselines(best_value: float, baselines: Mapping[str, float], pa
 
 def write_results(study: Any, output_dir: str | os.PathLike, *, space: SearchSpace | None = None,
                   baselines: Mapping[str, float] | None = None, target_name: str = "target",
-                  extra: Mapping[str, Any] | None = None) -> list[Path]:
+                  extra: Mapping[str, Any] | None = None,
+                  test: Mapping[str, Any] | None = None) -> list[Path]:
     """Write tables and plots of a study into ``output_dir``.
 
     ========================  =========================================================
@@ -83,6 +84,9 @@ def write_results(study: Any, output_dir: str | os.PathLike, *, space: SearchSpa
     ``importances.png``       parameter importances (fANOVA), when 2+ trials completed
     ``baselines.png``         the best validation MAE beside the baselines' MAE
     ``summary.json``          counts per state, the best trial, baselines, ``extra``
+    ``test.csv``              with ``test`` (a fixed split's, see :func:`tune`): the test
+                              MAE of the tuned and the default estimator
+    ``test.png``              the two as bars
     ========================  =========================================================
     """
     optuna = require("optuna")
@@ -132,6 +136,8 @@ def write_results(study: Any, output_dir: str | os.PathLike, *, space: SearchSpa
             best.value, baselines, out / "baselines.png",
             label=f"tuned CGCNN (trial {best.number})",
             title=f"validation MAE, {target_name}"))
+    if test:
+        files.extend(_write_test(test, out, target_name))
     states = {s.name: sum(1 for t in study.trials if t.state == s) for s in TrialState}
     summary = {"study_name": study.study_name, "trials": states,
                "best_trial": None if best is None else best.number,
@@ -140,8 +146,22 @@ def write_results(study: Any, output_dir: str | os.PathLike, *, space: SearchSpa
                "best_atom_features": None if best is None else
                best.user_attrs.get("atom_features"),
                "baselines": dict(baselines or {}), **dict(extra or {})}
+    if test:
+        summary["test"] = dict(test)
     files.append(write_json(out / "summary.json", summary))
     return files
+
+
+def _write_test(test: Mapping[str, Any], out: Path, target_name: str) -> list[Path]:
+    tuned = f"tuned CGCNN (trial {test['tuned_trial']})"
+    default = "default CGCNNRegressor()"
+    pd.DataFrame({"model": [tuned, default],
+                  "test_mae": [test["tuned_test_mae"], test["default_test_mae"]],
+                  "n_test": [test["n_test"]] * 2}).to_csv(out / "test.csv", index=False)
+    plot = plot_against_baselines(test["tuned_test_mae"], {default: test["default_test_mae"]},
+                                  out / "test.png", label=tuned,
+                                  title=f"test MAE, {target_name} ({test['n_test']} rows)")
+    return [out / "test.csv", plot]
 
 
 @dataclass
@@ -167,6 +187,10 @@ class TuneResult:
         Files written into ``output_dir``.
     graph_builds : int
         Neighbour searches run by this process.
+    test : dict or None
+        With ``tune(split=...)`` and a refit: ``n_test``, ``tuned_trial``,
+        ``tuned_test_mae`` (the refitted best configuration) and ``default_test_mae``
+        (``CGCNNRegressor()`` on the same train rows), on the same test rows.
     """
 
     study: Any
@@ -179,6 +203,7 @@ class TuneResult:
     wall_s: float
     files: list = field(default_factory=list)
     graph_builds: int = 0
+    test: dict | None = None
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.study, self.best_pipeline))

@@ -12,13 +12,15 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from numbers import Integral
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._optional import require
 from ..structures import as_structures
-from ._baselines import _baseline_values
+from ._baselines import DEFAULT_CGCNN, _baseline_values
+from ._holdout import fit_default, fixed_split, score_on_test, write_split
 from ._progress import TrialLines, plural, seconds, write_line
 from ..graph._cache import GraphCache, _site_numbers
 from ._results import TuneResult, trials_table, write_results
@@ -60,7 +62,8 @@ def _splits(n: int, cv: Any, validation_fraction: float,
 
 def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
          n_trials: int | None = 20, timeout: float | None = None, max_epochs: int = 30,
-         cv: Any = None, validation_fraction: float = 0.2, storage: Any = None,
+         cv: Any = None, validation_fraction: float = 0.2, split: Mapping | None = None,
+         storage: Any = None,
          study_name: str | None = None, pruner: Any = "median", sampler: Any = None,
          random_state: int | None = 0, n_workers: int = 1, output_dir: Any = None,
          graph_cache: Any = None, baselines: Any = None, refit: bool = True,
@@ -73,7 +76,9 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
     Every trial trains a :class:`~skcgcnn.estimators.CGCNNRegressor` for ``max_epochs``
     on the training rows and scores the mean absolute error on the validation rows
     after the last epoch (mean over folds with ``cv``); the study minimises it.  The
-    validation MAE is reported each epoch for pruning.
+    validation MAE is reported each epoch for pruning.  With ``split`` the study sees
+    the train and val rows of a fixed split only, and the tuned model and the default
+    ``CGCNNRegressor()`` are scored once, at the end, on its test rows.
 
     Parameters
     ----------
@@ -97,7 +102,17 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
         :func:`skcgcnn.model_selection.resolve_cv` (an int: shuffled ``KFold`` seeded
         by ``random_state``); pruning steps run over ``fold * max_epochs + epoch``.
     validation_fraction : float, default=0.2
-        Share of the rows held out for validation when ``cv`` is None.
+        Share of the rows held out for validation when ``cv`` and ``split`` are None.
+    split : mapping, optional
+        A fixed train/val/test split, ``{"train": positions, "val": positions, "test":
+        positions}`` (positions in ``structures``; rows in none of them are left out, as
+        ``skcgcnn train --split`` does).  The trials train on the train rows and are
+        scored on the val rows (one holdout, no ``cv``); the test rows take no part in
+        the search.  The refit is then on the train rows only, with the best trial's
+        seed, and it and the package's default ``CGCNNRegressor()``, fitted for
+        ``max_epochs`` on the same train rows, are scored on the same test rows:
+        ``result.test`` (and ``test.csv``, ``summary.json`` in ``output_dir``, with
+        ``split.csv``).  The ``"cgcnn"`` baseline is that default model's val MAE.
     storage : str, path or optuna storage, optional
         Where the study lives (see :func:`make_storage`).  Default: an SQLite file,
         ``<output_dir>/study.db`` or ``<skcgcnn cache>/studies/<study_name>.db``.
@@ -131,7 +146,8 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
         ``"dummy"``), a mapping ``{name: mae}``, or a ``skcgcnn benchmark``
         ``results.csv``.  Computed values are kept in the study and not recomputed.
     refit : bool, default=True
-        Fit the best configuration on all rows and return it as a Pipeline.
+        Fit the best configuration on all rows (with ``split``: the train rows, then
+        score it on the test rows) and return it as a Pipeline.
     refit_epochs : int, optional
         Epochs of the refit (default ``max_epochs``).
     enqueue : sequence of dict, optional
@@ -194,7 +210,17 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
             _storage_kind(storage) in ("memory", "object"):
         raise ValueError("n_workers > 1 needs a storage the worker processes can open: give "
                          "a URL or a file path, not ':memory:' or a storage object")
-    splits, split_desc = _splits(len(items), cv, validation_fraction, random_state)
+    parts = None
+    if split is not None:
+        if cv is not None:
+            raise ValueError("give split or cv, not both: with a fixed train/val/test split "
+                             "the trials are scored on its val rows")
+        parts, split_desc = fixed_split(split, len(items))
+        splits = [(parts["train"], parts["val"])]
+        if output_dir is not None:
+            write_split(os.path.join(output_dir, "split.csv"), ids, parts)
+    else:
+        splits, split_desc = _splits(len(items), cv, validation_fraction, random_state)
     tmp_cache = None
     if graph_cache is None and n_workers > 1:
         tmp_cache = tempfile.mkdtemp(prefix="skcgcnn-graphs-")
@@ -267,27 +293,48 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
     write_line(f"study {study_name!r}: {_state_counts(study)}; best valid MAE "
                f"{best.value:.4f} (trial {best.number})", verbose)
 
+    default_model, known = None, {}
+    if parts is not None and refit:
+        # fitted once: the test comparison's default model and the "cgcnn" baseline
+        default_model, known[DEFAULT_CGCNN] = fit_default(
+            items, y_arr, parts, cache, max_epochs, random_state, device, n_jobs, verbose)
     base_values = _baseline_values(baselines, study, items, y_arr, splits, max_epochs,
-                                   random_state, cache, n_jobs, device, verbose)
+                                   random_state, cache, n_jobs, device, verbose, known)
     files: list = []
-    wall = time.perf_counter() - start
-    if output_dir is not None:
+    extra = {"validation": split_desc, "max_epochs": int(max_epochs), "n_samples": len(items)}
+    if output_dir is not None and parts is None:
         files = write_results(study, output_dir, space=space, baselines=base_values,
                               target_name=target_name,
-                              extra={"wall_s_this_call": round(wall, 1),
-                                     "validation": split_desc, "max_epochs": int(max_epochs),
-                                     "n_samples": len(items)})
-    pipeline = None
+                              extra={"wall_s_this_call": round(time.perf_counter() - start, 1),
+                                     **extra})
+    pipeline, test = None, None
     if refit:
-        pipeline = _refit(best_cfg, cache, y_arr, refit_epochs or max_epochs, random_state,
-                          device, tables, best.number, verbose)
+        seed = random_state if parts is None else _trial_seed(random_state, best)
+        pipeline, graphs = _refit(best_cfg, cache, y_arr, refit_epochs or max_epochs, seed,
+                                  device, tables, best.number, verbose,
+                                  None if parts is None else parts["train"])
+        if parts is not None:
+            test = score_on_test(pipeline.named_steps["cgcnn"], graphs, default_model, items,
+                                 y_arr, parts["test"], cache, n_jobs, best.number, verbose)
+    if output_dir is not None and parts is not None:
+        files = write_results(study, output_dir, space=space, baselines=base_values,
+                              target_name=target_name, test=test,
+                              extra={"wall_s_this_call": round(time.perf_counter() - start, 1),
+                                     **extra})
+        files.append(Path(output_dir) / "split.csv")
     if tmp_cache:
         shutil.rmtree(tmp_cache, ignore_errors=True)
     return TuneResult(study=study, best_pipeline=pipeline, best_params=dict(best.params),
                       best_value=float(best.value), best_config=best_cfg,
                       baselines=base_values, trials=trials_table(study, space),
                       wall_s=time.perf_counter() - start, files=files,
-                      graph_builds=cache.builds)
+                      graph_builds=cache.builds, test=test)
+
+
+def _trial_seed(random_state: int | None, trial: Any) -> int | None:
+    """The seed a trial's network had (a retried trial keeps its first run's)."""
+    root = int(trial.user_attrs.get("retry_of", trial.number))
+    return None if random_state is None else int(random_state) + root
 
 
 def _check_new_trials(study: Any, first_new: int, tmp_cache: str | None) -> None:
@@ -347,8 +394,9 @@ def _is_terminal(stream: Any) -> bool:
 
 def _refit(cfg: TrialConfig, cache: GraphCache, y: np.ndarray, epochs: int,
            random_state: int | None, device: str, tables: dict, number: int,
-           verbose: int) -> Any:
-    """The best configuration fitted on every row, as a Pipeline, from the cached graphs.
+           verbose: int, rows: np.ndarray | None = None) -> tuple[Any, tuple]:
+    """The best configuration fitted on every row (or the positions ``rows``), as a
+    Pipeline, from the cached graphs; and those graphs, ``(graphs, kept)``.
 
     A line on stderr when it starts and when it ends; its epoch table with ``verbose >= 2``.
     """
@@ -360,12 +408,16 @@ def _refit(cfg: TrialConfig, cache: GraphCache, y: np.ndarray, epochs: int,
                                verbose=int(verbose >= 2), **cfg.estimator_params)
     graphs, kept = cache.get(cfg.radius, cfg.max_num_nbr)
     graphs = graphs.with_atom_features(_resolve_table(cfg.atom_features, tables))
-    write_line(f"refit: trial {number}'s configuration on {len(kept)} structures, "
+    X, target, where = graphs, y[kept], ""
+    if rows is not None:
+        fit_rows = np.flatnonzero(np.isin(kept, rows))
+        X, target, where = graphs[fit_rows], target[fit_rows], "train "
+    write_line(f"refit: trial {number}'s configuration on {len(X)} {where}structures, "
                f"{plural(int(epochs), 'epoch')} ...", verbose)
     pipe.named_steps["graph"].fit()  # learns nothing from the data
-    pipe.named_steps["cgcnn"].fit(graphs, y[kept])
+    pipe.named_steps["cgcnn"].fit(X, target)
     write_line(f"refit: done in {seconds(time.perf_counter() - start)}", verbose)
-    return pipe
+    return pipe, (graphs, kept)
 
 
 def _budget(n_trials: int | None, timeout: float | None) -> str:
