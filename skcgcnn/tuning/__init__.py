@@ -18,6 +18,9 @@ error, in the target's units.  What it adds to a plain ``study.optimize`` loop:
   a trial budget (``n_trials``) that counts finished trials of the whole study, so
   workers stop together and a killed study resumes where it stopped: finished trials
   stay, trials of dead workers are found by their heartbeat and run again;
+* honest selection: with a fixed train/val/test split (``split=``) the search sees the
+  train and val rows only, and the tuned model and the default ``CGCNNRegressor()``
+  are scored once on the test rows;
 * results: optimisation history, learning curves and parameter importances as PNG,
   tables of the best trials, and the MAE of descriptor baselines
   (:mod:`skcgcnn.baselines`) and the default CGCNN on the same split, drawn beside the
@@ -35,8 +38,9 @@ distributions),
 ``_callbacks`` (skorch), ``_storage`` (storages, creation races), ``_recovery``
 (heartbeats, trials of dead workers),
 ``_study`` (one process's trials), ``_workers`` (worker processes), ``_progress`` (a
-line per finished trial on stderr), ``_baselines``, ``_results`` (tables, plots,
-:class:`TuneResult`) and ``_tune`` (:func:`tune`).
+line per finished trial on stderr), ``_baselines``, ``_holdout`` (a fixed train/val/test
+split: the tuned and the default estimator scored on its test rows), ``_results``
+(tables, plots, :class:`TuneResult`) and ``_tune`` (:func:`tune`).
 """
 from __future__ import annotations
 
