@@ -39,11 +39,13 @@ from .structures import describe, ids_of
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BenchmarkResult", "DEFAULT_MODELS", "add_benchmark_parser", "make_models",
-           "run_benchmark", "run_benchmark_command"]
+__all__ = ["BenchmarkResult", "DEFAULT_MODELS", "MODEL_NAMES", "add_benchmark_parser",
+           "make_models", "run_benchmark", "run_benchmark_command"]
 
 #: Models of ``skcgcnn benchmark`` when ``--models`` is not given.
 DEFAULT_MODELS = ("cgcnn", "magpie-rf", "dummy")
+#: Every model :func:`make_models` builds by name.
+MODEL_NAMES = ("cgcnn", "cgcnn-finetuned", "magpie-rf", "structure-gb", "dummy")
 #: Training epochs and mini-batch size of the CGCNN model in ``skcgcnn benchmark``:
 #: None, the estimator's default recipe (:data:`skcgcnn.estimators.DEFAULT_RECIPE`).
 DEFAULT_EPOCHS = DEFAULT_BATCH_SIZE = None
@@ -424,15 +426,19 @@ def make_models(names: list[str] | tuple[str, ...] = DEFAULT_MODELS, *,
                 epochs: int | None = DEFAULT_EPOCHS,
                 batch_size: int | None = DEFAULT_BATCH_SIZE,
                 n_jobs: int | None = None, random_state: int | None = 0,
-                device: str = "cpu", verbose: int = 0) -> dict[str, Any]:
+                device: str = "cpu", verbose: int = 0, init: Any = None,
+                freeze: str | None = None, init_lr_factor: float = 1.0) -> dict[str, Any]:
     """Build the named models with the benchmark's settings.
 
     Parameters
     ----------
     names : list of str, default=("cgcnn", "magpie-rf", "dummy")
-        ``"cgcnn"`` (``make_cgcnn_pipeline(max_epochs=epochs, batch_size=batch_size)``,
-        otherwise the estimator's default recipe) or a name of
-        :data:`skcgcnn.baselines.BASELINES`.
+        Among :data:`MODEL_NAMES`: ``"cgcnn"`` (``make_cgcnn_pipeline(max_epochs=epochs,
+        batch_size=batch_size)``, otherwise the estimator's default recipe),
+        ``"cgcnn-finetuned"`` (the same recipe started from ``init``:
+        :func:`skcgcnn.pretrained.finetune_pipeline`, the pretrained model's graph step
+        then ``CGCNNRegressor(init=init, freeze=freeze, init_lr_factor=init_lr_factor)``)
+        or a name of :data:`skcgcnn.baselines.BASELINES`.
     epochs : int, default=None
         Training epochs of CGCNN (None: the default recipe's).
     batch_size : int, default=None
@@ -445,18 +451,29 @@ def make_models(names: list[str] | tuple[str, ...] = DEFAULT_MODELS, *,
         Torch device of CGCNN ("cpu", "cuda" or "auto").
     verbose : int, default=0
         Verbosity of the models (progress bars of featurization, CGCNN epoch table).
+    init : str, path or fitted Pipeline, default=None
+        What ``"cgcnn-finetuned"`` starts from: a pretrained model's name
+        (:func:`skcgcnn.list_pretrained`), the path of a Pipeline saved with
+        :func:`skcgcnn.save_model`, or a fitted Pipeline. Needed for it, refused without.
+    freeze : {None, "embedding", "conv"}, default=None
+        Layers of ``init`` that ``"cgcnn-finetuned"`` keeps as they are.
+    init_lr_factor : float, default=1.0
+        Learning-rate factor of the pretrained layers in ``"cgcnn-finetuned"``.
 
     Returns
     -------
     models : dict of str -> Pipeline
     """
     names = list(names)
-    known = ["cgcnn", "magpie-rf", "structure-gb", "dummy"]
-    unknown = [nm for nm in names if nm not in known]
+    unknown = [nm for nm in names if nm not in MODEL_NAMES]
     if unknown:
-        raise ValueError(f"unknown model name(s) {unknown}; choose from {known}")
+        raise ValueError(f"unknown model name(s) {unknown}; choose from {list(MODEL_NAMES)}")
     if len(set(names)) != len(names):
         raise ValueError(f"model names repeat in {names}")
+    if ("cgcnn-finetuned" in names) != (init is not None):
+        raise ValueError("cgcnn-finetuned needs init, the model to fine-tune (a pretrained "
+                         "model's name or a saved model's path)" if init is None else
+                         "init is given but the models do not include cgcnn-finetuned")
     recipe = {"max_epochs": epochs, "batch_size": batch_size}
     for key, value in recipe.items():
         if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
@@ -474,6 +491,12 @@ def make_models(names: list[str] | tuple[str, ...] = DEFAULT_MODELS, *,
                 device=device,
                 verbose=verbose,
             )
+        elif name == "cgcnn-finetuned":
+            from skcgcnn.pretrained import finetune_pipeline
+
+            models[name] = finetune_pipeline(
+                init, freeze=freeze, init_lr_factor=init_lr_factor, **recipe,
+                random_state=random_state, device=device, verbose=verbose)
         elif name == "dummy":
             # scikit-learn only (make_baseline("dummy") builds the same Pipeline, but its
             # module needs matminer, the baselines extra)
