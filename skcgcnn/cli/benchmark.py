@@ -321,10 +321,12 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             return fail(f"{flag} {value}: use at least 1 crystal")
     names = [nm.strip() for nm in args.models.split(",") if nm.strip()]
-    if ("cgcnn-finetuned" in names) != (args.init is not None):
+    if "cgcnn-finetuned" in names and args.init is None:
         return fail("cgcnn-finetuned in --models needs --init NAME|FILE, the model to "
-                    "fine-tune" if args.init is None else
-                    "--init is given but --models has no cgcnn-finetuned")
+                    "fine-tune")
+    if "cgcnn-finetuned" not in names and args.init is not None:
+        logger.warning("--init %s is not used: --models has no cgcnn-finetuned", args.init)
+        args.init = None
     verbose = 0 if args.quiet else 1
     cgcnn = {"cgcnn", "cgcnn-finetuned"} & set(names)
     device = check_device(args.device) if cgcnn else "cpu"
