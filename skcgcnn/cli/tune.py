@@ -85,6 +85,11 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "SearchSpace fields, e.g. '{\"n_conv\": [1, 3], \"optimizer\": "
                         "\"adam\"}'; ranges are [low, high], choices lists, single values "
                         "fix a field")
+    p.add_argument("--init", metavar="MODEL",
+                   help="fine-tune this fitted model in every trial (a file saved by skcgcnn "
+                        "train or --save-model, or a pretrained model's name): its graphs and "
+                        "network are fixed to the model's, freeze and init_lr_factor are "
+                        "searched besides the recipe; --space fields override")
     p.add_argument("--atom-features", metavar="LIST",
                    help="comma-separated atom-feature choices among cgcnn, onehot, magpie, "
                         "matscholar, megnet, cgcnn_groups (default: all)")
@@ -141,7 +146,8 @@ def run_tune_command(args: argparse.Namespace) -> int:
         sys.stderr.write(f"{PROG} tune: error: {message}\n")
         return 2
 
-    from ..tuning import SearchSpace, best_trials_markdown, load_tuning_data, tune
+    from ..tuning import (SearchSpace, best_trials_markdown, fine_tuning_space,
+                          load_tuning_data, tune)
 
     if not Path(args.data_dir).exists():
         return fail(f"DATA_DIR {args.data_dir!r} does not exist")
@@ -167,8 +173,9 @@ def run_tune_command(args: argparse.Namespace) -> int:
             read_split(args.split, [])
     verbose = 0 if args.quiet else 1
     device = check_device(args.device)
+    estimator_params = None if args.init is None else {"init": args.init}
     try:
-        space = SearchSpace()
+        data: dict = {}
         if args.space:
             text = args.space
             if not text.lstrip().startswith("{"):
@@ -179,15 +186,17 @@ def run_tune_command(args: argparse.Namespace) -> int:
                 raise ValueError(f"--space is not valid JSON: {exc}") from None
             if not isinstance(data, dict):
                 raise ValueError("--space must be a JSON object of SearchSpace fields")
-            space = SearchSpace.from_dict(data)
+        space = SearchSpace.from_dict(data)
+        if args.init is not None:
+            space = fine_tuning_space(args.init, **{k: getattr(space, k) for k in data})
         if args.atom_features:
             space.atom_features = tuple(_csv_list(args.atom_features, str))
         if args.radius:
             space.radius = tuple(_csv_list(args.radius, float))
         if args.max_num_nbr:
             space.max_num_nbr = tuple(_csv_list(args.max_num_nbr, int))
-        space.validate()
-    except (ValueError, OSError) as exc:
+        space.validate(estimator_params)
+    except (ValueError, OSError, TypeError) as exc:
         return fail(str(exc))
     baselines: Any = None
     if args.baselines and args.baselines.lower() != "none":
@@ -223,7 +232,8 @@ def run_tune_command(args: argparse.Namespace) -> int:
                       refit=args.save_model is not None or split is not None,
                       device=device, heartbeat_interval=args.heartbeat_interval,
                       grace_period=args.grace_period, n_jobs=args.n_jobs,
-                      target_name=args.target_label or target, verbose=verbose)
+                      target_name=args.target_label or target,
+                      estimator_params=estimator_params, verbose=verbose)
     except (ValueError, RuntimeError, ImportError) as exc:
         return fail(str(exc))
     print(best_trials_markdown(result.study, space))

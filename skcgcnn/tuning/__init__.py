@@ -6,8 +6,10 @@ error, in the target's units.  What it adds to a plain ``study.optimize`` loop:
 
 * a :class:`SearchSpace` over the atom-feature set (named sets and subsets of the nine
   CGCNN property groups), ``n_conv``, ``atom_fea_len``, ``h_fea_len``, ``n_h``, the
-  convolution kind, optimiser, learning rate, weight decay, batch size and the graph
-  parameters ``radius`` and ``max_num_nbr``;
+  convolution kind, optimiser, learning rate, weight decay, batch size, the graph
+  parameters ``radius`` and ``max_num_nbr`` and, when given, epochs and loss; and for
+  fine-tuning a fitted model (``estimator_params={"init": ...}``,
+  :func:`fine_tuning_space`) ``freeze`` and ``init_lr_factor``;
 * a :class:`GraphCache`: neighbour lists are built once per graph-parameter set (in
   memory, and on disk to share them between processes); the atom-feature choice only
   swaps the feature table (:meth:`GraphCollection.with_atom_features`);
@@ -38,7 +40,8 @@ distributions),
 ``_callbacks`` (skorch), ``_storage`` (storages, creation races), ``_recovery``
 (heartbeats, trials of dead workers),
 ``_study`` (one process's trials), ``_workers`` (worker processes), ``_progress`` (a
-line per finished trial on stderr), ``_baselines``, ``_holdout`` (a fixed train/val/test
+line per finished trial on stderr), ``_finetune`` (a pretrained ``init`` in every
+trial), ``_baselines``, ``_holdout`` (a fixed train/val/test
 split: the tuned and the default estimator scored on its test rows), ``_results``
 (tables, plots, :class:`TuneResult`) and ``_tune`` (:func:`tune`).
 """
@@ -52,11 +55,12 @@ from ._callbacks import PruningCallback, ValidationMAE
 from ..graph import GraphCache
 from ..graph._cache import structures_fingerprint
 from ._data import load_tuning_data
+from ._finetune import fine_tuning_space
 from ._pipeline import pipeline_distributions, pipeline_from_params
 from ._results import (TuneResult, best_trials_markdown, plot_against_baselines,
                        trials_table, write_results)
-from ._space import (CGCNN_GROUPS_CHOICE, SearchSpace, TrialConfig,
-                     usable_atom_feature_choices)
+from ._space import (CGCNN_GROUPS_CHOICE, FREEZE_CHOICES, TUNED_LOSSES, SearchSpace,
+                     TrialConfig, usable_atom_feature_choices)
 from ._recovery import HEARTBEAT_ATTR, fail_beatless_trials, recover_stale_trials
 from ._storage import default_storage, make_storage
 from ._tune import tune
@@ -70,6 +74,7 @@ __all__ = [
     "ValidationMAE",
     "add_tune_parser",
     "evaluate_baselines",
+    "fine_tuning_space",
     "make_storage",
     "pipeline_distributions",
     "pipeline_from_params",

@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._optional import require
-from ._space import _CHOICE_FIELDS, _RANGE_FIELDS, CGCNN_GROUPS_CHOICE, SearchSpace
+from ._space import ESTIMATOR_KEYS, CGCNN_GROUPS_CHOICE, SearchSpace
 
 
 def pipeline_from_params(params: Mapping[str, Any], space: SearchSpace | None = None,
@@ -34,13 +34,16 @@ def pipeline_from_params(params: Mapping[str, Any], space: SearchSpace | None = 
 
 
 def pipeline_distributions(space: SearchSpace | None = None,
-                           atom_feature_choices: Sequence[str] | None = None) -> dict:
+                           atom_feature_choices: Sequence[str] | None = None,
+                           estimator_params: Mapping[str, Any] | None = None) -> dict:
     """The search space as Optuna distributions over ``make_cgcnn_pipeline`` parameters.
 
     For optuna-integration's ``OptunaSearchCV``, which sets parameters of the Pipeline
     itself (``graph__radius``, ``cgcnn__module__n_conv``, ...).  Subsets of CGCNN
     groups are left out (a Pipeline parameter cannot be assembled from several
-    distributions); graphs are rebuilt for every fit.
+    distributions); graphs are rebuilt for every fit.  ``estimator_params``: the
+    Pipeline's fixed estimator parameters, for :meth:`SearchSpace.validate` (an ``init``
+    for a space that searches ``freeze`` or ``init_lr_factor``).
 
     Examples
     --------
@@ -55,22 +58,19 @@ def pipeline_distributions(space: SearchSpace | None = None,
                                       IntDistribution)
 
     space = space or SearchSpace()
-    space.validate()
+    space.validate(estimator_params)
     names = {"atom_features": "graph__atom_features", "radius": "graph__radius",
-             "max_num_nbr": "graph__max_num_nbr", "atom_fea_len": "cgcnn__module__atom_fea_len",
-             "h_fea_len": "cgcnn__module__h_fea_len", "conv": "cgcnn__module__conv",
-             "optimizer": "cgcnn__optimizer", "batch_size": "cgcnn__batch_size",
-             "n_conv": "cgcnn__module__n_conv", "n_h": "cgcnn__module__n_h",
-             "lr": "cgcnn__lr", "weight_decay": "cgcnn__optimizer__weight_decay"}
+             "max_num_nbr": "graph__max_num_nbr",
+             **{name: f"cgcnn__{key}" for name, key in ESTIMATOR_KEYS.items()}}
     out: dict[str, Any] = {}
-    for name in _CHOICE_FIELDS:
+    for name in space._choice_fields():
         choices = space._choices(name)
         if name == "atom_features":
             choices = [c for c in (atom_feature_choices or choices)
                        if c != CGCNN_GROUPS_CHOICE]
         if len(choices) > 1:
             out[names[name]] = CategoricalDistribution(choices)
-    for name, (kind, log) in _RANGE_FIELDS.items():
+    for name, (kind, log) in space._range_fields().items():
         value = getattr(space, name)
         if isinstance(value, (list, tuple)) and value[0] != value[1]:
             out[names[name]] = (IntDistribution(int(value[0]), int(value[1])) if kind == "int"

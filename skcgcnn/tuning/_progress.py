@@ -140,3 +140,47 @@ class TrialLines:
         took = f", {seconds(wall)}" if wall is not None else ""
         params = compact_params(trial.params, trial.user_attrs.get("atom_features"))
         return f"{head}: {what}{took}" + (f": {params}" if params else "")
+
+
+def work_with_progress(run: Any, deadline: float | None, verbose: int, storage: Any,
+                       lines: TrialLines) -> Any:
+    """``run.work`` (a :class:`~skcgcnn.tuning._study._Run`) with a line per finished
+    trial, and on a terminal a tqdm bar below them."""
+    from tqdm.auto import tqdm
+
+    terminal = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    bar = tqdm(total=run.n_trials, desc=f"study {run.study_name}", unit="trial",
+               disable=verbose < 1 or not terminal, file=sys.stderr)
+
+    def progress(study: Any, trials: Sequence[Any], done: int) -> None:
+        lines.update(trials)
+        bar.n = done
+        values = [t.value for t in trials if t.value is not None]
+        if values:
+            bar.set_postfix_str(f"best valid MAE {min(values):.4f}", refresh=False)
+        bar.refresh()
+
+    try:
+        return run.work(0, deadline, progress, storage)
+    finally:
+        bar.close()
+
+
+def study_start(name: str, n_trials: int | None, timeout: float | None,
+                epochs: Sequence[int], validation: str, done: int) -> str:
+    """The first line of a study: its budget, epochs per trial, split, trials done."""
+    budget = " or ".join(([plural(n_trials, "trial")] if n_trials is not None else [])
+                         + ([f"new trials for {timeout:g} s"] if timeout is not None else []))
+    per_trial = plural(int(epochs[0]), "epoch") if len(epochs) == 1 else \
+        ", ".join(map(str, epochs[:-1])) + f" or {epochs[-1]} epochs"
+    return (f"study {name!r}: {budget} of {per_trial}, validation {validation}"
+            + (f"; {done} trials done already" if done else ""))
+
+
+def state_counts(study: Any) -> str:
+    """``"14 complete, 6 pruned"``: the study's trials by state (skipped ones left out)."""
+    from collections import Counter
+
+    counts = Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False)
+                     if "skipped" not in t.user_attrs)
+    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))

@@ -19,7 +19,10 @@ from ._space import SearchSpace, TrialConfig
 logger = logging.getLogger(__name__)
 
 _TABLE_PARAMS = ("n_conv", "atom_fea_len", "h_fea_len", "n_h", "conv", "optimizer", "lr",
-                 "weight_decay", "batch_size", "radius", "max_num_nbr")
+                 "weight_decay", "batch_size", "radius", "max_num_nbr", "max_epochs", "loss",
+                 "freeze", "init_lr_factor")
+#: Columns of the optional fields, there when the space has them.
+_OPTIONAL_COLUMNS = ("max_epochs", "loss", "freeze", "init_lr_factor")
 
 
 def trials_table(study: Any, space: SearchSpace | None = None) -> pd.DataFrame:
@@ -42,6 +45,7 @@ def trials_table(study: Any, space: SearchSpace | None = None) -> pd.DataFrame:
                        weight_decay=est["optimizer__weight_decay"],
                        batch_size=est["batch_size"], radius=cfg.radius,
                        max_num_nbr=cfg.max_num_nbr)
+            row.update({name: est[name] for name in _OPTIONAL_COLUMNS if name in est})
         except ValueError:
             pass  # a trial that failed before sampling everything
         row["worker"] = t.user_attrs.get("worker")

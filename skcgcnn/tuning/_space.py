@@ -21,6 +21,23 @@ _RANGE_FIELDS = {"n_conv": ("int", False), "n_h": ("int", False),
                  "lr": ("float", True), "weight_decay": ("float", True)}
 _CHOICE_FIELDS = ("atom_features", "atom_fea_len", "h_fea_len", "conv", "optimizer",
                   "batch_size", "radius", "max_num_nbr")
+#: Fields of the recipe and of fine-tuning that are not in the space unless given (None:
+#: the estimator's default, and the study's parameters and settings as before they
+#: existed, so older studies still resume).
+_OPTIONAL_CHOICE_FIELDS = ("max_epochs", "loss", "freeze")
+_OPTIONAL_RANGE_FIELDS = {"init_lr_factor": ("float", True)}
+#: The losses a study may compare (all score the same validation MAE); ``gaussian_nll``
+#: also gives the network a variance output, for uncertainty (docs/uncertainty.md).
+TUNED_LOSSES = ("absolute_error", "huber", "squared_error")
+#: The values of ``freeze`` (see :class:`~skcgcnn.estimators.CGCNNRegressor`).
+FREEZE_CHOICES = (None, "embedding", "conv")
+#: Estimator parameters each field sets.
+ESTIMATOR_KEYS = {"n_conv": "module__n_conv", "atom_fea_len": "module__atom_fea_len",
+                  "h_fea_len": "module__h_fea_len", "n_h": "module__n_h",
+                  "conv": "module__conv", "optimizer": "optimizer", "lr": "lr",
+                  "weight_decay": "optimizer__weight_decay", "batch_size": "batch_size",
+                  "max_epochs": "max_epochs", "loss": "loss", "freeze": "freeze",
+                  "init_lr_factor": "init_lr_factor"}
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,23 @@ class SearchSpace:
     max_num_nbr : sequence of int or int, default=(8, 12, 16)
     dmin, step : float, default=0.0, 0.2
         Fixed parameters of the Gaussian distance expansion.
+    max_epochs : sequence of int or int, optional
+        Epochs of a trial (choices, e.g. ``(30, 60, 100)``); not given: ``tune``'s
+        ``max_epochs``.  With the one-cycle schedule a shorter run is further into its
+        schedule at a given epoch, so the median pruner, which compares trials epoch by
+        epoch, favours short runs: search it with ``pruner="none"`` or a long warm-up.
+    loss : sequence of {"absolute_error", "huber", "squared_error"} or str, optional
+        The training loss (on standardised targets); not given: the estimator's
+        default (``"absolute_error"``).  Every trial is still scored by its MAE.
+    freeze : sequence of {None, "embedding", "conv"} or one of them, optional
+        Layers of the pretrained model kept as they are; only with an ``init`` in
+        ``tune(estimator_params=...)``.
+    init_lr_factor : (float, float) or float, optional
+        Learning rate of the pretrained body as a factor of ``lr`` (log scale; a fixed
+        value may be 0); only with an ``init``.
+
+    Fields that are not given (``None``) are neither searched nor passed to the
+    estimator, and do not appear in :meth:`to_dict`.
 
     Examples
     --------
@@ -120,11 +154,19 @@ class SearchSpace:
     max_num_nbr: Any = (8, 12, 16)
     dmin: float = DMIN
     step: float = STEP
+    max_epochs: Any = None
+    loss: Any = None
+    freeze: Any = None
+    init_lr_factor: Any = None
 
     # -- conversion ----------------------------------------------------------------
     def to_dict(self) -> dict:
-        """The fields as plain JSON values (tuples become lists)."""
-        return json.loads(json.dumps({f.name: getattr(self, f.name) for f in fields(self)}))
+        """The fields as plain JSON values (tuples become lists); optional fields that
+        are not given are left out (a study's stored space stays as it was)."""
+        optional = (*_OPTIONAL_CHOICE_FIELDS, *_OPTIONAL_RANGE_FIELDS)
+        return json.loads(json.dumps({f.name: getattr(self, f.name) for f in fields(self)
+                                      if not (f.name in optional
+                                              and getattr(self, f.name) is None)}))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SearchSpace":
@@ -146,20 +188,51 @@ class SearchSpace:
             return [tuple(value)]  # one fixed subset of CGCNN groups
         return list(value)
 
+    def _choice_fields(self) -> tuple:
+        """The choice fields in the space: all but the optional ones not given."""
+        return (*_CHOICE_FIELDS,
+                *(name for name in _OPTIONAL_CHOICE_FIELDS if getattr(self, name) is not None))
+
+    def _range_fields(self) -> dict:
+        """The range fields in the space and their (kind, log scale)."""
+        return {**_RANGE_FIELDS, **{name: spec for name, spec in _OPTIONAL_RANGE_FIELDS.items()
+                                    if getattr(self, name) is not None}}
+
     def searched(self) -> list[str]:
         """Names of the fields that are searched (not fixed)."""
-        out = [name for name in _CHOICE_FIELDS if len(self._choices(name)) > 1]
-        for name in _RANGE_FIELDS:
+        out = [name for name in self._choice_fields() if len(self._choices(name)) > 1]
+        for name in self._range_fields():
             value = getattr(self, name)
-            if isinstance(value, (list, tuple)) and value[0] != value[1]:
+            if isinstance(value, (list, tuple)) and len(value) == 2 and value[0] != value[1]:
                 out.append(name)
         return out
 
-    def validate(self) -> None:
-        """Check every field; raise ValueError naming the field, its value and what is allowed."""
-        for name in _RANGE_FIELDS:
+    def trial_epochs(self, max_epochs: int) -> list[int]:
+        """The epochs a trial may train: the space's ``max_epochs`` choices, sorted, or
+        ``[max_epochs]`` (``tune``'s) when the space has none."""
+        if self.max_epochs is None:
+            return [int(max_epochs)]
+        return sorted(int(e) for e in self._choices("max_epochs"))
+
+    def estimator_keys(self) -> dict[str, str]:
+        """The :class:`~skcgcnn.estimators.CGCNNRegressor` parameters the space sets
+        (fixed or searched), and the field that sets each."""
+        names = [n for n in (*self._choice_fields(), *self._range_fields()) if n in ESTIMATOR_KEYS]
+        return {ESTIMATOR_KEYS[name]: name for name in names}
+
+    def validate(self, estimator_params: Mapping[str, Any] | None = None) -> None:
+        """Check every field; raise ValueError naming the field, its value and what is allowed.
+
+        Parameters
+        ----------
+        estimator_params : mapping, optional
+            The estimator parameters fixed for every trial (``tune``'s): they must not be
+            ones the space sets; ``freeze`` and ``init_lr_factor`` need an ``init`` there,
+            and with one the network's shape and its graphs are the pretrained model's,
+            so the fields that set them cannot be searched.
+        """
+        for name, (kind, log) in self._range_fields().items():
             value = getattr(self, name)
-            kind, log = _RANGE_FIELDS[name]
             ends = value if isinstance(value, (list, tuple)) else (value, value)
             if len(ends) != 2 or not all(isinstance(v, (int, float, np.number))
                                          and not isinstance(v, bool) for v in ends):
@@ -172,21 +245,28 @@ class SearchSpace:
                 raise ValueError(f"SearchSpace.{name}={value!r}: use integers >= 1")
             if name == "lr" and low <= 0:
                 raise ValueError(f"SearchSpace.lr={value!r}: learning rates must be > 0")
-            if name == "weight_decay" and low < 0:
-                raise ValueError(f"SearchSpace.weight_decay={value!r}: must be >= 0")
+            if name in ("weight_decay", "init_lr_factor") and low < 0:
+                raise ValueError(f"SearchSpace.{name}={value!r}: must be >= 0")
             if log and low != high and low <= 0:
                 raise ValueError(f"SearchSpace.{name}={value!r}: a searched {name} is on a "
                                  "log scale, so low must be > 0 (fix it at 0 to turn it off)")
-        allowed = {"conv": ("gated", "simple"), "optimizer": ("sgd", "adam", "adamw")}
-        for name in _CHOICE_FIELDS:
+        allowed = {"conv": ("gated", "simple"), "optimizer": ("sgd", "adam", "adamw"),
+                   "loss": TUNED_LOSSES, "freeze": FREEZE_CHOICES}
+        for name in self._choice_fields():
             choices = self._choices(name)
             if not choices:
                 raise ValueError(f"SearchSpace.{name} is empty; give at least one value")
+            if name == "loss" and "gaussian_nll" in choices:
+                raise ValueError(
+                    f"SearchSpace.loss: 'gaussian_nll' is not searched (it gives the network a "
+                    f"variance output, for uncertainty: docs/uncertainty.md); choose among "
+                    f"{TUNED_LOSSES}")
             if name in allowed:
                 bad = [c for c in choices if c not in allowed[name]]
                 if bad:
                     raise ValueError(f"SearchSpace.{name}: {bad} not among {allowed[name]}")
-            elif name in ("atom_fea_len", "h_fea_len", "batch_size", "max_num_nbr"):
+            elif name in ("atom_fea_len", "h_fea_len", "batch_size", "max_num_nbr",
+                          "max_epochs"):
                 bad = [c for c in choices if isinstance(c, bool)
                        or not isinstance(c, (int, np.integer)) or c < 1]
                 if bad:
@@ -207,6 +287,9 @@ class SearchSpace:
         if unknown or not self.cgcnn_groups:
             raise ValueError(f"SearchSpace.cgcnn_groups: {unknown or 'empty'}; choose from "
                              f"{list(CGCNN_GROUPS)}")
+        from ._finetune import check_fixed_params
+
+        check_fixed_params(self, dict(estimator_params or {}))
 
     # -- sampling ------------------------------------------------------------------
     def atom_feature_choices(self) -> list:
@@ -233,11 +316,11 @@ class SearchSpace:
         if trial.params.get("atom_features", fixed.get("atom_features")) == CGCNN_GROUPS_CHOICE:
             for group in self.cgcnn_groups:
                 trial.suggest_categorical(f"group_{group}", [True, False])
-        for name in _CHOICE_FIELDS[1:]:
+        for name in self._choice_fields()[1:]:
             values = self._choices(name)
             if len(values) > 1:
                 trial.suggest_categorical(name, values)
-        for name, (kind, log) in _RANGE_FIELDS.items():
+        for name, (kind, log) in self._range_fields().items():
             value = getattr(self, name)
             if not isinstance(value, (list, tuple)) or value[0] == value[1]:
                 continue
@@ -257,7 +340,7 @@ class SearchSpace:
             if name in params:
                 return params[name]
             spec = getattr(self, name)
-            if name in _RANGE_FIELDS:
+            if name in _RANGE_FIELDS or name in _OPTIONAL_RANGE_FIELDS:
                 if isinstance(spec, (list, tuple)):
                     if spec[0] == spec[1]:
                         return spec[0]
@@ -285,6 +368,12 @@ class SearchSpace:
                 "batch_size": int(value("batch_size")),
             }
             radius, max_num_nbr = float(value("radius")), int(value("max_num_nbr"))
+            convert = {"max_epochs": int, "loss": str, "init_lr_factor": float}
+            for name in (*_OPTIONAL_CHOICE_FIELDS, *_OPTIONAL_RANGE_FIELDS):
+                if getattr(self, name) is not None:
+                    raw = value(name)
+                    est[ESTIMATOR_KEYS[name]] = raw if raw is None or name not in convert \
+                        else convert[name](raw)
         except KeyError as exc:
             raise ValueError(f"parameter {exc.args[0]!r} is searched by this SearchSpace but "
                              f"missing from {dict(params)}") from None

@@ -120,6 +120,16 @@ class _Run:
     max_retries: int
     verbose: int
     study_attrs: dict = field(default_factory=dict)
+    #: Fixed CGCNNRegressor parameters of every trial (``tune``'s ``estimator_params``).
+    estimator_params: dict = field(default_factory=dict)
+    #: Steps per fold in the trials' reports: the most epochs a trial can have (the
+    #: space's largest ``max_epochs``); None: ``max_epochs``.
+    fold_steps: int | None = None
+
+    @property
+    def steps(self) -> int:
+        """Steps per fold (the pruner's unit, and each fold's offset)."""
+        return int(self.fold_steps or self.max_epochs)
 
     def __post_init__(self) -> None:
         self._tables: dict = {}
@@ -154,8 +164,7 @@ class _Run:
                 seed = (int(self.random_state) + 7919 * worker + 104729 * existing) % 2 ** 31
             n_start = 10 if self.n_trials is None else min(10, max(3, self.n_trials // 3))
             sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_start)
-        pruner = _make_pruner(self.pruner, self.max_epochs * len(self.splits),
-                              self.max_epochs)
+        pruner = _make_pruner(self.pruner, self.steps * len(self.splits), self.steps)
 
         def create() -> Any:
             return optuna.create_study(storage=storage, study_name=self.study_name,
@@ -243,14 +252,15 @@ class _Run:
         for k, (train, valid) in enumerate(self.splits):
             r_train = row_of[train][row_of[train] >= 0]
             r_valid = row_of[valid][row_of[valid] >= 0]
-            est = CGCNNRegressor(
-                max_epochs=self.max_epochs, random_state=seed, device=device, verbose=0,
-                train_split=predefined_split(GraphDataset(graphs[r_valid], y[r_valid])),
-                callbacks=[("valid_mae", ValidationMAE()),
-                           ("pruning", PruningCallback(
-                               trial, "valid_mae", k * self.max_epochs,
-                               prune_last_epoch=k < len(self.splits) - 1))],
-                **cfg.estimator_params)
+            est = CGCNNRegressor(**{
+                "max_epochs": self.max_epochs, **self.estimator_params,
+                **cfg.estimator_params, "random_state": seed, "device": device,
+                "verbose": 0,
+                "train_split": predefined_split(GraphDataset(graphs[r_valid], y[r_valid])),
+                "callbacks": [("valid_mae", ValidationMAE()),
+                              ("pruning", PruningCallback(
+                                  trial, "valid_mae", k * self.steps,
+                                  prune_last_epoch=k < len(self.splits) - 1))]})
             est.fit(graphs[r_train], y[r_train])
             curve = [float(v) for v in est.history[:, "valid_mae"]]
             maes.append(curve[-1])

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -20,8 +19,10 @@ import numpy as np
 from .._optional import require
 from ..structures import as_structures
 from ._baselines import DEFAULT_CGCNN, _baseline_values
+from ._finetune import check_estimator_params, check_init_graphs, describe
 from ._holdout import fit_default, fixed_split, score_on_test, write_split
-from ._progress import TrialLines, plural, seconds, write_line
+from ._progress import (TrialLines, plural, seconds, state_counts, study_start,
+                        work_with_progress, write_line)
 from ..graph._cache import GraphCache, _site_numbers
 from ._results import TuneResult, trials_table, write_results
 from ._space import SearchSpace, TrialConfig, _resolve_table, usable_atom_feature_choices
@@ -70,7 +71,8 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
          refit_epochs: int | None = None, enqueue: Sequence[Mapping] | None = None,
          device: str = "cpu", heartbeat_interval: float = 20.0, grace_period: float = 90.0,
          max_retries: int = 2, n_jobs: int | None = None, on_error: str = "raise",
-         target_name: str = "target", verbose: int = 1) -> TuneResult:
+         target_name: str = "target", estimator_params: Mapping[str, Any] | None = None,
+         verbose: int = 1) -> TuneResult:
     """Search CGCNN hyper-parameters with Optuna; refit the best on all the data.
 
     Every trial trains a :class:`~skcgcnn.estimators.CGCNNRegressor` for ``max_epochs``
@@ -87,7 +89,8 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
         else ``properties["id"]`` when every structure has one, else the positions.
     y : array-like of shape (n,)
     space : SearchSpace, optional
-        What to search (default ``SearchSpace()``).
+        What to search (default ``SearchSpace()``).  A ``max_epochs`` in the space wins
+        over the argument ``max_epochs``.
     n_trials : int or None, default=20
         Finished trials (complete, pruned, or failed on an error) the *study* should
         have: workers stop when it has them, and a resumed study only runs the rest.
@@ -164,6 +167,15 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
         Structures that cannot become graphs: an error, or left out.
     target_name : str, default="target"
         Name of the target for tables and plots.
+    estimator_params : dict, optional
+        :class:`~skcgcnn.estimators.CGCNNRegressor` parameters fixed for every trial and
+        the refit (not the default-estimator baseline), e.g. ``{"init": "model.pt"}`` to
+        fine-tune a fitted model (then the space may search ``freeze`` and
+        ``init_lr_factor``, and fixes the network and graph fields to the model's:
+        :func:`fine_tuning_space`), or ``{"lr_schedule": "cosine"}``.  Not those the
+        space sets, nor ``max_epochs``, ``random_state``, ``device``, ``verbose``,
+        ``train_split`` or ``callbacks``, which tune sets.  With ``n_workers > 1`` they
+        must pickle (a path is the lightest ``init``).
     verbose : int, default=1
         Progress on standard error, as the estimators' epoch table: 1 prints a line when
         the study starts, one per trial that ends (``trial 3 [4/20]: valid MAE 0.1234
@@ -188,7 +200,8 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
     optuna = require("optuna")
     start = time.perf_counter()
     space = space or SearchSpace()
-    space.validate()
+    fixed = check_estimator_params(estimator_params)
+    space.validate(fixed)
     if n_trials is not None and (not isinstance(n_trials, (int, np.integer)) or n_trials < 1):
         raise ValueError(f"n_trials={n_trials!r}: use a positive integer or None")
     if n_trials is None and timeout is None:
@@ -233,11 +246,16 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
     if not choices:
         raise ValueError(f"none of the atom-feature sets {space.atom_feature_choices()} covers "
                          "every element of the data (see the warnings above)")
+    if fixed.get("init") is not None:
+        check_init_graphs(fixed["init"], space, choices, cache, tables)
     digest = hashlib.sha1(cache.fingerprint.encode() + y_arr.tobytes()).hexdigest()
     study_attrs = {"n_samples": len(items), "data_sha1": digest, "validation": split_desc,
                    "max_epochs": int(max_epochs),
                    "atom_feature_choices": [str(c) for c in choices],
                    "space": space.to_dict()}
+    if fixed:  # only then: the attributes (and names) of earlier studies stay as they were
+        study_attrs["estimator_params"] = describe(fixed)
+    epochs = space.trial_epochs(int(max_epochs))
     if study_name is None:
         # the same data and settings give the same name: running again resumes
         key = json.dumps(study_attrs, sort_keys=True).encode()
@@ -252,7 +270,7 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
                max_epochs=int(max_epochs), random_state=random_state, device=device,
                heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                max_retries=max_retries, verbose=verbose,
-               study_attrs=study_attrs)
+               study_attrs=study_attrs, estimator_params=fixed, fold_steps=max(epochs))
     run._tables.update(tables)
     storage_obj = run.make_storage() if run.storage is not None else storage
     if _storage_kind(storage) == "object":
@@ -266,14 +284,13 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
         for params in enqueue or ():
             study.enqueue_trial(dict(params), skip_if_exists=True)
 
-    lines = TrialLines(n_trials, max_epochs, len(splits), verbose)
+    lines = TrialLines(n_trials, max(epochs), len(splits), verbose)
     lines.start(study.get_trials(deepcopy=False))
-    write_line(f"study {study_name!r}: {_budget(n_trials, timeout)} of "
-               f"{plural(int(max_epochs), 'epoch')}, validation {split_desc}"
-               + (f"; {lines.done} trials done already" if lines.done else ""), verbose)
+    write_line(study_start(study_name, n_trials, timeout, epochs, split_desc, lines.done),
+               verbose)
     deadline = None if timeout is None else time.monotonic() + float(timeout)
     with worker_processes(run, int(n_workers), timeout, verbose):
-        study = _work_with_progress(run, deadline, verbose, storage_obj, lines)
+        study = work_with_progress(run, deadline, verbose, storage_obj, lines)
     lines.update(study.get_trials(deepcopy=False))  # those other workers ended last
 
     from optuna.trial import TrialState
@@ -290,7 +307,7 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
                " (all were pruned, or time ran out: allow more trials or time)"))
     best = min(complete, key=lambda t: t.value)
     best_cfg = space.config(best.params)
-    write_line(f"study {study_name!r}: {_state_counts(study)}; best valid MAE "
+    write_line(f"study {study_name!r}: {state_counts(study)}; best valid MAE "
                f"{best.value:.4f} (trial {best.number})", verbose)
 
     default_model, known = None, {}
@@ -310,8 +327,10 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
     pipeline, test = None, None
     if refit:
         seed = random_state if parts is None else _trial_seed(random_state, best)
-        pipeline, graphs = _refit(best_cfg, cache, y_arr, refit_epochs or max_epochs, seed,
-                                  device, tables, best.number, verbose,
+        params = {**fixed, **best_cfg.estimator_params}
+        params["max_epochs"] = int(refit_epochs or params.get("max_epochs", max_epochs))
+        pipeline, graphs = _refit(best_cfg, params, cache, y_arr, seed, device, tables,
+                                  best.number, verbose,
                                   None if parts is None else parts["train"])
         if parts is not None:
             test = score_on_test(pipeline.named_steps["cgcnn"], graphs, default_model, items,
@@ -366,46 +385,24 @@ def _check_new_trials(study: Any, first_new: int, tmp_cache: str | None) -> None
         "a larger n_trials (or another study name)")
 
 
-def _work_with_progress(run: _Run, deadline: float | None, verbose: int, storage: Any,
-                        lines: TrialLines) -> Any:
-    """``run.work`` with a line per finished trial (and, on a terminal, a tqdm bar)."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=run.n_trials, desc=f"study {run.study_name}", unit="trial",
-               disable=verbose < 1 or not _is_terminal(sys.stderr), file=sys.stderr)
-
-    def progress(study: Any, trials: Sequence[Any], done: int) -> None:
-        lines.update(trials)
-        bar.n = done
-        values = [t.value for t in trials if t.value is not None]
-        if values:
-            bar.set_postfix_str(f"best valid MAE {min(values):.4f}", refresh=False)
-        bar.refresh()
-
-    try:
-        return run.work(0, deadline, progress, storage)
-    finally:
-        bar.close()
 
 
-def _is_terminal(stream: Any) -> bool:
-    return bool(getattr(stream, "isatty", lambda: False)())
-
-
-def _refit(cfg: TrialConfig, cache: GraphCache, y: np.ndarray, epochs: int,
+def _refit(cfg: TrialConfig, params: dict, cache: GraphCache, y: np.ndarray,
            random_state: int | None, device: str, tables: dict, number: int,
            verbose: int, rows: np.ndarray | None = None) -> tuple[Any, tuple]:
-    """The best configuration fitted on every row (or the positions ``rows``), as a
-    Pipeline, from the cached graphs; and those graphs, ``(graphs, kept)``.
+    """The best configuration (estimator ``params``) fitted on every row (or the
+    positions ``rows``), as a Pipeline, from the cached graphs; and those graphs,
+    ``(graphs, kept)``.
 
     A line on stderr when it starts and when it ends; its epoch table with ``verbose >= 2``.
     """
     from ..estimators import make_cgcnn_pipeline
 
     start = time.perf_counter()
-    pipe = make_cgcnn_pipeline(graph_params=cfg.graph_params, max_epochs=int(epochs),
-                               random_state=random_state, device=device,
-                               verbose=int(verbose >= 2), **cfg.estimator_params)
+    epochs = params["max_epochs"]
+    pipe = make_cgcnn_pipeline(graph_params=cfg.graph_params, **{
+        **params, "random_state": random_state, "device": device,
+        "verbose": int(verbose >= 2)})
     graphs, kept = cache.get(cfg.radius, cfg.max_num_nbr)
     graphs = graphs.with_atom_features(_resolve_table(cfg.atom_features, tables))
     X, target, where = graphs, y[kept], ""
@@ -418,17 +415,3 @@ def _refit(cfg: TrialConfig, cache: GraphCache, y: np.ndarray, epochs: int,
     pipe.named_steps["cgcnn"].fit(X, target)
     write_line(f"refit: done in {seconds(time.perf_counter() - start)}", verbose)
     return pipe, (graphs, kept)
-
-
-def _budget(n_trials: int | None, timeout: float | None) -> str:
-    parts = ([plural(n_trials, "trial")] if n_trials is not None else []) + (
-        [f"new trials for {timeout:g} s"] if timeout is not None else [])
-    return " or ".join(parts)
-
-
-def _state_counts(study: Any) -> str:
-    from collections import Counter
-
-    counts = Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False)
-                     if "skipped" not in t.user_attrs)
-    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
