@@ -33,6 +33,11 @@ def test_card_is_saved_and_shown(data, tmp_path, caplog):
     save_model(pipe, tmp_path / "m.pt", card=user)
     raw = torch.load(tmp_path / "m.pt", weights_only=True)["card"]
     with caplog.at_level(logging.INFO, logger="skcgcnn.estimators._persistence"):
+        load_model(tmp_path / "m.pt")
+    assert "CGCNNRegressor of E_form" in caplog.text and "test: mae 0.123" in caplog.text
+    assert "target_units" not in caplog.text  # the whole card only at DEBUG
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="skcgcnn.estimators._persistence"):
         loaded = load_model(tmp_path / "m.pt")
     card = loaded[-1].model_card_
     assert card == raw

@@ -20,7 +20,7 @@ from sklearn.preprocessing import LabelEncoder, StandardScaler
 
 from .._defaults import GRAPH_PARAMS, resolve_device
 from ._base import OPTIMIZERS
-from ._card import build_model_card, format_model_card
+from ._card import build_model_card, format_model_card, summarize_model_card
 from ._checks import _GRAPH_KEYS, _atom_features_digest
 from ._classifier import CGCNNClassifier
 from ._distributed import is_writer
@@ -353,7 +353,7 @@ def load_model(path: str | os.PathLike, trusted: bool = False, device: str = "cp
 
     Returns a fitted Pipeline (or estimator, when a bare estimator was saved).  The
     estimator's ``model_card_`` is the card saved with it (files saved before cards
-    were have none); it is logged at INFO level, and
+    were have none); its summary is logged at INFO level and the whole card at DEBUG, and
     :func:`~skcgcnn.estimators.format_model_card` renders it.
     """
     from ..atom_features import AtomFeatureTable
@@ -383,7 +383,10 @@ def load_model(path: str | os.PathLike, trusted: bool = False, device: str = "cp
         est = _estimator_from_payload(payload, device)
     if payload.get("card"):
         est.model_card_ = payload["card"]
-        logger.info("loaded %s\n%s", path, format_model_card(payload["card"]))
+        # its essentials at INFO, the whole card (a long one: splits, recorded
+        # predictions) at DEBUG
+        logger.info("loaded %s: %s", path, "; ".join(summarize_model_card(payload["card"])))
+        logger.debug("model card of %s\n%s", path, format_model_card(payload["card"]))
     if payload.get("transformer_params") is None:
         return est
     table = AtomFeatureTable(payload["atom_table_name"], payload["atom_table"].numpy(),
