@@ -20,6 +20,10 @@ Error messages name an input by position and id, ``"structure 17 (mp-1234)"``
 (:func:`describe`), and every input that cannot be a crystal structure raises
 :class:`StructureError`.
 
+CIF files are read by :func:`skcgcnn._cif.read_cif_file`: gemmi's fast reader where it
+is installed and the file is a plain P1 CIF (the structure pymatgen would give), else
+pymatgen's ``Structure.from_file``; ``$SKCGCNN_CIF_READER=pymatgen`` turns it off.
+
 This module knows pymatgen (and ASE and pandas, when they are installed) only.
 """
 from __future__ import annotations
@@ -95,10 +99,13 @@ def to_structure(obj: Any, name: str = "structure", strict: bool = False) -> Any
                     "file's path")
             raise StructureError(f"{name}: no such file {shorten(path)}; pass a Structure or "
                                  "the path of a CIF file")
+        from ._cif import read_cif_file
+
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return Structure.from_file(path)
+                # Structure.from_file(path); a CIF by the fast reader where it can
+                return read_cif_file(path)
         except Exception as exc:  # pymatgen raises many kinds
             raise StructureError(f"{name}: cannot read {shorten(path)} as a structure "
                                  f"({shorten(str(exc), 200)}); fix the file or pass "

@@ -21,7 +21,7 @@ from ._shared import PRETRAINED, SAMPLE500, SAMPLE_REGRESSION, needs_shared
 REPO = Path(__file__).resolve().parents[1]
 
 #: The packages of the extras; a core install has none of them.
-OPTIONAL = ("matminer", "optuna", "optuna_integration", "mp_api", "ase")
+OPTIONAL = ("matminer", "optuna", "optuna_integration", "mp_api", "ase", "gemmi")
 
 # Made-up crystals and a tiny fit, shared by the scripts below.
 FIT = textwrap.dedent("""

@@ -193,7 +193,7 @@ def test_shards_of_an_archive_parse_only_their_own_crystals(model_file, tmp_path
     parsed = []
     real = _codec._parse_batch
     monkeypatch.setattr(_codec, "_parse_batch",
-                        lambda batch: parsed.extend(batch) or real(batch))
+                        lambda batch, *rest: parsed.extend(batch) or real(batch, *rest))
     status, _, err = _run(["predict", model_file, tmp_path, "-o", "whole.csv", "-q",
                            "--no-cache"])
     assert status == 0, err

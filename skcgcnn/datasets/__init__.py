@@ -22,7 +22,12 @@ Structures are parsed exactly as the original CGCNN does (``Structure.from_file`
 text from archives and tables goes through ``Structure.from_str(text, fmt="cif")``, the
 same parser), and the cache restores the same lattice matrix, species, fractional
 coordinates and labels bit for bit; structures that the compact form cannot hold
-(disordered sites, site properties, ...) are cached as pymatgen JSON instead.
+(disordered sites, site properties, ...) are cached as pymatgen JSON instead.  With
+gemmi installed (``pip install skcgcnn[fast]``), plain P1 CIFs are read by the fast
+reader of :mod:`skcgcnn._cif` instead, about 12 times faster, into the same structures
+(equal to the bit on all 36,737 Materials Project CIFs of mp-formation-energy-36737);
+the other files still go to pymatgen, and one log line counts both
+(``cif_reader=`` or ``$SKCGCNN_CIF_READER`` choose).
 """
 
 from __future__ import annotations

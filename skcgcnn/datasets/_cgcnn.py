@@ -255,6 +255,7 @@ def load_cgcnn_folder(
     on_error: Literal["raise", "skip"] = "raise",
     cache: CacheOption = True,
     verbose: int = 0,
+    cif_reader: str | None = None,
 ) -> pd.DataFrame:
     """Load a CGCNN dataset: ``id_prop.csv`` plus one CIF per id, from a folder or an archive.
 
@@ -298,6 +299,11 @@ def load_cgcnn_folder(
         False: no cache; a path: that folder).
     verbose : int, default=0
         Show progress bars when >= 1.
+    cif_reader : {"auto", "gemmi", "pymatgen"}, optional
+        Who reads the CIFs (default ``$SKCGCNN_CIF_READER``, else ``"auto"``): gemmi's
+        fast reader (``pip install skcgcnn[fast]``), which gives the structures pymatgen
+        gives and leaves the files it does not take to pymatgen (one log line counts
+        them), or pymatgen alone; ``"auto"`` is gemmi when it is installed.
 
     Returns
     -------
@@ -365,7 +371,7 @@ def load_cgcnn_folder(
     _report(missing, on_error, what, table.total)
     return _parsed_frame(
         entries, store, table, errors + missing, on_error=on_error, what=what, n_jobs=n_jobs,
-        verbose=verbose, desc=f"parsing CIFs ({root.name})",
+        verbose=verbose, desc=f"parsing CIFs ({root.name})", cif_reader=cif_reader,
     )
 
 

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 #   ("e", reason)                      parse failures (cached too)
 
 _COMPOSITIONS: dict[tuple[int, float | None], Any] = {}
+_ELEMENT_COMPOSITIONS: dict[int, Any] = {}  # Z -> the Composition of the plain element
 
 
 def _composition(z: int, oxi: float) -> Any:
@@ -34,6 +35,8 @@ def _composition(z: int, oxi: float) -> Any:
         element = Element.from_Z(z)
         specie = element if key[1] is None else Species(element.symbol, key[1])
         comp = _COMPOSITIONS[key] = Composition({specie: 1})
+        if key[1] is None:
+            _ELEMENT_COMPOSITIONS[z] = comp
     return comp
 
 
@@ -82,23 +85,35 @@ def _encode(structure: Any) -> tuple:
 def _decode(entry: tuple) -> Any:
     from pymatgen.core import Lattice, Structure
 
+    from .._cif import new_structure
+
     tag = entry[0]
     if tag == "c":
         _, lattice, z, oxi, frac, labels = entry
-        species = [_composition(a, b) for a, b in zip(z.tolist(), oxi.tolist())]
-        return Structure(Lattice(lattice), species, frac, labels=labels)
+        if np.isnan(oxi).all():  # elements only: one shared Composition per Z
+            zs = z.tolist()
+            for a in set(zs).difference(_ELEMENT_COMPOSITIONS):
+                _composition(a, math.nan)
+            species = [_ELEMENT_COMPOSITIONS[a] for a in zs]
+        else:
+            species = [_composition(a, b) for a, b in zip(z.tolist(), oxi.tolist())]
+        # Structure(Lattice(lattice), species, frac, labels=labels) without its checks
+        return new_structure(Lattice(lattice), species, np.asarray(frac, dtype=np.float64),
+                             labels)
     if tag == "j":
         return Structure.from_dict(json.loads(entry[1]))
     raise ValueError(f"cannot decode a failed entry: {entry[1]}")
 
 
-def _parse_payload(kind: str, payload: Any) -> Any:
+def _parse_payload(kind: str, payload: Any, cif_reader: str | None = None) -> Any:
     from pymatgen.core import Structure
 
-    if kind == "file":
-        return Structure.from_file(payload)
-    if kind == "cif":
-        return Structure.from_str(payload, fmt="cif")
+    from .._cif import read_cif, read_cif_file
+
+    if kind == "file":  # as Structure.from_file, CIFs by the fast reader where it can
+        return read_cif_file(payload, cif_reader)
+    if kind == "cif":  # as Structure.from_str(payload, fmt="cif")
+        return read_cif(payload, cif_reader)
     if kind == "json":
         return Structure.from_dict(json.loads(payload))
     if kind == "dict":
@@ -114,49 +129,65 @@ _KIND_NAMES = {
 }
 
 
-def _parse_batch(batch: list[tuple[str, Any]]) -> list[tuple]:
-    """Parse ``(kind, payload)`` items into encoded entries (runs in worker processes)."""
+def _parse_batch(batch: list[tuple[str, Any]], cif_reader: str | None = None
+                 ) -> tuple[list[tuple], dict]:
+    """Parse ``(kind, payload)`` items into encoded entries (runs in worker processes);
+    also the batch's CIF reader counts (:func:`skcgcnn._cif.reader_counts`)."""
+    from .. import _cif
+
     out = []
+    before = _cif.reader_counts()
     with warnings.catch_warnings():
         # pymatgen reports harmless CIF clean-ups ("fractional coordinates rounded ...").
         warnings.simplefilter("ignore")
         for kind, payload in batch:
             try:
-                structure = _parse_payload(kind, payload)
+                structure = _parse_payload(kind, payload, cif_reader)
                 if len(structure) == 0:
                     raise ValueError("the structure has no sites")
                 out.append(_encode(structure))
             except Exception as exc:  # noqa: BLE001 - any parser failure is reported per entry
                 message = " ".join(f"{type(exc).__name__}: {exc}".split())
                 out.append(("e", f"unreadable {_KIND_NAMES.get(kind, kind)}: {message[:300]}"))
-    return out
+    return out, _cif.counts_since(before)
 
 
 def _parse_all(
-    items: list[tuple[str, Any]], n_jobs: int | None, verbose: int, desc: str
+    items: list[tuple[str, Any]], n_jobs: int | None, verbose: int, desc: str,
+    cif_reader: str | None = None,
 ) -> list[tuple]:
-    """Parse items in ``n_jobs`` processes (joblib), in order, with a progress bar."""
+    """Parse items in ``n_jobs`` processes (joblib), in order, with a progress bar; one
+    log line says which CIF reader read how many (:func:`skcgcnn._cif.log_reader_counts`)."""
     if not items:
         return []
     from joblib import Parallel, delayed, effective_n_jobs
 
+    from .. import _cif
+
+    cif_reader = _cif.resolve_reader(cif_reader)  # here, so that a bad value fails once
     workers = effective_n_jobs(n_jobs)
     size = max(1, min(256, math.ceil(len(items) / (4 * workers))))
     batches = [items[i : i + size] for i in range(0, len(items), size)]
     bar = tqdm(total=len(items), desc=desc, unit="structure", disable=verbose < 1)
     results: list[tuple] = []
+    counts: dict = {}
     try:
         if workers == 1:
-            chunks: Iterable[list[tuple]] = map(_parse_batch, batches)
+            chunks: Iterable[tuple[list[tuple], dict]] = (
+                _parse_batch(batch, cif_reader) for batch in batches)
         else:
             chunks = Parallel(n_jobs=workers, return_as="generator")(
-                delayed(_parse_batch)(batch) for batch in batches
+                delayed(_parse_batch)(batch, cif_reader) for batch in batches
             )
-        for chunk in chunks:
+        for chunk, chunk_counts in chunks:
             results.extend(chunk)
+            counts = _cif.add_counts(counts, chunk_counts)
             bar.update(len(chunk))
     finally:
         bar.close()
+    if workers > 1:  # the workers' counts, into this process's
+        _cif.add_reader_counts(counts)
+    _cif.log_reader_counts(counts, "CIFs")
     return results
 
 
