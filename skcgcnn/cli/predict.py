@@ -348,7 +348,10 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..streaming import predict_iter, predicts_std
     from ..structures import ids_of
 
+    from .. import _cif
+
     started = time.perf_counter()
+    read_before = _cif.reader_counts()
     shard = args.shard
     default = DEFAULT_OUTPUT if shard is None else shard_output(*shard)
     given = default if args.output is None else args.output
@@ -414,6 +417,8 @@ def run_predict(args: argparse.Namespace) -> int:
         if output is not None and handle is not None:
             handle.close()
     log_skipped(skipped, "structures without a graph")
+    # the CIFs read in this process (with --n-jobs, the workers' are not counted here)
+    _cif.log_reader_counts(_cif.counts_since(read_before), "CIFs")
     if n_rows == 0 and not done and shard is not None and not skipped:
         # more shards than inputs: an empty shard is no failure of its array task
         logger.warning("shard %d/%d holds none of the inputs", *shard)
