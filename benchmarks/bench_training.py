@@ -4,12 +4,12 @@
    h_fea_len 128, batch 256) with 2 torch threads, in seconds per 1,000 MP crystals
    (batches collated beforehand, as a pure compute figure), for skcgcnn's default
    convolution, the convolution as it was before issue 16 (``--variants previous``),
-   the opt-in ``torch.compile`` of it (``--variants compiled``), the default on the
-   same batches reduced to one atom per class of equivalent atoms (``reduced``, what
-   the estimators train on) and the original's computation (``naive``), all on the
-   same crystals, their timed epochs interleaved
-   (``--repeats`` rounds, the fastest of each kept) so that a loaded machine hits
-   them alike;
+   the opt-in ``torch.compile`` of it (``--variants compiled``), the paper's equation
+   in plain torch (``CGCNN(kernel="reference")``, ``--variants reference``), the
+   default on the same batches reduced to one atom per class of equivalent atoms
+   (``reduced``, what the estimators train on) and the original's computation
+   (``naive``), all on the same crystals, their timed epochs interleaved (``--repeats``
+   rounds, the fastest of each kept) so that a loaded machine hits them alike;
 2. whole epochs of ``CGCNNRegressor.fit`` on a set (default: all 36,737 crystals) in
    the step's settings (batch 256, SGD, no schedule), collation included, in float32
    and with ``precision="bfloat16"``: the fastest of epochs 2-3, per 1,000 crystals,
@@ -20,7 +20,8 @@
 Usage::
 
     python benchmarks/bench_training.py [--data DIR] [--limit N] [--skip-epoch]
-                                        [--variants default,reduced,previous,compiled,naive]
+                                        [--variants default,reduced,previous,compiled,
+                                                    reference,naive]
                                         [--repeats 3] [--curve 5000 --epochs 100]
                                         [--json out.json]
 """
@@ -112,6 +113,8 @@ def make_network(variant: str):
         return previous_cgcnn()
     if variant == "compiled":
         return compile_convolutions(CGCNN())
+    if variant == "reference":
+        return CGCNN(kernel="reference")
     if variant == "naive":
         return naive_cgcnn()
     raise ValueError(f"unknown variant {variant!r}")
@@ -167,7 +170,8 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-epoch", action="store_true")
     parser.add_argument("--variants", default="default,reduced,previous,naive",
                         help="step variants to time, comma-separated, of default, reduced, "
-                             "previous, compiled (torch.compile, opt-in) and naive")
+                             "previous, compiled (torch.compile, opt-in), reference "
+                             "(kernel='reference') and naive")
     parser.add_argument("--repeats", type=int, default=3,
                         help="interleaved timed rounds (the fastest epoch of each variant)")
     parser.add_argument("--curve", type=int, default=0, help="subset size for the MAE curve")

@@ -1,6 +1,6 @@
 """Opt-in ``torch.compile`` of the gated convolutions, with a clean eager fallback.
 
-Inductor fuses the edge-wise chain of :class:`skcgcnn.model.ConvLayer` (BatchNorm ->
+Inductor fuses the edge-wise chain of :class:`skcgcnn.model.fused.ConvLayer` (BatchNorm ->
 sigmoid x softplus -> sum, forward and backward) into a few C++ loops, which eager
 torch runs as one pass per op.  Compiling needs a C++ compiler at run time and a
 first batch that takes tens of seconds, so it is never the default: call

@@ -1,5 +1,6 @@
-"""The faster gated convolution (one (E, 2F) buffer, bn1 folded at evaluation) and the
-opt-in torch.compile of it (issue 16) against the layer's equation in plain torch."""
+"""The fused gated convolution's paths (skcgcnn.model.fused: row tables in training, the
+edge tensor, bn1 folded at evaluation, the opt-in torch.compile; issue 16) against the
+reference layer (skcgcnn.model.reference, the paper's equation in plain torch)."""
 from __future__ import annotations
 
 import copy
@@ -9,28 +10,22 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from torch.nn import functional as fn
+from torch import nn
 
 from skcgcnn import _compile
 from skcgcnn._compile import compile_convolutions
-from skcgcnn.model import CGCNN, ConvLayer, Edges, GaussianExpansion
+from skcgcnn.model import CGCNN, PATHS, ConvLayer, Edges, GaussianExpansion, ReferenceConvLayer
 
 from .test_graph import bcc_iron, perovskite, rock_salt
-from .test_model import batch
+from .test_model import assert_same_step, batch
 
 
-def equation(layer: ConvLayer, v, nbr_idx, nbr_dist, expansion):
-    """Paper eq. 5 as the original writes it: every edge's v_i + v_j + u_ij concatenated,
-    one Linear, bn1, sigmoid x softplus, masked slots left out of the sum and of bn1."""
-    n, m = nbr_idx.shape
-    mask = nbr_idx >= 0
-    src = torch.arange(n).unsqueeze(1).expand(n, m)[mask]
-    z = torch.cat([v[src], v[nbr_idx[mask]], expansion(nbr_dist[mask])], dim=1)
-    gated = layer.bn1(layer.fc_full(z))
-    f = layer.atom_fea_len
-    message = torch.sigmoid(gated[:, :f]) * fn.softplus(gated[:, f:])
-    summed = torch.zeros(n, f, dtype=v.dtype).index_add(0, src, message)
-    return fn.softplus(v + layer.bn2(summed))
+def reference_of(layer: ConvLayer) -> ReferenceConvLayer:
+    """The reference layer with ``layer``'s parameters, buffers, dtype and mode."""
+    twin = ReferenceConvLayer(layer.atom_fea_len, layer.nbr_fea_len).to(
+        layer.fc_full.weight.dtype)
+    twin.load_state_dict(layer.state_dict())
+    return twin.train(layer.training)
 
 
 def masked(b):
@@ -41,40 +36,77 @@ def masked(b):
     return idx, dist
 
 
+def gated_layer(seed=0):
+    """A float64 ConvLayer(92, 41) with batch-norm parameters and running statistics
+    away from their initial values (they matter at evaluation)."""
+    torch.manual_seed(seed)
+    layer = ConvLayer(92, 41).double()
+    with torch.no_grad():
+        for bn in (layer.bn1, layer.bn2):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+    return layer
+
+
 @pytest.mark.parametrize("dense", [True, False])
 @pytest.mark.parametrize("training", [True, False])
-def test_gated_layer_equals_its_equation(dense, training):
+def test_gated_layer_equals_the_reference(dense, training):
+    """"row_tables" in training, "folded" at evaluation, with and without masked slots."""
     b = batch([rock_salt(), bcc_iron(), perovskite()], dtype=torch.float64)
     idx, dist = (b["nbr_idx"], b["nbr_dist"]) if dense else masked(b)
-    torch.manual_seed(0)
-    layer = ConvLayer(92, 41).double()
-    with torch.no_grad():  # running statistics that matter at evaluation
-        layer.bn1.running_mean.uniform_(-1, 1)
-        layer.bn1.running_var.uniform_(0.5, 2)
-        layer.bn1.weight.uniform_(0.5, 1.5)
-        layer.bn1.bias.uniform_(-0.5, 0.5)
-    twin = copy.deepcopy(layer)
-    layer.train(training)
-    twin.train(training)
+    layer = gated_layer().train(training)
+    twin = reference_of(layer)
     expansion = GaussianExpansion().double()
     v = b["atom_fea"].clone().requires_grad_()
     w = b["atom_fea"].clone().requires_grad_()
     edges = Edges(idx, dist)
     assert edges.dense == dense
+    assert layer.path(edges, expansion) == ("row_tables" if training else "folded")
     out = layer(v, edges, expansion)
-    want = equation(twin, w, idx, dist, expansion)
-    torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-10)
-    grad = torch.randn_like(out)
-    out.backward(grad)
-    want.backward(grad)
-    torch.testing.assert_close(v.grad, w.grad, rtol=1e-10, atol=1e-10)
-    for (name, p), q in zip(layer.named_parameters(), twin.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-10, msg=name)
-    for (name, p), q in zip(layer.named_buffers(), twin.buffers()):
-        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12, msg=name)
+    want = twin(w, Edges(idx, dist), expansion)
+    assert_same_step(layer, twin, out, want, [v], [w])
+
+
+def test_edge_tensor_path_equals_the_reference():
+    """bn1 a SyncBatchNorm (as several processes train; in one process it normalises as
+    BatchNorm1d): batch statistics on the (E, 2F) tensor."""
+    b = batch([rock_salt(), bcc_iron(), perovskite()], dtype=torch.float64)
+    idx, dist = masked(b)
+    layer = gated_layer()
+    twin = reference_of(layer)
+    sync = nn.SyncBatchNorm(2 * 92).double()
+    sync.load_state_dict(layer.bn1.state_dict())
+    layer.bn1 = sync
+    expansion = GaussianExpansion().double()
+    v = b["atom_fea"].clone().requires_grad_()
+    w = b["atom_fea"].clone().requires_grad_()
+    edges = Edges(idx, dist)
+    assert layer.path(edges, expansion) == "edge_tensor"
+    assert_same_step(layer, twin, layer(v, edges, expansion),
+                     twin(w, Edges(idx, dist), expansion), [v], [w])
+
+
+def test_the_path_follows_the_state_and_the_batch():
+    b = batch([rock_salt(), perovskite()], dtype=torch.float64)
+    layer, expansion = gated_layer(), GaussianExpansion().double()
+    assert layer.path(Edges(b["nbr_idx"], b["nbr_dist"]), expansion) == "row_tables"
+    asking = Edges(b["nbr_idx"], b["nbr_dist"].clone().requires_grad_())
+    assert layer.path(asking, expansion) == "edge_tensor"  # a gradient for the distances
+    empty = Edges(torch.zeros(0, 12, dtype=torch.long), torch.zeros(0, 12))
+    assert layer.path(empty, expansion) == "edge_tensor"   # a process's empty share
+    layer.eval()
+    assert layer.path(asking, expansion) == "folded"       # running statistics
+    layer.bn1.running_mean = layer.bn1.running_var = None
+    assert layer.path(asking, expansion) == "edge_tensor"  # none: batch statistics
+    compiled = compile_convolutions(CGCNN(n_conv=1)).convs[0]
+    assert compiled.path(Edges(b["nbr_idx"], b["nbr_dist"]), expansion) == "compiled"
+    assert set(PATHS) == {"row_tables", "edge_tensor", "folded", "compiled"}
 
 
 def test_evaluation_folds_bn1_in_float32_within_rounding():
+    """float32 "folded" against float64 (the same path): the folding loses no precision."""
     b = batch([rock_salt(), bcc_iron(), perovskite()])
     torch.manual_seed(1)
     net = CGCNN()
@@ -190,15 +222,19 @@ def test_gated_layer_under_bf16_autocast_follows_float32():
     torch.testing.assert_close(w.grad, v.grad, rtol=0.1, atol=0.05)
 
 
-def test_gradient_reaches_the_distances_when_asked():
-    """Distances that require a gradient keep one row per edge, so it flows to them."""
+@pytest.mark.parametrize("training", [True, False])
+def test_gradient_reaches_the_distances_when_asked(training):
+    """Distances that require a gradient keep one row per edge, so it flows to them
+    ("edge_tensor" in training, "folded" at evaluation), as in the reference."""
     b = batch([rock_salt(), perovskite()], dtype=torch.float64)
-    torch.manual_seed(0)
-    layer = ConvLayer(92, 41).double()
+    layer = gated_layer().train(training)
+    twin = reference_of(layer)
     expansion = GaussianExpansion().double()
     dist = b["nbr_dist"].clone().requires_grad_()
     twin_dist = b["nbr_dist"].clone().requires_grad_()
-    layer(b["atom_fea"], Edges(b["nbr_idx"], dist), expansion).sum().backward()
-    equation(layer, b["atom_fea"], b["nbr_idx"], twin_dist, expansion).sum().backward()
+    edges = Edges(b["nbr_idx"], dist)
+    assert layer.path(edges, expansion) == ("edge_tensor" if training else "folded")
+    assert_same_step(layer, twin, layer(b["atom_fea"], edges, expansion),
+                     twin(b["atom_fea"], Edges(b["nbr_idx"], twin_dist), expansion),
+                     [dist], [twin_dist])
     assert dist.grad.abs().sum() > 0
-    torch.testing.assert_close(dist.grad, twin_dist.grad, rtol=1e-9, atol=1e-10)

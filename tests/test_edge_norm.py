@@ -1,15 +1,16 @@
-"""The gated convolution's edge batch norm on the row tables (skcgcnn._edge_norm)
-against the plain computation on the (E, 2F) edge tensor, in float64."""
+"""The gated convolution's edge batch norm on the row tables (skcgcnn.model._edge_norm,
+the "row_tables" path) against the computation on the (E, 2F) edge tensor
+("edge_tensor"), in float64, with atom weights."""
 import copy
 
 import pytest
 import torch
 from torch import nn
 
-from skcgcnn import _edge_norm
-from skcgcnn._edge_norm import gated_edge_conv
-from skcgcnn._edge_ops import assemble_edges, gated_sum, weighted_batch_norm
-from skcgcnn.model import ConvLayer, Edges, GaussianExpansion
+from skcgcnn.model import ConvLayer, Edges, GaussianExpansion, _edge_norm
+from skcgcnn.model._batch_norm import weighted_batch_norm
+from skcgcnn.model._edge_norm import gated_edge_conv
+from skcgcnn.model.fused import assemble_edges, gated_sum
 
 F, G = 4, 41
 

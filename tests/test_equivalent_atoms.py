@@ -16,6 +16,7 @@ from skcgcnn.model import CGCNN, batch_norm
 
 from ._shared import SAMPLE500, load_structures, needs_shared
 from .test_graph import bcc_iron, perovskite, rock_salt
+from .test_model import assert_same_step
 
 
 def collection(structures, **params):
@@ -77,14 +78,7 @@ def test_network_on_reduced_batches_equals_the_full_one(conv, pooling, radius):
     torch.manual_seed(0)
     net = CGCNN(conv=conv, pooling=pooling).double()
     twin = copy.deepcopy(net)
-    out, want = twin(**reduced), net(**full)
-    torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-10)
-    out.square().sum().backward()
-    want.square().sum().backward()
-    for (name, p), q in zip(twin.named_parameters(), net.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-8, atol=1e-10, msg=name)
-    for (name, b), c in zip(twin.named_buffers(), net.buffers()):
-        torch.testing.assert_close(b, c, rtol=1e-10, atol=1e-12, msg=name)
+    assert_same_step(twin, net, twin(**reduced), net(**full))
     net.eval()
     twin.eval()
     with torch.no_grad():
@@ -123,17 +117,16 @@ def test_weighted_batch_norm_refuses_other_batch_norms():
 
 
 @needs_shared
-def test_estimator_fits_reduced_batches_as_full_ones(monkeypatch):
+def test_estimator_fits_reduced_batches_as_full_ones():
     """AdamW, the default recipe: the same losses and predictions within float
-    rounding whether the batches are reduced or not."""
+    rounding whether the batches are reduced (the default) or not (reduce_atoms=False)."""
     _, structures, y = load_structures(str(SAMPLE500), 40)
     graphs = StructureGraphTransformer().fit_transform(structures)
     kwargs = dict(max_epochs=3, random_state=0, batch_size=16, module__atom_fea_len=8,
                   module__n_conv=2, module__h_fea_len=16)
     reduced = CGCNNRegressor(**kwargs).fit(graphs, y)
-    assert reduced.get_dataset(graphs).reduce
-    monkeypatch.setattr(CGCNNRegressor, "_reduces_atoms", lambda self: False)
-    full = CGCNNRegressor(**kwargs).fit(graphs, y)
+    assert reduced.get_dataset(graphs).reduce and reduced.reduce_atoms
+    full = CGCNNRegressor(**kwargs, reduce_atoms=False).fit(graphs, y)
     assert not full.get_dataset(graphs).reduce
     np.testing.assert_allclose(reduced.history[:, "train_loss"], full.history[:, "train_loss"],
                                rtol=1e-5)
@@ -167,3 +160,15 @@ def test_device_batches_are_reduced_as_host_ones():
     for key in X:
         torch.testing.assert_close(X[key], want[key], msg=key)
     torch.testing.assert_close(y, want_y)
+
+
+def test_the_reference_kernel_trains_on_full_graphs():
+    """It takes no atom weights, so reduce_atoms=True leaves its batches full."""
+    graphs = collection([rock_salt(), bcc_iron(), perovskite()] * 2)
+    tiny = dict(max_epochs=2, batch_size=3, random_state=0, module__atom_fea_len=4,
+                module__h_fea_len=4, module__n_conv=1)
+    reg = CGCNNRegressor(module__kernel="reference", **tiny).fit(graphs, np.arange(6.0))
+    assert reg.reduce_atoms and not reg.get_dataset(graphs).reduce
+    assert np.isfinite(reg.predict(graphs)).all()
+    with pytest.raises(ValueError, match="reduce_atoms must be True or False, got 'yes'"):
+        CGCNNRegressor(reduce_atoms="yes", **tiny).fit(graphs, np.arange(6.0))

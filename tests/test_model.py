@@ -7,9 +7,11 @@ import torch
 from skcgcnn.graph import build_graph, GraphCollection
 from skcgcnn.atom_features import get_atom_features
 from skcgcnn.estimators import graphs_to_tensors
-from skcgcnn.model import CGCNN, ConvLayer, Edges, GaussianExpansion, SimpleConvLayer, mean_pool
+from skcgcnn.model import (CGCNN, ConvLayer, Edges, GaussianExpansion, ReferenceConvLayer,
+                           SimpleConvLayer, mean_pool)
 
-from ._shared import SAMPLE_REGRESSION, load_structures, needs_shared
+from ._shared import (EXPECTED, PRETRAINED, SAMPLE_REGRESSION, load_structures,
+                      needs_shared)
 from .test_graph import bcc_iron, perovskite, rock_salt
 
 
@@ -21,6 +23,21 @@ def batch(structures, dtype=torch.float32):
     out["atom_fea"] = out["atom_fea"].to(dtype)
     out["nbr_dist"] = out["nbr_dist"].to(dtype)
     return out
+
+
+def assert_same_step(net, twin, out, want, inputs=(), twin_inputs=(), rtol=1e-10):
+    """``out`` and ``want`` equal, and after a backward of ``sum(out^2)`` (of
+    ``sum(want^2)``) the gradients of ``inputs`` (``twin_inputs``) and of the parameters,
+    and the buffers (running statistics), of ``net`` and ``twin``, in float64."""
+    torch.testing.assert_close(out, want, rtol=rtol, atol=rtol)
+    out.square().sum().backward()
+    want.square().sum().backward()
+    for a, b in zip(inputs, twin_inputs):
+        torch.testing.assert_close(a.grad, b.grad, rtol=100 * rtol, atol=rtol)
+    for (name, p), q in zip(net.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=100 * rtol, atol=rtol, msg=name)
+    for (name, p), q in zip(net.named_buffers(), twin.buffers()):
+        torch.testing.assert_close(p, q, rtol=rtol, atol=rtol / 100, msg=name)
 
 
 ORIGINAL_KEYS = {
@@ -76,6 +93,8 @@ def test_mean_pool():
 def test_bad_module_arguments():
     with pytest.raises(ValueError, match="conv must be one of"):
         CGCNN(conv="fancy")
+    with pytest.raises(ValueError, match=r"kernel must be one of \['fused', 'reference'\]"):
+        CGCNN(kernel="cuda")
     with pytest.raises(ValueError, match="n_conv must be an integer >= 1"):
         CGCNN(n_conv=0)
 
@@ -142,3 +161,62 @@ def test_prediction_invariant_under_symmetry_operations():
     variants.append(s * (2, 2, 2))
     for v in variants:
         assert abs(net(**batch([v])).item() - reference) < 1e-4
+
+
+# -- the kernels: fused (default) and reference --------------------------------------------
+def test_kernels_pick_the_layer_and_share_the_state_dict():
+    fused, reference = CGCNN(), CGCNN(kernel="reference")
+    assert all(type(c) is ConvLayer for c in fused.convs)
+    assert all(type(c) is ReferenceConvLayer for c in reference.convs)
+    assert all(type(c) is SimpleConvLayer
+               for c in CGCNN(conv="simple", kernel="reference").convs)
+    assert fused.weighs_atoms and not reference.weighs_atoms
+    state = fused.state_dict()
+    assert list(reference.state_dict()) == list(state)  # the original's names, in order
+    reference.load_state_dict(state)
+    assert "ReferenceConvLayer" in repr(reference)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_network_equals_the_reference_network(training, masked):
+    """The whole network in float64, from the same weights: outputs, every gradient and
+    the running statistics after a step (training), and the outputs at evaluation."""
+    b = batch([rock_salt(), bcc_iron(), perovskite()], dtype=torch.float64)
+    if masked:  # the edge-list path: some slots masked
+        b["nbr_idx"] = b["nbr_idx"].clone()
+        b["nbr_idx"][::3, -2:] = -1
+    torch.manual_seed(0)
+    net = CGCNN(n_conv=2, n_h=2).double()
+    net(**b)  # running statistics away from their initial values
+    reference = CGCNN(n_conv=2, n_h=2, kernel="reference").double()
+    reference.load_state_dict(net.state_dict())
+    net.train(training)
+    reference.train(training)
+    assert_same_step(net, reference, net(**b), reference(**b))
+
+
+def test_reference_kernel_refuses_atom_weights():
+    b = batch([rock_salt()])
+    with pytest.raises(ValueError, match="take no atom weights.*reduce_atoms=False"):
+        CGCNN(kernel="reference")(**b, atom_weight=torch.ones(len(b["atom_fea"])))
+
+
+@needs_shared
+def test_reference_kernel_reproduces_the_original_checkpoint():
+    """The checkpoint parity of tests/test_estimators.py, through the reference kernel:
+    ``module__kernel="reference"`` rebuilds the network, the checkpoint's weights load."""
+    from skcgcnn import load_cgcnn_checkpoint
+
+    from .test_estimators import check_parity, read_expected
+
+    model = "formation-energy-per-atom"
+    pipe = load_cgcnn_checkpoint(PRETRAINED / f"{model}.pth.tar")
+    state = pipe[-1].module_.state_dict()
+    pipe[-1].set_params(module__kernel="reference")
+    assert type(pipe[-1].module_.convs[0]) is ReferenceConvLayer
+    pipe[-1].module_.load_state_dict(state)
+    pipe[-1].module_.eval()
+    ids, structures, _ = load_structures(str(SAMPLE_REGRESSION))
+    check_parity(ids, structures, pipe.predict(structures),
+                 read_expected(EXPECTED / model / "sample_regression.csv"))

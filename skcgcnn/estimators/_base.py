@@ -252,10 +252,15 @@ class _CGCNNMixin(_InputChecks):
 
     def _reduces_atoms(self) -> bool:
         """Batches of one atom per class of equivalent atoms (exact, and 2.2x fewer
-        atoms on MP crystals; skcgcnn.graph._orbits): for skcgcnn's own module, and
-        not while several processes train (their batch norms take no weights)."""
+        atoms on MP crystals; skcgcnn.graph._orbits) with ``reduce_atoms``: where the
+        network can weigh atoms (skcgcnn's CGCNN with the fused kernel), and not while
+        several processes train (their batch norms take no weights)."""
+        reduce = self.__dict__.get("reduce_atoms", True)  # pickled before it existed
+        if not isinstance(reduce, (bool, np.bool_)):
+            raise ValueError(f"reduce_atoms must be True or False, got {reduce!r}")
         module = self.__dict__.get("module_")
-        return isinstance(module, CGCNN) and not _distributed.is_distributed() \
+        return bool(reduce) and isinstance(module, CGCNN) and module.weighs_atoms \
+            and not _distributed.is_distributed() \
             and "atom_weight" in inspect.signature(module.forward).parameters
 
     # -- sample weights --------------------------------------------------------------

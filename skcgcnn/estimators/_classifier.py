@@ -53,7 +53,8 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
                  optimizer__weight_decay=0.01, lr_schedule="onecycle",
                  warmup_fraction=0.1, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, random_state=None,
-                 device="cpu", batch_on_device="auto", precision="float32", verbose=1,
+                 device="cpu", batch_on_device="auto", precision="float32",
+                 reduce_atoms=True, verbose=1,
                  **kwargs):
         super().__init__(module, criterion=criterion, optimizer=optimizer, lr=lr,
                          max_epochs=max_epochs, batch_size=batch_size,
@@ -73,6 +74,7 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
         self.random_state = random_state
         self.batch_on_device = batch_on_device
         self.precision = precision
+        self.reduce_atoms = reduce_atoms
 
     @property
     def classes_(self):

@@ -110,7 +110,7 @@ default="absolute_error"
                  warmup_fraction=0.1, loss="absolute_error", early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, random_state=None,
                  domain=None, init=None, freeze=None, init_lr_factor=1.0, device="cpu",
-                 batch_on_device="auto", precision="float32",
+                 batch_on_device="auto", precision="float32", reduce_atoms=True,
                  verbose=1, **kwargs):
         super().__init__(module, criterion=criterion, optimizer=optimizer, lr=lr,
                          max_epochs=max_epochs, batch_size=batch_size,
@@ -134,6 +134,7 @@ default="absolute_error"
         self.init_lr_factor = init_lr_factor
         self.batch_on_device = batch_on_device
         self.precision = precision
+        self.reduce_atoms = reduce_atoms
 
     def __sklearn_clone__(self):
         """scikit-learn's clone; a fitted ``init`` is shared (its clone is unfitted)."""

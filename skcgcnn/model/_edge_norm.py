@@ -1,6 +1,6 @@
 """The gated convolution's edge batch norm and gate, computed from the row tables.
 
-In :class:`skcgcnn.model.ConvLayer`, edge e's pre-activation is a sum of three table
+In :class:`skcgcnn.model.fused.ConvLayer`, edge e's pre-activation is a sum of three table
 rows, ``z_e = S[src_e] + A[dst_e] + T[dist_e]`` (per atom as centre, per atom as
 neighbour, per distinct distance), and ``bn1`` normalises ``z`` over the edges.  Done
 on ``z`` itself, the batch norm and its backward make about twenty passes over the
