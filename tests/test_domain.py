@@ -13,8 +13,9 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skcgcnn import (ApplicabilityDomain, CGCNNEnsembleRegressor, CGCNNRegressor,
-                     OutsideDomainWarning, StructureGraphTransformer, load_model, save_model)
+from skcgcnn import (ApplicabilityDomain, CGCNNEmbedder, CGCNNEnsembleRegressor,
+                     CGCNNRegressor, OutsideDomainWarning, StructureGraphTransformer,
+                     load_model, save_model)
 
 from .test_graph import bcc_iron, perovskite
 
@@ -104,20 +105,32 @@ def test_far_crystals_are_outside_and_warned_about(halides):
 
 
 def test_domain_of_a_pipeline_clones_pickles_and_searches(halides):
-    structures, transformer, _, y, reg = halides
-    network = make_pipeline(transformer, reg)
-    domain = make_pipeline(StructureGraphTransformer(), ApplicabilityDomain(reg,
-                                                                             n_neighbors=2))
+    structures, transformer, graphs, y, reg = halides
+    domain = make_pipeline(StructureGraphTransformer(),
+                           ApplicabilityDomain(CGCNNEmbedder(reg), n_neighbors=2))
     domain.fit(structures)
     assert domain.predict([structures[0], bcc_iron(2.87)]).tolist() == [1, -1]
-    assert clone(domain)[-1].estimator is reg  # frozen: clone shares the network
+    # the domain of the regressor's own domain="knn", on the same embeddings
+    np.testing.assert_allclose(domain[-1].train_distances_, reg.domain_.train_distances_)
+    assert clone(domain)[-1].estimator.estimator is reg  # frozen: clone shares the network
     restored = pickle.loads(pickle.dumps(domain))
     np.testing.assert_allclose(restored.score_samples(structures[:5]),
                                domain.score_samples(structures[:5]))
-    search = GridSearchCV(ApplicabilityDomain(network), {"n_neighbors": [1, 2]}, cv=KFold(2),
+    embed = make_pipeline(transformer, CGCNNEmbedder(reg))  # structures -> embeddings
+    search = GridSearchCV(ApplicabilityDomain(embed), {"n_neighbors": [1, 2]}, cv=KFold(2),
                           scoring=lambda est, X, y=None: est.score_samples(X).mean())
-    search.fit(structures)  # structures: the fitted Pipeline makes the graphs
+    search.fit(structures)
     assert search.best_params_["n_neighbors"] in (1, 2)
+    # on features alone, the same distances as through the embedder
+    features = ApplicabilityDomain(n_neighbors=2).fit(reg.predict_crystal_features(graphs))
+    np.testing.assert_allclose(features.train_distances_, domain[-1].train_distances_)
+
+
+def test_a_network_without_an_embedder_is_refused_naming_the_fix(halides):
+    _, _, graphs, _, reg = halides
+    with pytest.raises(TypeError, match=r"CGCNNRegressor has no transform.*"
+                                        r"CGCNNEmbedder\(network\)"):
+        ApplicabilityDomain(reg).fit(graphs)
     twin = pickle.loads(pickle.dumps(reg))
     np.testing.assert_allclose(twin.domain_.train_distances_, reg.domain_.train_distances_)
 

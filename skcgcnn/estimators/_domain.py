@@ -9,6 +9,10 @@ novelty detectors (``LocalOutlierFactor(novelty=True)``, ``IsolationForest``).
 The regressors build one during ``fit`` with ``domain="knn"`` (``_DomainHooks``):
 ``predict(X, return_domain=True)`` then also answers each crystal's distance, and
 ``predict`` warns (:class:`OutsideDomainWarning`) about crystals outside.
+
+The domain works on features: an array, or what a fitted transformer (such as
+:class:`~skcgcnn.CGCNNEmbedder`) makes of X.  It knows no network class, so that the
+estimators can import it.
 """
 from __future__ import annotations
 
@@ -33,8 +37,8 @@ class OutsideDomainWarning(UserWarning):
 class ApplicabilityDomain(OutlierMixin, BaseEstimator):
     """An applicability domain: the k-nearest-neighbour distance to the training crystals.
 
-    ``fit(X)`` embeds the training crystals (through ``estimator``), standardises the
-    embeddings (``scale=True``) and indexes them with scikit-learn's
+    ``fit(X)`` embeds the training crystals (through ``estimator``, when given),
+    standardises the embeddings (``scale=True``) and indexes them with scikit-learn's
     ``NearestNeighbors``.  The *distance* of a crystal is the mean Euclidean distance to
     its ``n_neighbors`` nearest training crystals.  Each training row's own distance is
     taken without itself (``NearestNeighbors.kneighbors()`` with no query), and
@@ -53,11 +57,13 @@ class ApplicabilityDomain(OutlierMixin, BaseEstimator):
 
     Parameters
     ----------
-    estimator : fitted CGCNN network, Pipeline ending in one, CGCNNEmbedder, or None
-        What maps X to crystal embeddings: anything :class:`~skcgcnn.CGCNNEmbedder`
-        takes (X is then graphs, or structures for a Pipeline), or a CGCNNEmbedder.
-        None: X is already a 2-D array of embeddings (or any numeric features).
-        The network is not trained, and ``clone`` keeps it (as CGCNNEmbedder's does).
+    estimator : transformer or None, default=None
+        What maps X to features: a transformer, cloned and fitted on the training X
+        (``estimator_``), whose ``transform`` gives the embeddings, such as
+        ``CGCNNEmbedder(network)`` (X: graphs) or a Pipeline ending in one (X:
+        structures, ``make_pipeline(StructureGraphTransformer(), CGCNNEmbedder(network))``).
+        A CGCNNEmbedder trains nothing and its clone keeps the fitted network.  None: X
+        is already a 2-D array of embeddings (or any numeric features).
     n_neighbors : int, default=5
         Training crystals averaged over.
     quantile : float in (0, 1], default=0.95
@@ -68,6 +74,8 @@ class ApplicabilityDomain(OutlierMixin, BaseEstimator):
 
     Attributes
     ----------
+    estimator_ : transformer
+        Only with ``estimator``: its clone, fitted on the training X.
     threshold_ : float
         The largest distance inside the domain.
     offset_ : float
@@ -83,8 +91,10 @@ class ApplicabilityDomain(OutlierMixin, BaseEstimator):
 
     Examples
     --------
-    >>> from skcgcnn import ApplicabilityDomain
-    >>> domain = ApplicabilityDomain(fitted_pipeline).fit(train_structures)  # doctest: +SKIP
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skcgcnn import ApplicabilityDomain, CGCNNEmbedder, StructureGraphTransformer
+    >>> embed = make_pipeline(StructureGraphTransformer(), CGCNNEmbedder(fitted_network))
+    >>> domain = ApplicabilityDomain(embed).fit(train_structures)  # doctest: +SKIP
     >>> domain.distance(new_structures)                  # doctest: +SKIP
     >>> domain.predict(new_structures)  # +1 inside, -1 outside   # doctest: +SKIP
     """
@@ -95,12 +105,6 @@ class ApplicabilityDomain(OutlierMixin, BaseEstimator):
         self.n_neighbors = n_neighbors
         self.quantile = quantile
         self.scale = scale
-
-    def __sklearn_clone__(self) -> ApplicabilityDomain:
-        """A new domain over the same fitted network (a copy of it would be unfitted)."""
-        params = self.get_params(deep=False)
-        return type(self)(**{k: (v if k == "estimator" else clone(v, safe=False))
-                             for k, v in params.items()})
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -113,14 +117,16 @@ class ApplicabilityDomain(OutlierMixin, BaseEstimator):
         """The (unscaled) embeddings of X; NaN rows only from skipped structures."""
         if self.estimator is None:
             return validate_data(self, X, reset=fitting, dtype=np.float64)
-        from ._embedder import CGCNNEmbedder
-
-        embedder = self.estimator
-        if not isinstance(embedder, CGCNNEmbedder):
-            embedder = CGCNNEmbedder(embedder)
-        if fitting or not hasattr(embedder, "n_features_out_"):
-            embedder = clone(embedder).fit(X)
-        features = np.asarray(embedder.transform(X), dtype=np.float64)
+        if fitting:
+            if not hasattr(self.estimator, "transform"):
+                raise TypeError(
+                    f"ApplicabilityDomain(estimator=...) takes a transformer whose "
+                    f"transform gives the features; {type(self.estimator).__name__} has "
+                    "no transform. For a fitted network, pass CGCNNEmbedder(network), or "
+                    "for structures make_pipeline(StructureGraphTransformer(), "
+                    "CGCNNEmbedder(network))")
+            self.estimator_ = clone(self.estimator).fit(X)
+        features = np.asarray(self.estimator_.transform(X), dtype=np.float64)
         if fitting:
             self.n_features_in_ = features.shape[1]
         return features
