@@ -2,7 +2,8 @@
 
 * :func:`build_graph` -- the graph of one structure (``_neighbors``);
 * :class:`GraphCollection` -- the graphs of many, in flat arrays (``_collection``);
-* :func:`save_graphs` / :func:`load_graphs` -- graph files that run no code (``_io``);
+* :func:`save_graphs` / :func:`load_graphs` -- graph files that run no code (``_io``;
+  ``load_graphs`` sits beside the class it builds, in ``_collection``);
 * :func:`build_graphs` -- the one parallel map over structures (``_parallel``);
 * :class:`GraphCache` -- graphs of one set of structures built once per graph-parameter
   set, shared between processes through files (``_cache``).
@@ -15,7 +16,7 @@ from __future__ import annotations
 import importlib
 
 from ..structures import StructureError
-from ._collection import GraphCollection
+from ._collection import GraphCollection, load_graphs
 from ._neighbors import (MAX_ATOMIC_NUMBER, NUMERICAL_TOL, FewNeighborsWarning, build_graph,
                          graph_from_arrays, neighbor_arrays, structure_arrays)
 from ._parallel import build_graphs
@@ -24,7 +25,7 @@ from ._parallel import build_graphs
 # estimators need neither.
 _LAZY = {"GraphCache": "_cache", "structures_fingerprint": "_cache",
          "GraphBundle": "_io", "GraphFileError": "_io", "UntrustedGraphFileError": "_io",
-         "load_graphs": "_io", "save_graphs": "_io"}
+         "save_graphs": "_io"}
 
 __all__ = ["FewNeighborsWarning", "GraphBundle", "GraphCache", "GraphCollection",
            "GraphFileError", "MAX_ATOMIC_NUMBER", "NUMERICAL_TOL", "StructureError",

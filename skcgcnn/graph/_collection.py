@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._defaults import DMIN, MAX_NUM_NBR, RADIUS, STEP
+
+if TYPE_CHECKING:
+    from ._io import GraphBundle
 
 
 def concatenate_arrays(graphs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
@@ -195,12 +198,12 @@ class GraphCollection:
                     info)
 
     @classmethod
-    def load(cls, path: Any) -> "GraphCollection":
+    def load(cls, path: Any) -> GraphCollection:
         """The graphs of a graph file written by :meth:`save` or ``skcgcnn featurize``
         (its targets: :func:`skcgcnn.graph.load_graphs`)."""
-        from ._io import load_graphs
+        from ._io import read_graphs
 
-        return load_graphs(path).graphs
+        return read_graphs(path, cls).graphs
 
     def with_atom_features(self, atom_features: Any) -> "GraphCollection":
         """The same graphs with another atom-feature table (no neighbour search)."""
@@ -286,3 +289,30 @@ class GraphCollection:
             "crystal_idx": crystal_idx,
         }
 
+
+
+def load_graphs(path: Any, trusted: bool = False) -> GraphBundle:
+    """Read a graph file written by :func:`~skcgcnn.graph.save_graphs` (``skcgcnn
+    featurize``); the format is that of :mod:`skcgcnn.graph._io`.
+
+    Parameters
+    ----------
+    path : str or path-like
+    trusted : bool, default=False
+        Also read the old pickle graph files (format version 1).  Unpickling can run
+        code, so only for files you made yourself.
+
+    Returns
+    -------
+    GraphBundle
+
+    Raises
+    ------
+    UntrustedGraphFileError
+        For an old pickle graph file without ``trusted=True``.
+    GraphFileError
+        For anything else that is not an intact graph file.
+    """
+    from ._io import read_graphs
+
+    return read_graphs(path, GraphCollection, trusted)

@@ -20,7 +20,10 @@ crystal) before a :class:`GraphCollection` is made.
 The first graph files (format version 1) were pickles of a dict; reading one can run
 code, so :func:`load_graphs` refuses them unless ``trusted=True``.
 
-This module knows numpy only (and pickle, for the trusted old files).
+This module knows numpy only (and pickle, for the trusted old files): it builds the
+collection class it is given (:func:`skcgcnn.graph.load_graphs` and
+``GraphCollection.load`` give theirs), so that ``GraphCollection.save`` / ``load`` can
+use it without an import circle.
 """
 from __future__ import annotations
 
@@ -28,15 +31,17 @@ import json
 import os
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._collection import GraphCollection
 from ._neighbors import MAX_ATOMIC_NUMBER
 
+if TYPE_CHECKING:
+    from ._collection import GraphCollection
+
 __all__ = ["FORMAT", "VERSION", "GraphBundle", "GraphFileError", "UntrustedGraphFileError",
-           "save_graphs", "load_graphs"]
+           "read_graphs", "save_graphs"]
 
 #: Format tag of graph files.
 FORMAT = "skcgcnn-graphs"
@@ -154,44 +159,27 @@ def _is_pickle(path: str) -> bool:
     return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
-def load_graphs(path: str | os.PathLike, trusted: bool = False) -> GraphBundle:
-    """Read a graph file written by :func:`save_graphs` (``skcgcnn featurize``).
-
-    Parameters
-    ----------
-    path : str or path-like
-    trusted : bool, default=False
-        Also read the old pickle graph files (format version 1).  Unpickling can run
-        code, so only for files you made yourself.
-
-    Returns
-    -------
-    GraphBundle
-
-    Raises
-    ------
-    UntrustedGraphFileError
-        For an old pickle graph file without ``trusted=True``.
-    GraphFileError
-        For anything else that is not an intact graph file.
-    """
+def read_graphs(path: str | os.PathLike, collection: type[GraphCollection],
+                trusted: bool = False) -> GraphBundle:
+    """The graph file at ``path`` with its graphs as a ``collection`` (the class
+    :class:`~skcgcnn.graph.GraphCollection`); see :func:`skcgcnn.graph.load_graphs`."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no graph file at {path!r}")
     if zipfile.is_zipfile(path):
-        return _load_npz(path)
+        return _load_npz(path, collection)
     if _is_pickle(path):
         if not trusted:
             raise UntrustedGraphFileError(
                 f"{path!r} is a pickle (an old graph file, or not one at all); unpickling "
                 "can run code, so it is not read. Write the graphs again with 'skcgcnn "
                 "featurize', or, if you made the file yourself, pass trusted=True")
-        return _load_pickle(path)
+        return _load_pickle(path, collection)
     raise GraphFileError(f"{path!r} is not a graph file (neither an .npz archive nor an old "
                          "pickle graph file)")
 
 
-def _load_npz(path: str) -> GraphBundle:
+def _load_npz(path: str, collection: type[GraphCollection]) -> GraphBundle:
     from ..atom_features import AtomFeatureTable
 
     try:
@@ -232,10 +220,10 @@ def _load_npz(path: str) -> GraphBundle:
         if arrays[key].dtype != dtype:
             raise GraphFileError(f"{path!r}: array {key!r} is {arrays[key].dtype}, not "
                                  f"{np.dtype(dtype)}")
-    graphs = GraphCollection(arrays["atom_ptr"], arrays["numbers"], arrays["nbr_idx"],
-                             arrays["nbr_dist"], ids, float(params["radius"]),
-                             int(params["max_num_nbr"]), float(params["dmin"]),
-                             float(params["step"]), table, dict(metadata.get("meta") or {}))
+    graphs = collection(arrays["atom_ptr"], arrays["numbers"], arrays["nbr_idx"],
+                        arrays["nbr_dist"], ids, float(params["radius"]),
+                        int(params["max_num_nbr"]), float(params["dmin"]),
+                        float(params["step"]), table, dict(metadata.get("meta") or {}))
     if positions is not None:
         n_inputs = metadata.get("n_inputs")
         if not (isinstance(n_inputs, int) and positions.shape == (len(graphs),) and (
@@ -276,7 +264,7 @@ def _check(path: str, graphs: GraphCollection, targets: np.ndarray, names: list)
         raise bad("the atom-feature table's arrays do not fit together")
 
 
-def _load_pickle(path: str) -> GraphBundle:
+def _load_pickle(path: str, collection: type[GraphCollection]) -> GraphBundle:
     """An old (version 1) graph file: a pickled dict; only with trusted=True."""
     import pickle
 
@@ -287,7 +275,7 @@ def _load_pickle(path: str) -> GraphBundle:
         raise GraphFileError(f"{path!r} is not a graph file ({type(exc).__name__}: "
                              f"{exc})") from exc
     if not (isinstance(bundle, dict) and bundle.get("format") == FORMAT
-            and isinstance(bundle.get("graphs"), GraphCollection)):
+            and isinstance(bundle.get("graphs"), collection)):
         raise GraphFileError(f"{path!r} is a pickle but not a graph file")
     graphs = bundle["graphs"]
     targets = np.asarray(bundle.get("targets", np.zeros((len(graphs), 0))), dtype=np.float64)
