@@ -17,7 +17,10 @@ Usage::
 (description, target and unit, SHA-256 of the data files, the split and its digest,
 the recipe, validation and test metrics, training time) and predictions of the
 sample-500 crystals that are test rows, which tests/test_pretrained.py reproduces; it
-writes the split (gzip CSV) and updates ``skcgcnn/pretrained/index.json``.
+writes the split (gzip CSV) and updates ``skcgcnn/pretrained/index.json``.  Run it with
+the test suite's numpy kernels (``NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL
+AVX512_SPR"``, as ``make test``): they decide ties at the 12-neighbour cut, so the
+recorded predictions are those the tests reproduce.
 """
 from __future__ import annotations
 
@@ -112,7 +115,14 @@ def _recorded_predictions(pipe, split: pd.DataFrame) -> dict:
 
 
 def export(args) -> None:
+    import os
+
     import torch
+
+    if "AVX512" not in os.environ.get("NPY_DISABLE_CPU_FEATURES", ""):
+        raise SystemExit('export with the tests\' numpy kernels: NPY_DISABLE_CPU_FEATURES='
+                         '"X86_V4 AVX512_ICL AVX512_SPR" python benchmarks/make_pretrained.py '
+                         'export ...')
 
     from skcgcnn.estimators import load_model
     from skcgcnn.estimators._card import ids_digest

@@ -66,7 +66,7 @@ def test_pretrained_models_reproduce_their_recorded_test_predictions(name):
     df = load_cgcnn_folder(SAMPLE500, cache=False)
     test_ids = set(pretrained_split(name).query("split == 'test'")["id"])
     assert set(recorded["ids"]) <= test_ids  # recorded on rows the model never saw
-    pred = np.asarray(pipe.predict(df.loc[[int(i) for i in recorded["ids"]], "structure"]))
+    pred = np.asarray(pipe.predict(df.loc[recorded["ids"], "structure"]))
     np.testing.assert_allclose(pred.reshape(-1), recorded["predictions"], rtol=0, atol=1e-5)
 
 
