@@ -275,7 +275,10 @@ def _fast_structure(text: str) -> Any:
     if missing:
         raise _Fallback(f"no {missing[0]}")
     lattice = Lattice.from_parameters(*(_number(pairs[t], t) for t in _CELL))
-    if n_sites < 1 or any(t not in columns for t in _SITE):
+    if not np.isfinite(lattice.matrix).all():
+        raise _Fallback("cell parameters that make no cell")
+    if n_sites < 1 or any(len(columns.get(t, ())) != n_sites for t in _SITE) or \
+            len(columns.get(_OCCUPANCY, ())) not in (0, n_sites):
         raise _Fallback("no atom_site loop with type symbols, labels and coordinates")
     if n_sites > _MAX_SITES:
         raise _Fallback(f"more than {_MAX_SITES} sites")

@@ -54,6 +54,16 @@ def cif(sites=SITES, symops=IDENTITY, extra=""):
     return HEADER.format(symops=symops) + "\n".join(sites) + "\n" + extra
 
 
+def split_symbols(n_symbols):
+    """cif() with the type symbols in a loop of their own, of n_symbols rows."""
+    text = cif().replace(" _atom_site_type_symbol\n", "")
+    for site in SITES:
+        symbol = site.split()[0]
+        text = text.replace(site, site.replace(f"  {symbol}  ", "  ", 1))
+    symbols = "".join(f"  {site.split()[0]}\n" for site in SITES[:n_symbols])
+    return text + f"loop_\n _atom_site_type_symbol\n{symbols}"
+
+
 def pymatgen(text):
     from pymatgen.core import Structure
 
@@ -139,6 +149,12 @@ def test_what_the_fast_path_does_not_take_goes_to_pymatgen(text, reason):
     assert_same(got, pymatgen(text))
 
 
+def test_type_symbols_in_a_loop_of_their_own_are_read_fast():
+    text = split_symbols(len(SITES))
+    assert_same(_cif.read_cif(text, "gemmi"), pymatgen(text))
+    assert _cif.reader_counts()["gemmi"] == 1
+
+
 @pytest.mark.parametrize("text, reason", [
     (cif().replace("_cell_length_c   6.10000000", "_cell_length_c   0.00500000"),
      "a cell thinner than pymatgen's min_thickness"),
@@ -150,6 +166,8 @@ def test_what_the_fast_path_does_not_take_goes_to_pymatgen(text, reason):
      "two sites at one position"),
     (cif(sites=SITES + ["  Na  Na4  1  0.50000000  0.00000000  -0.49999000  1"]),
      "two sites at one position"),
+    # the type symbols in a loop of their own, one row short of the sites
+    (split_symbols(3), "no atom_site loop with type symbols, labels and coordinates"),
 ])
 def test_files_pymatgen_refuses_are_refused_alike(text, reason):
     with pytest.raises(Exception) as fast:
