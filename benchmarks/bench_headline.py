@@ -98,6 +98,9 @@ def report(args) -> None:
         row = {"run": run.name, "epochs": f"{done}/{planned}", "wall_h": wall / 3600}
         cpu = _cpu_seconds(run)
         row["cpu_h"] = None if cpu is None else cpu / 3600
+        if cpu is not None and done:  # what the whole job costs in CPU at this rate
+            row["cpu_s_per_epoch"] = cpu / done
+            row["projected_cpu_h"] = cpu / done * planned / 3600
         recent = [h["dur"] for h in history[-20:]]
         row["s_per_epoch_recent"] = float(np.median(recent)) if recent else None
         if done < planned and recent:
@@ -109,9 +112,15 @@ def report(args) -> None:
             row.update({f"test_{k}": v for k, v in test.items()})
         rows.append(row)
         print(json.dumps(row))
-    members = [Path(r) / "test_results.csv" for r in args.runs
-               if Path(r, "test_results.csv").exists() and "seed" not in Path(r).name]
-    if len(members) > 1:
+    # the ensemble: the finished runs of the first one's job that differ only in seed
+    def job(run: Path) -> dict:
+        options = json.loads((run / "train_options.json").read_text())["options"]
+        return {k: v for k, v in options.items() if k not in ("seed", "output_dir",
+                                                                "n_jobs", "device")}
+
+    finished = [Path(r) for r in args.runs if Path(r, "test_results.csv").exists()]
+    members = [run / "test_results.csv" for run in finished if job(run) == job(finished[0])]
+    if len(members) > 1 and finished:
         import pandas as pd
 
         tables = [pd.read_csv(m, header=None, names=["id", "y", "pred"]).set_index("id")
