@@ -179,7 +179,7 @@ def finetune_pipeline(init: Any, **params: Any) -> Any:
     Examples
     --------
     >>> from skcgcnn.pretrained import finetune_pipeline
-    >>> pipe = finetune_pipeline("mp-formation-energy", freeze="embedding")
+    >>> pipe = finetune_pipeline("mp-formation-energy")
     >>> pipe.fit(structures, band_gaps)                          # doctest: +SKIP
     """
     from sklearn.base import clone
