@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 FREEZE = (None, "embedding", "conv")
 #: The output layer of :class:`skcgcnn.model.CGCNN`: freshly initialised for new targets.
 HEAD = "fc_out"
-#: Module arguments the new estimator decides (they set the head's shape or use).
-_HEAD_ARGS = ("n_out", "classification", "pooling", "dropout")
+#: Module arguments the new estimator decides (they set the head's shape or use, or how
+#: the same network is computed: kernel).
+_HEAD_ARGS = ("n_out", "classification", "pooling", "dropout", "kernel")
 
 
 def _init_of(est: Any) -> Any:
