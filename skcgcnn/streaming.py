@@ -90,7 +90,7 @@ def _check_chunk_size(chunk_size: Any) -> int:
 
 
 def shard_of(ident: Any, n_shards: int) -> int:
-    """The shard, ``0 .. n_shards - 1``, of the input with id ``ident``.
+    """The shard (from 0 to ``n_shards - 1``) of the input with id ``ident``.
 
     The first 8 bytes of the BLAKE2b digest of ``str(ident)`` (UTF-8), as a
     little-endian integer, modulo ``n_shards``: the same in every process, Python
