@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import io
 import json
 import shlex
@@ -36,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from skcgcnn.pretrained import _sha256 as sha256  # the check load_pretrained makes
 
 HERE = Path(__file__).resolve().parent
 PACKAGE = HERE.parent / "skcgcnn" / "pretrained"
@@ -59,14 +60,6 @@ MODELS = {
                        "Materials Project crystals (MP release of about 2018)"},
 }
 TARGET_NAMES = ["e_form", "band_gap", "efermi", "volume", "magnetization"]
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def make_split(args) -> None:
