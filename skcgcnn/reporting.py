@@ -355,8 +355,9 @@ def plot_learning_curve(history: Any, score_name: str, best_epoch: int | None,
     scores = [row.get(score_name, float("nan")) for row in history]
     label = f"validation {METRIC_LABELS.get(score_name, score_name)}"
     ax_score.plot(epochs, scores, marker=".", color="C2")
+    # the best on a line of its own: on one line a long label ran past the figure's edge
     best = "" if best_epoch is None else \
-        f" (best {scores[best_epoch - 1]:.4g}, epoch {best_epoch})"
+        f"\n(best {scores[best_epoch - 1]:.4g}, epoch {best_epoch})"
     ax_score.set(xlabel="epoch", ylabel=label, title=label + best)
     for ax in (ax_loss, ax_score):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
