@@ -312,3 +312,28 @@ def autocast(precision: Any, device: Any):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device or "cpu").type, dtype=dtype)
+
+
+class _DeviceBatchHooks:
+    """The skorch hooks of a CGCNN estimator for batches cut on the device and for
+    ``precision``: ``get_iterator`` (:func:`device_iterator`, else skorch's
+    ``DataLoader``) and ``infer`` (under :func:`autocast`, the output in float32)."""
+
+    def get_iterator(self, dataset, training=False):
+        """skorch's ``get_iterator``; with ``batch_on_device`` (by default on CUDA) the
+        batches are cut on the device from arrays moved there once, else skorch's
+        ``DataLoader`` with ``collate_graphs``."""
+        with self._resolved_device():
+            iterator = device_iterator(self, dataset, training)
+        return super().get_iterator(dataset, training) if iterator is None else iterator
+
+    def infer(self, x, **fit_params):
+        with self._resolved_device(), autocast(self._precision, self.device):
+            y_pred = super().infer(x, **fit_params)
+        if isinstance(y_pred, torch.Tensor) and y_pred.dtype == torch.bfloat16:
+            y_pred = y_pred.float()  # the loss, and what predict returns, in float32
+        return y_pred
+
+    @property
+    def _precision(self):  # estimators pickled before issue 16 have no `precision`
+        return self.__dict__.get("precision", "float32")

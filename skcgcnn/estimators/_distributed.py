@@ -427,3 +427,65 @@ def global_loss(loss: torch.Tensor) -> torch.Tensor:
     total = loss.detach().clone()
     dist.all_reduce(total)
     return total / world_size()
+
+
+# -- the estimators' skorch hooks -----------------------------------------------------
+class _DistributedHooks:
+    """The skorch hooks of a CGCNN estimator that change when several processes train:
+    this process's share of each global batch, the DistributedDataParallel module for
+    the training steps, and the loss of the global batch.  With one process each hook
+    is skorch's."""
+
+    def get_iterator(self, dataset, training=False):
+        """skorch's; training with several processes, this process's shares of the
+        global batches (:func:`shard_rows`), on the device or not."""
+        if training and state(self) is not None:
+            with self._resolved_device():
+                return train_iterator(self, dataset)
+        return super().get_iterator(dataset, training)
+
+    def train_step_single(self, batch, **fit_params):
+        """skorch's, through the DistributedDataParallel module when training with
+        several processes (validation and prediction use the plain module)."""
+        parallel = state(self)
+        if parallel is None:
+            return super().train_step_single(batch, **fit_params)
+        plain = self.__dict__["module_"]
+        self.__dict__["module_"] = parallel.ddp
+        try:
+            return super().train_step_single(batch, **fit_params)
+        finally:
+            self.__dict__["module_"] = plain
+
+    def train_step(self, batch, **fit_params):
+        """skorch's; with several processes the loss recorded is the global batch's."""
+        step = super().train_step(batch, **fit_params)
+        if state(self) is not None:
+            step["loss"] = global_loss(step["loss"])
+        return step
+
+    def _weighted_loss(self, loss, y_pred, y_true, X, training):
+        """The batch's loss (``_batch_loss``: ``loss`` with the sample weights); training
+        with several processes, this process's part of the global batch's loss
+        (:func:`shared_loss`)."""
+        parallel = state(self) if training else None
+        if parallel is None:
+            return self._batch_loss(loss, y_pred, y_true, X, training)
+        value = self._batch_loss(loss, y_pred, y_true, X, training) if len(y_pred) else None
+        return shared_loss(parallel, value, y_pred, X)
+
+    def _batch_crystals(self, batch: Any, training: bool) -> int | None:
+        """The crystals of a training batch: of the global batch when several processes
+        train, else None (the batch's own, counted by the estimator)."""
+        parallel = state(self)
+        if training and parallel is not None and parallel.global_batch is not None:
+            return int(parallel.global_batch[0])
+        return None
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        """skorch's, under torchrun with the process group started and the module in
+        DistributedDataParallel (:func:`data_parallel`) while it runs."""
+        with self._resolved_device():
+            init_from_env(self.device)
+        with data_parallel(self):
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)

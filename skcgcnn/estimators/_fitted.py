@@ -14,7 +14,10 @@ import os
 from typing import Any
 
 import numpy as np
+from sklearn.exceptions import NotFittedError
 from sklearn.preprocessing import LabelEncoder, StandardScaler
+
+from ._distributed import is_writer
 
 FORMAT = "skcgcnn-fitted-state"
 
@@ -94,3 +97,60 @@ def apply(net: Any, state: dict) -> None:
     if "classes" in state:
         classes = np.asarray(state["classes"], dtype=np.dtype(state["classes_dtype"]))
         net.label_encoder_ = LabelEncoder().fit(classes)
+
+
+class _FittedParams:
+    """skorch's ``save_params`` / ``load_params`` with ``f_fitted``: what ``fit`` learned
+    besides the weights, in the file of :func:`write`."""
+
+    def save_params(self, f_params=None, f_optimizer=None, f_criterion=None, f_history=None,
+                    use_safetensors=False, f_fitted=None, **kwargs):
+        """skorch's ``save_params``, and with ``f_fitted`` a JSON file of what ``fit``
+        learned besides the weights (module arguments from the data, graph settings,
+        target scaling or class labels), which ``load_params(f_fitted=...)`` needs to
+        give a fitted estimator.  :func:`skcgcnn.estimators.save_model` writes all of it
+        into one file."""
+        if not is_writer():  # several processes: process 0 writes
+            return
+        if f_fitted is not None:
+            self._require_fitted()
+            write(self, f_fitted)
+        if any(f is not None for f in (f_params, f_optimizer, f_criterion, f_history,
+                                       *kwargs.values())):
+            super().save_params(f_params=f_params, f_optimizer=f_optimizer,
+                                f_criterion=f_criterion, f_history=f_history,
+                                use_safetensors=use_safetensors, **kwargs)
+
+    def load_params(self, f_params=None, f_optimizer=None, f_criterion=None, f_history=None,
+                    checkpoint=None, use_safetensors=False, f_fitted=None, **kwargs):
+        """skorch's ``load_params``; ``f_fitted`` (written by ``save_params(f_fitted=...)``)
+        first restores what ``fit`` learned and builds the module to its shape.
+
+        Raises
+        ------
+        NotFittedError
+            When the estimator was never fitted and no ``f_fitted`` is given: the weights
+            alone do not make a model that can predict.
+        """
+        if f_fitted is not None:
+            state = read(f_fitted)
+            if self.__sklearn_is_fitted__():
+                if dict(state["module_kwargs"]) != dict(self.module_kwargs_):
+                    raise ValueError(
+                        f"the f_fitted file describes another network ({state['module_kwargs']}) "
+                        f"than this fitted {type(self).__name__} ({self.module_kwargs_})")
+                apply(self, state)
+            else:
+                apply(self, state)
+                self.initialize()
+        elif not hasattr(self, "module_kwargs_"):
+            raise NotFittedError(
+                f"{type(self).__name__}.load_params: this estimator was not fitted, and the "
+                "saved weights alone leave it unable to predict (the target scaling, class "
+                "labels and data-dependent module arguments are not in them). Save with "
+                "save_params(..., f_fitted='fitted.json') and load with load_params(..., "
+                "f_fitted='fitted.json'), or use skcgcnn.save_model / skcgcnn.load_model")
+        return super().load_params(f_params=f_params, f_optimizer=f_optimizer,
+                                   f_criterion=f_criterion, f_history=f_history,
+                                   checkpoint=checkpoint, use_safetensors=use_safetensors,
+                                   **kwargs)
