@@ -1,0 +1,165 @@
+"""The fitted CGCNN at evaluation, rewritten in operations that ONNX has (export time only).
+
+:class:`ExportableCGCNN` computes what :class:`skcgcnn.model.CGCNN` computes in
+evaluation mode, followed by the target scaler's inverse, on the padded (N, M)
+neighbour arrays of :meth:`skcgcnn.graph.GraphCollection.collate`: no flat edge list
+(its length depends on the data), no ``np.unique`` of the distances, no custom autograd
+functions.  A masked neighbour slot (``nbr_idx == -1``) gathers atom 0 and its message
+is multiplied by 0, so it is left out of the neighbour sum as in the model.  The batch
+norms use their running statistics (``bn1`` folded into ``fc_full``, as the fast layer
+folds it at evaluation), so every crystal's output depends on that crystal only.
+
+This module imports torch; it is used by :func:`skcgcnn.export.export_onnx` only.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as fn
+
+from ..model import CGCNN, ConvLayer, ReferenceConvLayer, SimpleConvLayer
+from ..model._edges import EXP_CUTOFF
+
+
+def _running_affine(bn: nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
+    """``(scale, shift)`` with ``bn(x) = x * scale + shift`` at evaluation."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.affine:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale + (bn.bias if bn.affine else 0.0)
+    return scale.detach().clone(), shift.detach().clone()
+
+
+class _GatedConv(nn.Module):
+    """Paper eq. 5 at evaluation on padded neighbour arrays.
+
+    ``z_ij W + b`` is split by the blocks of ``fc_full``'s weight into ``S[i] + A[j] +
+    T_ij`` (centre, neighbour, Gaussian-expanded distance), with ``bn1`` folded in.
+    """
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        f = layer.atom_fea_len
+        scale, shift = _running_affine(layer.bn1)
+        w = layer.fc_full.weight.detach() * scale.unsqueeze(1)
+        b = layer.fc_full.bias.detach() * scale + shift
+        self.register_buffer("w_self", w[:, :f].clone())
+        self.register_buffer("w_nbr", w[:, f:2 * f].clone())
+        self.register_buffer("w_dist", w[:, 2 * f:].clone())
+        self.register_buffer("bias", b.clone())
+        self.register_buffer("bn2_scale", _running_affine(layer.bn2)[0])
+        self.register_buffer("bn2_shift", _running_affine(layer.bn2)[1])
+        self.atom_fea_len = f
+
+    def forward(self, atom_fea: Tensor, nbr_idx: Tensor, mask: Tensor,
+                expanded: Tensor) -> Tensor:
+        n, m = nbr_idx.shape
+        self_part = fn.linear(atom_fea, self.w_self, self.bias)             # (N, 2F)
+        nbr_part = fn.linear(atom_fea, self.w_nbr)                          # (N, 2F)
+        dist_part = fn.linear(expanded, self.w_dist)                        # (N, M, 2F)
+        neighbours = nbr_part.index_select(0, nbr_idx.reshape(-1)).reshape(n, m, -1)
+        gated = neighbours + dist_part + self_part.unsqueeze(1)             # (N, M, 2F)
+        nbr_filter, nbr_core = gated.chunk(2, dim=2)
+        message = torch.sigmoid(nbr_filter) * fn.softplus(nbr_core) * mask
+        summed = message.sum(dim=1) * self.bn2_scale + self.bn2_shift       # (N, F)
+        return fn.softplus(atom_fea + summed)
+
+
+class _SimpleConv(nn.Module):
+    """Paper eq. 4 at evaluation (:class:`~skcgcnn.model.SimpleConvLayer`)."""
+
+    def __init__(self, layer: SimpleConvLayer):
+        super().__init__()
+        f = layer.atom_fea_len
+        w = layer.fc_nbr.weight.detach()
+        self.register_buffer("w_nbr", w[:, :f].clone())
+        self.register_buffer("w_dist", w[:, f:].clone())
+        self.fc_self = layer.fc_self
+        scale, shift = _running_affine(layer.bn)
+        self.register_buffer("bn_scale", scale)
+        self.register_buffer("bn_shift", shift)
+
+    def forward(self, atom_fea: Tensor, nbr_idx: Tensor, mask: Tensor,
+                expanded: Tensor) -> Tensor:
+        n, m = nbr_idx.shape
+        neighbours = atom_fea.index_select(0, nbr_idx.reshape(-1)).reshape(n, m, -1)
+        nbr_sum = (neighbours * mask).sum(dim=1)
+        edge_sum = (expanded * mask).sum(dim=1)
+        summed = fn.linear(nbr_sum, self.w_nbr) + fn.linear(edge_sum, self.w_dist)
+        summed = summed * self.bn_scale + self.bn_shift
+        return fn.softplus(self.fc_self(atom_fea) + summed)
+
+
+class ExportableCGCNN(nn.Module):
+    """A fitted :class:`~skcgcnn.model.CGCNN` regressor and its target scaler, for export.
+
+    forward(atom_fea (N, orig_atom_fea_len) float32, nbr_idx (N, M) int64, nbr_dist
+    (N, M) float32, crystal_idx (N,) int64, n_atoms (B,) int64) -> prediction (B,
+    n_out) in the target's units: ``head(...) * target_scale + target_mean``.
+    ``nbr_idx`` indexes the batch's atoms (-1: no neighbour), as ``collate`` gives it.
+
+    Parameters
+    ----------
+    net : CGCNN
+        The fitted network (regression, one output per target).
+    target_mean, target_scale : sequence of float
+        The target scaler's ``mean_`` and ``scale_``.
+    """
+
+    def __init__(self, net: CGCNN, target_mean, target_scale):
+        super().__init__()
+        self.register_buffer("centers", net.expansion.centers.detach().clone())
+        self.var = float(net.expansion.var)
+        self.embedding = net.embedding
+        self.convs = nn.ModuleList([
+            _SimpleConv(c) if isinstance(c, SimpleConvLayer) else _GatedConv(c)
+            for c in net.convs])
+        self.pooling = net.pooling
+        self.conv_to_fc = net.conv_to_fc
+        self.fcs = nn.ModuleList(getattr(net, "fcs", []))
+        self.fc_out = net.fc_out
+        self.register_buffer("target_mean", torch.as_tensor(target_mean, dtype=torch.float32))
+        self.register_buffer("target_scale",
+                             torch.as_tensor(target_scale, dtype=torch.float32))
+
+    def expand(self, nbr_dist: Tensor) -> Tensor:
+        """The Gaussian expansion (N, M) -> (N, M, G), terms below exp(-60) set to 0,
+        as :func:`skcgcnn.model.gaussian`."""
+        arg = (nbr_dist.unsqueeze(-1) - self.centers) ** 2 / self.var ** 2
+        terms = torch.exp(-arg.clamp(max=EXP_CUTOFF + 1.0))
+        return torch.where(arg > EXP_CUTOFF, torch.zeros_like(terms), terms)
+
+    def head(self, crys_fea: Tensor) -> Tensor:
+        crys_fea = fn.softplus(self.conv_to_fc(fn.softplus(crys_fea)))
+        for fc in self.fcs:
+            crys_fea = fn.softplus(fc(crys_fea))
+        return self.fc_out(crys_fea)
+
+    def forward(self, atom_fea: Tensor, nbr_idx: Tensor, nbr_dist: Tensor,
+                crystal_idx: Tensor, n_atoms: Tensor) -> Tensor:
+        present = nbr_idx >= 0
+        mask = present.unsqueeze(-1).to(atom_fea.dtype)                    # (N, M, 1)
+        nbr_idx = torch.where(present, nbr_idx, torch.zeros_like(nbr_idx))
+        expanded = self.expand(nbr_dist)
+        atom_fea = self.embedding(atom_fea)
+        for conv in self.convs:
+            atom_fea = conv(atom_fea, nbr_idx, mask, expanded)
+        index = crystal_idx.unsqueeze(1)
+        if self.pooling == "sum":
+            per_atom = self.head(atom_fea)
+            zeros = per_atom.new_zeros(n_atoms.shape[0], per_atom.shape[1])
+            out = zeros.scatter_add(0, index.expand_as(per_atom), per_atom)
+        else:
+            zeros = atom_fea.new_zeros(n_atoms.shape[0], atom_fea.shape[1])
+            summed = zeros.scatter_add(0, index.expand_as(atom_fea), atom_fea)
+            count = n_atoms.clamp(min=1).to(atom_fea.dtype).unsqueeze(1)
+            out = self.head(summed / count)
+        return out * self.target_scale + self.target_mean
+
+
+def is_gated(layer: nn.Module) -> bool:
+    """Whether ``layer`` is one of the gated convolution's implementations."""
+    return isinstance(layer, (ConvLayer, ReferenceConvLayer))
+
+
+__all__ = ["ExportableCGCNN", "is_gated"]
