@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ._metadata import (FORMAT, INPUTS, OUTPUT, encode, require_onnx, table_metadata)
+from ._metadata import (FORMAT, INPUTS, OUTPUT, encode, inputs_of, require_onnx,
+                        table_metadata)
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +133,10 @@ def _check_transformer(transformer: Any, est: Any) -> None:
                          f"on ({'; '.join(differ)}): pass the model's own transformer")
 
 
-def _example(transformer: Any) -> tuple[np.ndarray, ...]:
-    """A small batch of 2 crystals and 7 atoms, one neighbour slot masked: what the
-    exporter traces (sizes other than 0 and 1, so that no axis is taken as fixed)."""
+def _example(transformer: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A small batch of 2 crystals and 7 atoms, one neighbour slot masked, as the ONNX
+    inputs and its neighbour distances: what the exporter traces (sizes other than 0
+    and 1, so that no axis is taken as fixed)."""
     rng = np.random.default_rng(0)
     m = int(transformer.max_num_nbr)
     n_atoms = np.array([3, 4], dtype=np.int64)
@@ -146,8 +148,9 @@ def _example(transformer: Any) -> tuple[np.ndarray, ...]:
     nbr_dist[0, -1] = 0.0
     table = transformer.atom_features_
     atom_fea = table(table.elements[rng.integers(0, len(table.elements), 7)])
-    return atom_fea.astype(np.float32), nbr_idx.astype(np.int64), nbr_dist, crystal_idx, \
-        n_atoms
+    feed = inputs_of({"atom_fea": atom_fea, "nbr_idx": nbr_idx, "nbr_dist": nbr_dist,
+                      "crystal_idx": crystal_idx}, n_atoms)
+    return feed, nbr_dist
 
 
 @contextlib.contextmanager
@@ -240,17 +243,19 @@ def export_onnx(model: Any, path: str | os.PathLike, transformer: Any = None,
     was_training = net.training
     net.eval()
     wrapper.eval()
-    example = _example(transformer)
-    args = tuple(torch.from_numpy(a) for a in example)
-    atoms, crystals = torch.export.Dim("atoms"), torch.export.Dim("crystals")
+    example, nbr_dist = _example(transformer)
     names = [name for name, _, _ in INPUTS]
-    dynamic = dict(zip(names, [{0: atoms}] * 4 + [{0: crystals}]))
+    args = tuple(torch.from_numpy(example[name]) for name in names)
+    atoms, crystals = torch.export.Dim("atoms"), torch.export.Dim("crystals")
+    distinct = torch.export.Dim("distances")
+    axes = {"distances": distinct, "n_atoms": crystals}
+    dynamic = {name: {0: axes.get(name, atoms)} for name in names}
     try:
         with torch.no_grad(), _quiet_exporter():
             program = torch.onnx.export(wrapper, args, dynamo=True, dynamic_shapes=dynamic,
                                         input_names=names, output_names=[OUTPUT],
                                         opset_version=opset, verbose=False)
-            expected = _torch_prediction(net, est, args)
+            expected = _torch_prediction(net, est, example, nbr_dist)
     finally:
         net.train(was_training)
     proto = program.model_proto
@@ -280,17 +285,21 @@ def export_onnx(model: Any, path: str | os.PathLike, transformer: Any = None,
     return os.fspath(path)
 
 
-def _torch_prediction(net: Any, est: Any, args: tuple) -> np.ndarray:
+def _torch_prediction(net: Any, est: Any, example: dict, nbr_dist: np.ndarray
+                      ) -> np.ndarray:
     """The torch model's predictions on the example batch, in the target's units."""
-    scaled = net(*args[:4]).numpy().astype(np.float64)
-    return est.target_scaler_.inverse_transform(scaled.reshape(len(args[4]), -1))
+    import torch
+
+    scaled = net(*(torch.from_numpy(a) for a in (example["atom_fea"], example["nbr_idx"],
+                                                  nbr_dist, example["crystal_idx"])))
+    return est.target_scaler_.inverse_transform(
+        scaled.numpy().astype(np.float64).reshape(len(example["n_atoms"]), -1))
 
 
 def _check_file(path: Any, example: tuple, expected: np.ndarray) -> None:
     ort = require_onnx("onnxruntime")
     session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
-    feed = dict(zip([name for name, _, _ in INPUTS], example))
-    got = session.run([OUTPUT], feed)[0].astype(np.float64)
+    got = session.run([OUTPUT], example)[0].astype(np.float64)
     diff = float(np.abs(got - expected).max())
     if not diff <= 1e-4:
         raise RuntimeError(f"the exported graph {path} differs from the torch model by "

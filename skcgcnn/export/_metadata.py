@@ -1,7 +1,8 @@
 """What an exported ONNX file says about itself: its inputs, and the metadata to build them.
 
 The ONNX graph of :func:`skcgcnn.export.export_onnx` takes the arrays of
-:meth:`skcgcnn.graph.GraphCollection.collate` (plus the atoms per crystal) and answers
+:meth:`skcgcnn.graph.GraphCollection.collate`, with the distances as distinct values and
+an index into them (:func:`inputs_of`), and the atoms per crystal; it answers
 predictions in the target's units.  How those arrays are built from a structure is kept
 in the file's ``metadata_props``, one JSON value per key (:data:`KEYS`):
 
@@ -39,7 +40,8 @@ FORMAT = "skcgcnn-onnx-1"
 #: neighbours per atom, B crystals).
 INPUTS = (("atom_fea", "float32", "(N, n_atom_features)"),
           ("nbr_idx", "int64", "(N, M), -1 where an atom has fewer neighbours"),
-          ("nbr_dist", "float32", "(N, M), in Å"),
+          ("dist_idx", "int64", "(N, M), the row of distances of each neighbour"),
+          ("distances", "float32", "(D,), the distinct neighbour distances in Å"),
           ("crystal_idx", "int64", "(N,), the crystal of each atom, 0 to B-1"),
           ("n_atoms", "int64", "(B,), atoms per crystal"))
 
@@ -63,6 +65,19 @@ def require_onnx(module: str) -> ModuleType:
         raise ImportError(
             f"{module} is needed for ONNX export and prediction but is not installed; "
             "install it with: pip install 'skcgcnn[onnx]'") from exc
+
+
+def inputs_of(batch: dict[str, np.ndarray], n_atoms: np.ndarray) -> dict[str, np.ndarray]:
+    """The ONNX graph's inputs (:data:`INPUTS`) from a batch of
+    :meth:`~skcgcnn.graph.GraphCollection.collate` and the atoms per crystal: the
+    neighbour distances become their distinct values and an index into them."""
+    distances, dist_idx = np.unique(batch["nbr_dist"], return_inverse=True)
+    return {"atom_fea": np.ascontiguousarray(batch["atom_fea"], dtype=np.float32),
+            "nbr_idx": np.ascontiguousarray(batch["nbr_idx"], dtype=np.int64),
+            "dist_idx": dist_idx.reshape(batch["nbr_dist"].shape).astype(np.int64),
+            "distances": distances.astype(np.float32),
+            "crystal_idx": np.ascontiguousarray(batch["crystal_idx"], dtype=np.int64),
+            "n_atoms": np.asarray(n_atoms, dtype=np.int64)}
 
 
 def table_metadata(table: AtomFeatureTable) -> dict:
@@ -118,4 +133,4 @@ def decode(props: dict[str, str], path: str = "the ONNX file") -> dict[str, Any]
 
 
 __all__ = ["FORMAT", "INPUTS", "KEYS", "OUTPUT", "OnnxFileError", "decode", "encode",
-           "require_onnx", "table_from_metadata", "table_metadata"]
+           "inputs_of", "require_onnx", "table_from_metadata", "table_metadata"]

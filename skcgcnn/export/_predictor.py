@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._metadata import INPUTS, OUTPUT, decode, require_onnx, table_from_metadata
+from ._metadata import OUTPUT, decode, inputs_of, require_onnx, table_from_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -122,14 +122,13 @@ class OnnxPredictor:
         Yields
         ------
         dict of str to ndarray
-            ``atom_fea``, ``nbr_idx``, ``nbr_dist``, ``crystal_idx`` and ``n_atoms``
-            (:data:`skcgcnn.export.INPUTS`).
+            ``atom_fea``, ``nbr_idx``, ``dist_idx``, ``distances``, ``crystal_idx``
+            and ``n_atoms`` (:data:`skcgcnn.export.INPUTS`).
         """
         for start in range(0, len(graphs), self.batch_size):
             rows = np.arange(start, min(start + self.batch_size, len(graphs)))
-            feed = graphs.collate(rows)
-            feed["n_atoms"] = (graphs.atom_ptr[rows + 1] - graphs.atom_ptr[rows])
-            yield {name: feed[name] for name, _, _ in INPUTS}
+            yield inputs_of(graphs.collate(rows),
+                            graphs.atom_ptr[rows + 1] - graphs.atom_ptr[rows])
 
     def predict_graphs(self, graphs: Any) -> np.ndarray:
         """Predictions for built graphs, shape (n_crystals, n_targets).
