@@ -51,6 +51,8 @@ EXTERNAL_COMMANDS: dict[str, tuple[str, str, str, str]] = {
                   "folds"),
     "tune": ("skcgcnn.cli.tune", "add_tune_parser", "run_tune_command",
              "search CGCNN hyper-parameters with Optuna"),
+    "export": ("skcgcnn.cli.export", "add_export_parser", "run_export",
+               "write a trained model as an ONNX file, for onnxruntime without torch"),
 }
 
 __all__ = ["main", "build_parser", "CLIError", "EXTERNAL_COMMANDS", "GRAPHS_FORMAT", "PROG",
