@@ -274,7 +274,7 @@ def export_onnx(model: Any, path: str | os.PathLike, transformer: Any = None,
         entry.key, entry.value = key, value
     proto.doc_string = ("CGCNN regressor exported by skcgcnn: inputs "
                         + ", ".join(f"{n} {t} {s}" for n, t, s in INPUTS)
-                        + f"; output {OUTPUT} float32 (B, n_targets) in the target's units")
+                        + f"; output {OUTPUT} float64 (B, n_targets) in the target's units")
     onnx.save(proto, os.fspath(path))
     if getattr(est, "domain_", None) is not None:
         logger.warning("the model's applicability domain is not exported: the ONNX "

@@ -45,7 +45,8 @@ INPUTS = (("atom_fea", "float32", "(N, n_atom_features)"),
           ("crystal_idx", "int64", "(N,), the crystal of each atom, 0 to B-1"),
           ("n_atoms", "int64", "(B,), atoms per crystal"))
 
-#: Its one output: (B, n_outputs) float32, in the target's units.
+#: Its one output: (B, n_outputs) float64, in the target's units (the sums over atoms
+#: and the target scaling are done in float64).
 OUTPUT = "prediction"
 
 KEYS = ("skcgcnn.format", "skcgcnn.graph", "skcgcnn.atom_features", "skcgcnn.target",

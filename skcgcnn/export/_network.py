@@ -21,19 +21,24 @@ from ..model import CGCNN, ConvLayer, ReferenceConvLayer, SimpleConvLayer
 from ..model._edges import EXP_CUTOFF
 
 
-def _running_affine(bn: nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
-    """``(scale, shift)`` with ``bn(x) = x * scale + shift`` at evaluation."""
+def _running_affine(bn: nn.BatchNorm1d) -> tuple[Tensor, Tensor, Tensor]:
+    """``(mean, scale, shift)`` with ``bn(x) = (x - mean) * scale + shift`` at
+    evaluation.  The mean is subtracted first, as torch's batch norm does: folded into
+    the shift, a large running mean would cancel against ``x * scale`` and cost digits."""
     scale = torch.rsqrt(bn.running_var + bn.eps)
     if bn.affine:
         scale = scale * bn.weight
-    shift = -bn.running_mean * scale + (bn.bias if bn.affine else 0.0)
-    return scale.detach().clone(), shift.detach().clone()
+    shift = bn.bias if bn.affine else torch.zeros_like(scale)
+    return tuple(t.detach().clone() for t in (bn.running_mean, scale, shift))
 
 
-def softplus(x: Tensor) -> Tensor:
-    """``log(1 + exp(x))`` as ``relu(x) + log(1 + exp(-|x|))``: torch's softplus (beta 1,
-    threshold 20) to float rounding, in four element-wise ONNX operations that
-    onnxruntime runs 2-3 times faster than its ``Softplus`` (and with no overflow)."""
+def edge_softplus(x: Tensor) -> Tensor:
+    """``log(1 + exp(x))`` as ``relu(x) + log(1 + exp(-|x|))``, in four element-wise ONNX
+    operations that onnxruntime runs 2-3 times faster than its ``Softplus``: for the
+    (N, M, F) messages, where that is a third of the time.  Its absolute error is that
+    of float32 near 1 (6e-8, where ``log1p`` would keep the relative precision of small
+    values), so the atom features and the head, whose errors the pooling adds up, keep
+    the exact ``Softplus``."""
     return torch.relu(x) + torch.log(1.0 + torch.exp(-x.abs()))
 
 
@@ -48,16 +53,17 @@ class _GatedConv(nn.Module):
     def __init__(self, layer: nn.Module):
         super().__init__()
         f = layer.atom_fea_len
-        scale, shift = _running_affine(layer.bn1)
+        # bn1 folded into fc_full, as the fast layer folds it at evaluation
+        mean, scale, shift = _running_affine(layer.bn1)
         w = layer.fc_full.weight.detach() * scale.unsqueeze(1)
-        b = layer.fc_full.bias.detach() * scale + shift
+        b = (layer.fc_full.bias.detach() - mean) * scale + shift
         for half, rows in (("filter", slice(0, f)), ("core", slice(f, 2 * f))):
             self.register_buffer(f"w_self_{half}", w[rows, :f].clone())
             self.register_buffer(f"w_nbr_{half}", w[rows, f:2 * f].clone())
             self.register_buffer(f"w_dist_{half}", w[rows, 2 * f:].clone())
             self.register_buffer(f"bias_{half}", b[rows].clone())
-        self.register_buffer("bn2_scale", _running_affine(layer.bn2)[0])
-        self.register_buffer("bn2_shift", _running_affine(layer.bn2)[1])
+        for name, value in zip(("mean", "scale", "shift"), _running_affine(layer.bn2)):
+            self.register_buffer(f"bn2_{name}", value)
 
     def _half(self, half: str, atom_fea: Tensor, nbr_idx: Tensor, dist_idx: Tensor,
               expanded: Tensor) -> Tensor:
@@ -75,9 +81,9 @@ class _GatedConv(nn.Module):
                 expanded: Tensor) -> Tensor:
         nbr_filter = self._half("filter", atom_fea, nbr_idx, dist_idx, expanded)
         nbr_core = self._half("core", atom_fea, nbr_idx, dist_idx, expanded)
-        message = torch.sigmoid(nbr_filter) * softplus(nbr_core) * mask
-        summed = message.sum(dim=1) * self.bn2_scale + self.bn2_shift       # (N, F)
-        return softplus(atom_fea + summed)
+        message = torch.sigmoid(nbr_filter) * edge_softplus(nbr_core) * mask
+        summed = (message.sum(dim=1) - self.bn2_mean) * self.bn2_scale + self.bn2_shift
+        return fn.softplus(atom_fea + summed)
 
 
 class _SimpleConv(nn.Module):
@@ -90,9 +96,8 @@ class _SimpleConv(nn.Module):
         self.register_buffer("w_nbr", w[:, :f].clone())
         self.register_buffer("w_dist", w[:, f:].clone())
         self.fc_self = layer.fc_self
-        scale, shift = _running_affine(layer.bn)
-        self.register_buffer("bn_scale", scale)
-        self.register_buffer("bn_shift", shift)
+        for name, value in zip(("mean", "scale", "shift"), _running_affine(layer.bn)):
+            self.register_buffer(f"bn_{name}", value)
 
     def forward(self, atom_fea: Tensor, nbr_idx: Tensor, mask: Tensor, dist_idx: Tensor,
                 expanded: Tensor) -> Tensor:
@@ -102,8 +107,8 @@ class _SimpleConv(nn.Module):
         edges = expanded.index_select(0, dist_idx.reshape(-1)).reshape(n, m, -1)
         edge_sum = (edges * mask).sum(dim=1)
         summed = fn.linear(nbr_sum, self.w_nbr) + fn.linear(edge_sum, self.w_dist)
-        summed = summed * self.bn_scale + self.bn_shift
-        return softplus(self.fc_self(atom_fea) + summed)
+        summed = (summed - self.bn_mean) * self.bn_scale + self.bn_shift
+        return fn.softplus(self.fc_self(atom_fea) + summed)
 
 
 class ExportableCGCNN(nn.Module):
@@ -111,7 +116,7 @@ class ExportableCGCNN(nn.Module):
 
     forward(atom_fea (N, orig_atom_fea_len) float32, nbr_idx (N, M) int64, dist_idx
     (N, M) int64, distances (D,) float32, crystal_idx (N,) int64, n_atoms (B,) int64)
-    -> prediction (B, n_out) in the target's units: ``head(...) * target_scale +
+    -> prediction (B, n_out) float64 in the target's units: ``head(...) * target_scale +
     target_mean``.  ``nbr_idx`` indexes the batch's atoms (-1: no neighbour), as
     ``collate`` gives it; the distance of neighbour slot (i, m) is
     ``distances[dist_idx[i, m]]``.  As the fast layer does, the Gaussian expansion and
@@ -140,9 +145,9 @@ class ExportableCGCNN(nn.Module):
         self.conv_to_fc = net.conv_to_fc
         self.fcs = nn.ModuleList(getattr(net, "fcs", []))
         self.fc_out = net.fc_out
-        self.register_buffer("target_mean", torch.as_tensor(target_mean, dtype=torch.float32))
+        self.register_buffer("target_mean", torch.as_tensor(target_mean, dtype=torch.float64))
         self.register_buffer("target_scale",
-                             torch.as_tensor(target_scale, dtype=torch.float32))
+                             torch.as_tensor(target_scale, dtype=torch.float64))
 
     def expand(self, distances: Tensor) -> Tensor:
         """The Gaussian expansion (D,) -> (D, G), terms below exp(-60) set to 0, as
@@ -152,9 +157,9 @@ class ExportableCGCNN(nn.Module):
         return torch.where(arg > EXP_CUTOFF, torch.zeros_like(terms), terms)
 
     def head(self, crys_fea: Tensor) -> Tensor:
-        crys_fea = softplus(self.conv_to_fc(softplus(crys_fea)))
+        crys_fea = fn.softplus(self.conv_to_fc(fn.softplus(crys_fea)))
         for fc in self.fcs:
-            crys_fea = softplus(fc(crys_fea))
+            crys_fea = fn.softplus(fc(crys_fea))
         return self.fc_out(crys_fea)
 
     def forward(self, atom_fea: Tensor, nbr_idx: Tensor, dist_idx: Tensor,
@@ -166,16 +171,20 @@ class ExportableCGCNN(nn.Module):
         atom_fea = self.embedding(atom_fea)
         for conv in self.convs:
             atom_fea = conv(atom_fea, nbr_idx, mask, dist_idx, expanded)
+        # the sums over each crystal's atoms and the target scaling in float64: torch
+        # adds float32 rows in its own order, and a sum of a hundred float32 rows in
+        # another order differs from it by more than 1e-5 on extensive targets
         index = crystal_idx.unsqueeze(1)
         if self.pooling == "sum":
-            per_atom = self.head(atom_fea)
+            per_atom = self.head(atom_fea).double()
             zeros = per_atom.new_zeros(n_atoms.shape[0], per_atom.shape[1])
             out = zeros.scatter_add(0, index.expand_as(per_atom), per_atom)
         else:
-            zeros = atom_fea.new_zeros(n_atoms.shape[0], atom_fea.shape[1])
-            summed = zeros.scatter_add(0, index.expand_as(atom_fea), atom_fea)
-            count = n_atoms.clamp(min=1).to(atom_fea.dtype).unsqueeze(1)
-            out = self.head(summed / count)
+            values = atom_fea.double()
+            zeros = values.new_zeros(n_atoms.shape[0], values.shape[1])
+            summed = zeros.scatter_add(0, index.expand_as(values), values)
+            count = n_atoms.clamp(min=1).double().unsqueeze(1)
+            out = self.head((summed / count).to(atom_fea.dtype)).double()
         return out * self.target_scale + self.target_mean
 
 
