@@ -16,9 +16,23 @@ torch, onnx and onnxscript when called, :class:`OnnxPredictor` onnxruntime only
 """
 from __future__ import annotations
 
-from ._exporter import SUPPORTED, export_onnx
-from ._metadata import FORMAT, INPUTS, OUTPUT, OnnxFileError
+from . import _exporter, _metadata
+from ._exporter import export_onnx
+from ._metadata import OnnxFileError
 from ._predictor import OnnxPredictor
+
+#: Version tag of the layout of an exported file's ``metadata_props``.
+FORMAT = _metadata.FORMAT
+
+#: The ONNX graph's inputs, in order: ``(name, dtype, shape)``, with N atoms, M
+#: neighbours per atom, D distinct neighbour distances and B crystals.
+INPUTS = _metadata.INPUTS
+
+#: The name of the ONNX graph's output, (B, n_targets) float64 in the target's units.
+OUTPUT = _metadata.OUTPUT
+
+#: What :func:`export_onnx` exports (the end of its refusals).
+SUPPORTED = _exporter.SUPPORTED
 
 __all__ = ["FORMAT", "INPUTS", "OUTPUT", "OnnxFileError", "OnnxPredictor", "SUPPORTED",
            "export_onnx"]

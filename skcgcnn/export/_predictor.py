@@ -49,9 +49,13 @@ class OnnxPredictor:
         The file's skcgcnn metadata (:mod:`skcgcnn.export._metadata`).
     graph_params_ : dict
         ``radius``, ``max_num_nbr``, ``dmin``, ``step`` and ``var``.
+    target_ : dict
+        ``mean`` and ``scale`` of the target scaler (applied inside the graph),
+        ``n_outputs`` and ``y_ndim``.
     transformer_ : StructureGraphTransformer
         The fitted transformer that builds the inputs.
     session_ : onnxruntime.InferenceSession
+        The session that runs the graph.
     errors_ : list of (int, object, str)
         Position, id and reason of each structure the last ``predict`` skipped.
 
