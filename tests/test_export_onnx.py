@@ -200,6 +200,23 @@ def test_variance_head_and_unfitted_are_refused(sample, graphs, tmp_path):
         export_onnx(Pipeline([("cgcnn", reg)]), tmp_path / "pipe.onnx")
 
 
+def test_export_checks_the_file_against_torch(pretrained, tmp_path, monkeypatch):
+    """A graph that computes something else than the torch model is caught, and its
+    file removed."""
+    from skcgcnn.export import _network
+
+    forward = _network.ExportableCGCNN.forward
+
+    def off_by_1e3(self, atom_fea, nbr_idx, dist_idx, distances, crystal_idx, n_atoms):
+        return forward(self, atom_fea, nbr_idx, dist_idx, distances, crystal_idx,
+                       n_atoms) + 1e-3
+
+    monkeypatch.setattr(_network.ExportableCGCNN, "forward", off_by_1e3)
+    with pytest.raises(RuntimeError, match="differs from the torch model"):
+        export_onnx(pretrained[0], tmp_path / "wrong.onnx")
+    assert not (tmp_path / "wrong.onnx").exists()
+
+
 def test_other_onnx_file_is_refused(tmp_path):
     from onnx import TensorProto, helper, save
 

@@ -174,10 +174,11 @@ def export_onnx(model: Any, path: str | os.PathLike, transformer: Any = None,
                 opset: int = OPSET, check: bool = True) -> str:
     """Write a fitted CGCNN regressor to an ONNX file that onnxruntime runs without torch.
 
-    The graph takes the arrays of :meth:`skcgcnn.graph.GraphCollection.collate` and
-    the atoms per crystal (their names, dtypes and shapes in
-    :data:`skcgcnn.export.INPUTS`), with dynamic axes over atoms and crystals (and so
-    over edges, ``n_atoms x max_num_nbr``), and answers ``prediction`` of shape
+    The graph takes the arrays of :meth:`skcgcnn.graph.GraphCollection.collate`, the
+    neighbour distances as their distinct values and an index into them, and the atoms
+    per crystal (names, dtypes and shapes in :data:`skcgcnn.export.INPUTS`), with
+    dynamic axes over atoms, distinct distances and crystals (and so over the edges,
+    ``n_atoms x max_num_nbr``).  It answers ``prediction``, float64 of shape
     ``(n_crystals, n_targets)`` in the target's units: the target scaler's inverse is
     inside.  The graph settings and the atom-feature table needed to build the inputs
     are in the file's ``metadata_props`` (:mod:`skcgcnn.export._metadata`);
@@ -213,6 +214,9 @@ def export_onnx(model: Any, path: str | os.PathLike, transformer: Any = None,
         head; the message says what is supported).
     ImportError
         When onnx, onnxscript or onnxruntime is missing (``pip install 'skcgcnn[onnx]'``).
+    RuntimeError
+        With ``check``, when onnxruntime's output differs from torch's (the file is
+        removed).
 
     Examples
     --------
@@ -296,12 +300,15 @@ def _torch_prediction(net: Any, est: Any, example: dict, nbr_dist: np.ndarray
         scaled.numpy().astype(np.float64).reshape(len(example["n_atoms"]), -1))
 
 
-def _check_file(path: Any, example: tuple, expected: np.ndarray) -> None:
+def _check_file(path: Any, example: dict, expected: np.ndarray) -> None:
+    """onnxruntime's output on the example batch against torch's; a file that differs
+    is removed."""
     ort = require_onnx("onnxruntime")
     session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
     got = session.run([OUTPUT], example)[0].astype(np.float64)
     diff = float(np.abs(got - expected).max())
     if not diff <= 1e-4:
+        os.remove(path)
         raise RuntimeError(f"the exported graph {path} differs from the torch model by "
                            f"{diff:.3g} on a test batch; please report this as a bug")
     logger.debug("%s: onnxruntime against torch on a test batch: %.3g", path, diff)
