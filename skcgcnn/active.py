@@ -7,13 +7,12 @@ mean and a standard deviation per crystal: a
 :class:`~skcgcnn.estimators.CGCNNEnsembleRegressor` (the members' spread, an epistemic
 uncertainty, the one that shrinks with more data) or a
 :class:`~skcgcnn.estimators.CGCNNRegressor` fitted with ``loss="gaussian_nll"`` (its
-predicted noise).
+predicted noise).  The strategies:
 
-Strategies
-----------
 ``"std"``
     Uncertainty sampling: the largest predicted std first, to learn the property
-    everywhere (a lower test error for the same number of labels).
+    everywhere (meant to lower the test error for the same number of labels;
+    ``benchmarks/bench_active.py`` measures it against random picking).
 ``"ucb"``
     The upper confidence bound ``mean + kappa * std``, largest first, to find crystals
     with a high value of the target (a search, not a model of the whole space); with
@@ -26,7 +25,7 @@ Examples
 --------
 >>> from skcgcnn.active import suggest
 >>> picks = suggest(pipe, candidates, 250, strategy="std")           # doctest: +SKIP
->>> to_compute = candidates.loc[picks]    # a Series: its index labels  # doctest: +SKIP
+>>> to_compute = candidates.loc[picks]                           # doctest: +SKIP
 """
 from __future__ import annotations
 
