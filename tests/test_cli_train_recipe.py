@@ -183,8 +183,9 @@ def test_early_stopping_watches_the_validation_score_of_the_best_epoch(task, sco
     est, _ = make_estimator(args, None, (score, None, lower), Path("unused"))
     callbacks = dict(est.callbacks)
     names = [name for name, _ in est.callbacks]
-    # last but its resume helper: after the score, the best checkpoint and training state
-    assert names[-2:] == ["early_stopping", "early_stopping_state"]
+    # last: after the score, the best checkpoint and training state (on --resume,
+    # LoadTrainingState replays it over the restored history)
+    assert names[-1] == "early_stopping"
     stopping = callbacks["early_stopping"]
     assert isinstance(stopping, EarlyStopping)
     assert (stopping.monitor, stopping.lower_is_better, stopping.patience, stopping.threshold,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -147,50 +146,6 @@ def check_recipe_args(args: argparse.Namespace) -> None:
                        "only; ignored with --lr-schedule %s", args.lr_schedule)
 
 
-@lru_cache(maxsize=None)
-def _early_stopping_state_class() -> type:
-    """The class of :func:`early_stopping_state` (skorch, hence torch, imported when
-    a run starts, not for ``--help``)."""
-    from skorch.callbacks import Callback
-
-    class EarlyStoppingState(Callback):
-        """Bring the ``early_stopping`` callback of a resumed run to where it stood.
-
-        skorch's ``EarlyStopping`` counts the epochs without improvement from the start
-        of each ``fit``; after ``--resume`` this callback (placed after it) replays its
-        rule over the restored history, so the resumed run stops at the epoch an uninterrupted one
-        would, and trains nothing when the run had already stopped early.
-        """
-
-        def on_train_begin(self, net: Any, **kwargs: Any) -> None:
-            cb = dict(net.callbacks_).get("early_stopping")
-            self.stopping_ = cb
-            if cb is None:
-                return
-            for row in net.history:
-                score = row.get(cb.monitor)
-                if score is None:
-                    continue
-                if cb._is_score_improved(score):
-                    cb.misses_ = 0
-                    cb.dynamic_threshold_ = cb._calc_new_threshold(score)
-                    cb.best_epoch_ = row["epoch"]
-                else:
-                    cb.misses_ += 1
-
-        def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
-            cb = self.stopping_
-            if cb is not None and cb.misses_ >= cb.patience:
-                raise KeyboardInterrupt  # it had stopped early: skorch's fit ends here
-
-    return EarlyStoppingState
-
-
-def early_stopping_state() -> Any:
-    """A callback that restores skorch's ``EarlyStopping`` count on ``--resume``."""
-    return _early_stopping_state_class()()
-
-
 def stopped_early(est: Any) -> bool:
     """Whether the ``early_stopping`` callback of the fitted ``est`` ended training."""
     cb = dict(getattr(est, "callbacks_", [])).get("early_stopping")
@@ -283,8 +238,7 @@ def make_estimator(args: argparse.Namespace, valid_ds: Any, score: tuple[str, An
         callbacks += [("early_stopping", EarlyStopping(
                           monitor=name, lower_is_better=lower, patience=args.n_iter_no_change,
                           threshold=0.0, threshold_mode="abs", load_best=False,
-                          sink=logger.info)),
-                      ("early_stopping_state", early_stopping_state())]
+                          sink=logger.info))]  # on --resume, LoadTrainingState replays it
     optimizer = args.optim.lower()
     # "auto" is resolved here: skorch's cached validation scoring reads net.device as is
     device = check_device(args.device)

@@ -30,11 +30,12 @@ import json
 import logging
 import os
 import tempfile
+import types
 from pathlib import Path
 from typing import Any
 
 import torch
-from skorch.callbacks import Checkpoint, LoadInitState, LRScheduler
+from skorch.callbacks import Checkpoint, EarlyStopping, LoadInitState, LRScheduler
 from skorch.callbacks.scoring import EpochScoring, PassthroughScoring
 from skorch.history import History
 
@@ -255,6 +256,12 @@ class LoadTrainingState(LoadInitState):
     callbacks, and torch's random generator.  A CGCNN estimator's ``fit`` then trains
     ``max_epochs`` minus the epochs in the restored history.
 
+    skorch's ``EarlyStopping`` counts the epochs without improvement from the start of
+    each ``fit``; before the first epoch after a restore, every ``EarlyStopping``
+    callback of the net is brought to where it stood by replaying its own
+    ``on_epoch_end`` over the restored history, so the resumed run stops at the epoch an
+    uninterrupted one would, and trains nothing when the run had already stopped early.
+
     Parameters
     ----------
     checkpoint : TrainingCheckpoint
@@ -270,6 +277,7 @@ class LoadTrainingState(LoadInitState):
                             "Checkpoint use skorch.callbacks.LoadInitState")
         super().initialize()
         self.state_ = None
+        self.replayed_ = False
         return self
 
     def on_train_begin(self, net: Any, X: Any = None, y: Any = None, **kwargs: Any) -> None:
@@ -288,6 +296,17 @@ class LoadTrainingState(LoadInitState):
         if self.state_ is not None:
             self._restore_callbacks(net)
             self._restore_rng(net)
+
+    def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
+        if self.state_ is None or self.replayed_:
+            return
+        self.replayed_ = True
+        stopped = [name for name, cb in getattr(net, "callbacks_", [])
+                   if isinstance(cb, EarlyStopping) and _replay(cb, net.history)]
+        if stopped:
+            logger.info("the restored run had stopped early (%s): nothing left to train",
+                        ", ".join(stopped))
+            raise KeyboardInterrupt  # skorch's fit ends here, as EarlyStopping ends it
 
     def _restore_net(self, net: Any, path: str) -> None:
         state = self.state_
@@ -326,6 +345,26 @@ class LoadTrainingState(LoadInitState):
         cuda = _cuda_device(net)
         if cuda is not None and "cuda" in rng:
             torch.cuda.set_rng_state(rng["cuda"], cuda)
+
+
+def _replay(cb: EarlyStopping, history: History) -> bool:
+    """Bring ``cb`` (reset by its ``on_train_begin``) to where it stood after the epochs
+    of ``history``, through its public ``on_epoch_end`` on each epoch's row; whether it
+    had stopped the run.  Quietly (no message, no copy of the current weights as the
+    best: those of the best epoch are not in the training state)."""
+    load_best, sink = cb.load_best, cb.sink
+    cb.load_best, cb.sink = False, lambda *args, **kwargs: None
+    try:
+        for row in history:
+            if row.get(cb.monitor) is None:
+                continue
+            try:
+                cb.on_epoch_end(types.SimpleNamespace(history=History([row]), verbose=0))
+            except KeyboardInterrupt:
+                pass  # its patience ran out at this epoch
+    finally:
+        cb.load_best, cb.sink = load_best, sink
+    return cb.misses_ >= cb.patience
 
 
 def _restore_best_score(cb: Any, history: History) -> None:
