@@ -15,9 +15,9 @@ train/test split), times fit and predict, and scores the predictions with
 ``run.json``            the settings, sizes, wall time and package versions
 ======================  =================================================================
 
-The ``skcgcnn benchmark`` command (:func:`add_benchmark_parser`,
-:func:`run_benchmark_command`) lives in :mod:`skcgcnn.cli.benchmark`; both names
-are still importable from here.
+The ``skcgcnn benchmark`` command (``add_benchmark_parser``,
+``run_benchmark_command``) lives in :mod:`skcgcnn.cli.benchmark`, above the library;
+importing them from here raises an AttributeError that names their home.
 """
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ from .structures import describe, ids_of
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BenchmarkResult", "DEFAULT_MODELS", "MODEL_NAMES", "add_benchmark_parser",
-           "make_models", "run_benchmark", "run_benchmark_command"]
+__all__ = ["BenchmarkResult", "DEFAULT_MODELS", "MODEL_NAMES", "make_models",
+           "run_benchmark"]
 
 _METRICS = ("mae", "rmse", "r2", "fit_s", "predict_s")
 _DIGITS = {"fit_s": 2, "predict_s": 2}  # the others: 3
@@ -415,12 +415,14 @@ def _plot_all(result: BenchmarkResult) -> list[Path]:
     return files
 
 
-# -- models by name -------------------------------------------------------------------
-def __getattr__(name: str) -> Any:
-    # The command depends on this module, not the other way round: its two public names
-    # are loaded on first use, so that importing the library never builds a parser.
-    if name in ("add_benchmark_parser", "run_benchmark_command"):
-        from .cli import benchmark as _benchmark_command
+# The ``skcgcnn benchmark`` command's two names lived here until issue 27: the library
+# does not import the command line (data flow: benchmark -> cli).
+_MOVED = {"add_benchmark_parser": "skcgcnn.cli.benchmark",
+          "run_benchmark_command": "skcgcnn.cli.benchmark"}
 
-        return getattr(_benchmark_command, name)
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        raise AttributeError(f"skcgcnn.benchmark.{name} moved to {_MOVED[name]}: import it "
+                             f"from there (the library no longer imports the command line)")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,12 +12,8 @@ from sklearn.dummy import DummyRegressor
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 from sklearn.model_selection import KFold, ShuffleSplit
 
-from skcgcnn.benchmark import (
-    add_benchmark_parser,
-    make_models,
-    run_benchmark,
-    run_benchmark_command,
-)
+from skcgcnn.benchmark import make_models, run_benchmark
+from skcgcnn.cli.benchmark import add_benchmark_parser, run_benchmark_command
 
 from ._shared import SAMPLE500, sample_series
 

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skcgcnn.benchmark import add_benchmark_parser, make_models, run_benchmark_command
+from skcgcnn.benchmark import make_models
+from skcgcnn.cli.benchmark import add_benchmark_parser, run_benchmark_command
 from skcgcnn.cli import CLIError
 from skcgcnn.datasets import sample_rows
 

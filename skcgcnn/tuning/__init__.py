@@ -29,8 +29,9 @@ error, in the target's units.  What it adds to a plain ``study.optimize`` loop:
   study's best.
 
 :func:`load_tuning_data` reads a seeded subset of a CGCNN folder.  The ``skcgcnn tune``
-command (:func:`add_tune_parser`, :func:`run_tune_command`) lives in
-:mod:`skcgcnn.cli.tune`; both names are importable here too, loaded on first use.
+command (``add_tune_parser``, ``run_tune_command``) lives in
+:mod:`skcgcnn.cli.tune`, above the library (importing them from here raises an
+AttributeError that names their home).
 :func:`pipeline_distributions` gives the same space for optuna-integration's
 ``OptunaSearchCV`` on :func:`~skcgcnn.estimators.make_cgcnn_pipeline`.
 
@@ -47,7 +48,6 @@ split: the tuned and the default estimator scored on its test rows), ``_results`
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from ._baselines import DEFAULT_CGCNN, evaluate_baselines, read_benchmark_maes
@@ -72,7 +72,6 @@ __all__ = [
     "TrialConfig",
     "TuneResult",
     "ValidationMAE",
-    "add_tune_parser",
     "evaluate_baselines",
     "fine_tuning_space",
     "make_storage",
@@ -80,17 +79,17 @@ __all__ = [
     "pipeline_from_params",
     "fail_beatless_trials",
     "recover_stale_trials",
-    "run_tune_command",
     "tune",
     "write_results",
 ]
 
-# The command line sits above the library (data flow: tuning -> cli), so its names are
-# looked up on first use instead of imported here.
-_COMMAND_NAMES = {"add_tune_parser", "run_tune_command"}
+# The ``skcgcnn tune`` command's two names lived here until issue 27: the library does
+# not import the command line (data flow: tuning -> cli).
+_MOVED = {"add_tune_parser": "skcgcnn.cli.tune", "run_tune_command": "skcgcnn.cli.tune"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _COMMAND_NAMES:
-        return getattr(importlib.import_module("skcgcnn.cli.tune"), name)
+    if name in _MOVED:
+        raise AttributeError(f"skcgcnn.tuning.{name} moved to {_MOVED[name]}: import it "
+                             f"from there (the library no longer imports the command line)")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
