@@ -15,12 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..atom_features import CGCNN_GROUPS, NAMED_SETS
-from ._space import CGCNN_GROUPS_CHOICE, FREEZE_CHOICES, SearchSpace, _resolve_table
+from ._space import (ARCHITECTURE_FIELDS, CGCNN_GROUPS_CHOICE, FREEZE_CHOICES,  # noqa: F401
+                     GRAPH_FIELDS, SearchSpace, _resolve_table, check_fixed_params)
 
-#: Fields that shape the network, which a pretrained ``init`` decides.
-ARCHITECTURE_FIELDS = ("n_conv", "atom_fea_len", "h_fea_len", "n_h", "conv")
-#: Fields that shape the graphs, which must be the pretrained model's.
-GRAPH_FIELDS = ("atom_features", "radius", "max_num_nbr")
 #: Estimator parameters that :func:`tune` sets for every trial itself, and where to
 #: set them instead.
 _RESERVED = {"max_epochs": "tune(max_epochs=...) or SearchSpace(max_epochs=...)",
@@ -58,35 +55,6 @@ def describe(params: Mapping[str, Any]) -> dict:
         return f"<{type(value).__name__}>"
 
     return {key: one(value) for key, value in sorted(params.items())}
-
-
-def check_fixed_params(space: SearchSpace, estimator_params: dict) -> None:
-    """The space beside the fixed estimator parameters (:meth:`SearchSpace.validate`)."""
-    keys = space.estimator_keys()
-    clash = sorted(key for key in estimator_params if key in keys)
-    if clash:
-        raise ValueError(
-            f"estimator_params {clash} are set by the SearchSpace (field(s) "
-            f"{[keys[k] for k in clash]}): fix them there, e.g. "
-            f"SearchSpace({keys[clash[0]]}={estimator_params[clash[0]]!r})")
-    tuning = [n for n in ("freeze", "init_lr_factor") if getattr(space, n) is not None]
-    if estimator_params.get("init") is None:
-        if tuning:
-            raise ValueError(
-                f"SearchSpace.{tuning[0]}={getattr(space, tuning[0])!r} fine-tunes a "
-                "pretrained model, and none is given: pass it as "
-                "tune(estimator_params={'init': model}) or skcgcnn tune --init MODEL (a "
-                "fitted estimator or Pipeline, a file saved with skcgcnn.save_model or a "
-                f"pretrained model's name), or leave {' and '.join(tuning)} out of the space")
-        return
-    searched = [n for n in space.searched() if n in ARCHITECTURE_FIELDS + GRAPH_FIELDS]
-    if space.atom_feature_choices() == [CGCNN_GROUPS_CHOICE]:
-        searched.append("cgcnn_groups")
-    if searched:
-        raise ValueError(
-            f"with init, the network and its graphs are the pretrained model's, so the "
-            f"SearchSpace fields {searched} cannot be searched: fix them to its values "
-            "(fine_tuning_space(init) does)")
 
 
 def _atom_features_of(name: Any) -> Any:

@@ -12,6 +12,11 @@ import numpy as np
 from .._defaults import DMIN, STEP
 from ..atom_features import CGCNN_GROUPS, NAMED_SETS, get_atom_features
 
+#: Fields that shape the network, which a pretrained ``init`` decides.
+ARCHITECTURE_FIELDS = ("n_conv", "atom_fea_len", "h_fea_len", "n_h", "conv")
+#: Fields that shape the graphs, which must be the pretrained model's.
+GRAPH_FIELDS = ("atom_features", "radius", "max_num_nbr")
+
 logger = logging.getLogger(__name__)
 
 #: The choice of :attr:`SearchSpace.atom_features` that searches subsets of the nine
@@ -287,8 +292,6 @@ class SearchSpace:
         if unknown or not self.cgcnn_groups:
             raise ValueError(f"SearchSpace.cgcnn_groups: {unknown or 'empty'}; choose from "
                              f"{list(CGCNN_GROUPS)}")
-        from ._finetune import check_fixed_params
-
         check_fixed_params(self, dict(estimator_params or {}))
 
     # -- sampling ------------------------------------------------------------------
@@ -414,3 +417,32 @@ def usable_atom_feature_choices(choices: Sequence, numbers: np.ndarray,
             continue
         keep.append(choice)
     return keep
+
+
+def check_fixed_params(space: "SearchSpace", estimator_params: dict) -> None:
+    """The space beside the fixed estimator parameters (:meth:`SearchSpace.validate`)."""
+    keys = space.estimator_keys()
+    clash = sorted(key for key in estimator_params if key in keys)
+    if clash:
+        raise ValueError(
+            f"estimator_params {clash} are set by the SearchSpace (field(s) "
+            f"{[keys[k] for k in clash]}): fix them there, e.g. "
+            f"SearchSpace({keys[clash[0]]}={estimator_params[clash[0]]!r})")
+    tuning = [n for n in ("freeze", "init_lr_factor") if getattr(space, n) is not None]
+    if estimator_params.get("init") is None:
+        if tuning:
+            raise ValueError(
+                f"SearchSpace.{tuning[0]}={getattr(space, tuning[0])!r} fine-tunes a "
+                "pretrained model, and none is given: pass it as "
+                "tune(estimator_params={'init': model}) or skcgcnn tune --init MODEL (a "
+                "fitted estimator or Pipeline, a file saved with skcgcnn.save_model or a "
+                f"pretrained model's name), or leave {' and '.join(tuning)} out of the space")
+        return
+    searched = [n for n in space.searched() if n in ARCHITECTURE_FIELDS + GRAPH_FIELDS]
+    if space.atom_feature_choices() == [CGCNN_GROUPS_CHOICE]:
+        searched.append("cgcnn_groups")
+    if searched:
+        raise ValueError(
+            f"with init, the network and its graphs are the pretrained model's, so the "
+            f"SearchSpace fields {searched} cannot be searched: fix them to its values "
+            "(fine_tuning_space(init) does)")
