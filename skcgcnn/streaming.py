@@ -19,6 +19,16 @@ million CIF paths), adding or removing inputs moves no other input to another sh
 nearly equal size whatever the ids look like.  Python's ``hash()`` is salted per
 process, so it is not used.
 
+On a dask cluster
+-----------------
+``predict_iter(..., client=client)`` (a ``dask.distributed`` Client; ``pip install
+'skcgcnn[dask]'``) runs each chunk as a task on the cluster's workers instead
+(:mod:`skcgcnn._dask`): the fitted model is sent to every worker once, a few chunks per
+worker thread are in flight at a time (the inputs are still read lazily), the chunks come
+back in input order (``ordered=False``: as they finish), and the chunk of a worker that
+dies is run again on another.  ``on_error``, ``skip_ids``, ``shard`` and ``return_std``
+mean what they mean in one process, and the results are the same.
+
 Examples
 --------
 >>> from skcgcnn.streaming import predict_iter
@@ -122,8 +132,8 @@ def predict_iter(model: Any, X: Iterable[Any], *, ids: Iterable[Any] | None = No
                  transformer: Any = None, chunk_size: int = 1000,
                  on_error: str = "raise", skip_ids: Iterable[Any] | None = None,
                  n_jobs: int | None = None, return_std: bool = False,
-                 shard: tuple[int, int] | None = None
-                 ) -> Iterator[PredictedChunk]:
+                 shard: tuple[int, int] | None = None, client: Any = None,
+                 ordered: bool = True) -> Iterator[PredictedChunk]:
     """Predict ``X`` chunk by chunk: read, featurize, predict, yield.
 
     Parameters
@@ -156,11 +166,20 @@ def predict_iter(model: Any, X: Iterable[Any], *, ids: Iterable[Any] | None = No
         ``(i, n)``: predict only shard ``i`` of ``n``, the inputs whose id
         :func:`shard_of` maps to ``i`` (the others are not read).  The ``n`` shards
         together hold every input once; ``positions`` stay those in the whole stream.
+    client : distributed.Client, optional
+        Run the chunks as tasks on this dask cluster: the model is sent to every worker
+        once (a scatter with ``broadcast=True``), two chunks per worker thread are in
+        flight at a time, and a chunk whose worker dies runs again on another (up to
+        ``distributed.scheduler.allowed-failures`` times).  ``n_jobs`` then defaults to
+        1 per task (the cluster's workers are the parallelism).
+    ordered : bool, default=True
+        With ``client``: yield the chunks in input order, or (False) each as it finishes.
 
     Yields
     ------
     PredictedChunk
-        One per chunk that has something to predict or to report, in input order.
+        One per chunk that has something to predict or to report, in input order (with
+        ``client`` and ``ordered=False``, in the order they finish).
     """
     chunk_size = _check_chunk_size(chunk_size)
     shard = check_shard(shard)
@@ -176,23 +195,56 @@ def predict_iter(model: Any, X: Iterable[Any], *, ids: Iterable[Any] | None = No
     pairs = ((pos, ident, item) for pos, (ident, item) in enumerate(zip(ids, X))
              if (done is None or str(ident) not in done)
              and (shard is None or shard_of(ident, shard[1]) == shard[0]))
+    if client is not None:
+        from . import _dask
+
+        _dask.check_client(client)
+        if n_jobs is None:
+            n_jobs = 1
     params = {"on_error": on_error}
+    if client is not None:  # the workers' progress bars would only interleave
+        params["verbose"] = 0
     if n_jobs is not None:
         params["n_jobs"] = n_jobs
     classification = hasattr(est, "predict_proba") and hasattr(est, "classes_")
     if return_std and classification:
         raise ValueError("return_std=True needs a regressor; this model is a classifier")
     transformer = _with_params(transformer, params)
+    chunks = _chunks(pairs, chunk_size)
+    if client is None:
+        for items, chunk_ids, positions in chunks:
+            yield _predict_chunk(transformer, est, items, chunk_ids, positions,
+                                 classification, return_std)
+        return
+    yield from _dask.map_chunks(client, _predict_task,
+                                (transformer, est, classification, return_std), chunks,
+                                describe=_describe, ordered=bool(ordered))
+
+
+def _chunks(pairs: Iterator[tuple], chunk_size: int) -> Iterator[tuple[list, list, np.ndarray]]:
+    """(items, ids, positions) of ``chunk_size`` (position, id, item) triples at a time."""
     while True:
         chunk = list(itertools.islice(pairs, chunk_size))
         if not chunk:
             return
         positions = np.array([pos for pos, _, _ in chunk], dtype=np.int64)
-        chunk_ids = [ident for _, ident, _ in chunk]
-        items = [item for _, _, item in chunk]
+        yield [item for _, _, item in chunk], [ident for _, ident, _ in chunk], positions
         del chunk
-        yield _predict_chunk(transformer, est, items, chunk_ids, positions, classification,
-                             return_std)
+
+
+def _describe(chunk: tuple) -> str:
+    """A chunk's name in the dask engine's messages: its inputs' stream positions."""
+    positions = chunk[2]
+    return f"inputs {int(positions[0])}..{int(positions[-1])} of the stream"
+
+
+def _predict_task(shared: tuple, items: list, ids: list, positions: np.ndarray
+                  ) -> PredictedChunk:
+    """One chunk on a dask worker; ``shared`` is (transformer, estimator,
+    classification, return_std), sent to the worker once."""
+    transformer, est, classification, return_std = shared
+    return _predict_chunk(transformer, est, items, ids, positions, classification,
+                          return_std)
 
 
 def _with_params(transformer: Any, params: dict) -> Any:

@@ -16,6 +16,10 @@ folder whose CIFs are in a tar archive is read whole first, then predicted in ch
 ``--shard I/N`` predicts only the inputs of shard I of N (:func:`skcgcnn.streaming.shard_of`:
 a stable hash of the id), into ``predictions.shard-I-of-N.csv`` by default, so that the N
 tasks of a job array write N files that ``--resume`` continues and ``skcgcnn merge`` joins.
+
+``--dask-scheduler ADDRESS`` runs the chunks as tasks on a dask.distributed cluster
+(``predict_iter(..., client=Client(ADDRESS))``); the rows are written here, in input
+order, as the chunks come back.
 """
 from __future__ import annotations
 
@@ -105,6 +109,10 @@ def add_predict_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                         "to I, for the N tasks of a job array; the output defaults to "
                         "predictions.shard-I-of-N.csv (which --resume continues); join the "
                         "N files with 'skcgcnn merge'")
+    p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                   help="run the chunks as tasks on the dask.distributed cluster of this "
+                        "scheduler (tcp://host:8786, or a scheduler file *.json); the rows "
+                        "come back here in input order (needs pip install 'skcgcnn[dask]')")
     data_options(p)
     label_options(p)
     p.set_defaults(func=run_predict)
@@ -341,6 +349,24 @@ def _check_resumed_shard(done: set[str], shard: tuple[int, int], output: Path) -
                        "without --resume")
 
 
+def _connect(address: str | None) -> Any:
+    """A dask.distributed Client of ``--dask-scheduler``, or None."""
+    if address is None:
+        return None
+    from .. import _dask
+
+    try:
+        client = _dask.connect(address)
+    except ImportError as exc:
+        raise CLIError(one_line(exc)) from exc
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise CLIError(f"--dask-scheduler {address}: cannot reach the scheduler "
+                       f"({one_line(exc)})") from exc
+    logger.info("--dask-scheduler %s: %d workers, %d threads", address,
+                len(client.nthreads()), sum(client.nthreads().values()))
+    return client
+
+
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -384,11 +410,13 @@ def run_predict(args: argparse.Namespace) -> int:
     n_rows = 0
     # the file is opened with the first rows: a run that fails before them leaves none
     handle = sys.stdout if output is None else None
+    client = _connect(args.dask_scheduler)
     try:
         for chunk in predict_iter(est, X, ids=ids, transformer=transformer,
                                   chunk_size=args.chunk_size, n_jobs=args.n_jobs,
                                   on_error="skip" if args.skip_errors else "raise",
-                                  skip_ids=done, return_std=with_std, shard=shard):
+                                  skip_ids=done, return_std=with_std, shard=shard,
+                                  client=client):
             skipped += [(pos, ident, reason) for pos, ident, reason in chunk.errors]
             if not chunk.ids:
                 continue
@@ -416,6 +444,8 @@ def run_predict(args: argparse.Namespace) -> int:
     finally:
         if output is not None and handle is not None:
             handle.close()
+        if client is not None:
+            client.close()
     log_skipped(skipped, "structures without a graph")
     # the CIFs read in this process (with --n-jobs, the workers' are not counted here)
     _cif.log_reader_counts(_cif.counts_since(read_before), "CIFs")
