@@ -11,6 +11,11 @@ _EXTRA = {
     "optuna_integration": "tune",
     "ase": "ase",
     "mapie": "uncertainty",
+    "onnx": "onnx",
+    "onnxscript": "onnx",
+    "onnxruntime": "onnx",
+    "dask": "dask",
+    "distributed": "dask",
 }
 
 

@@ -24,13 +24,13 @@ This module knows numpy only: the predictor reads the file with it, without torc
 """
 from __future__ import annotations
 
-import importlib
 import json
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from .._optional import require
 from ..atom_features import MAX_Z, AtomFeatureTable
 
 #: Version tag of the layout above, in ``metadata_props["skcgcnn.format"]``.
@@ -60,12 +60,7 @@ class OnnxFileError(ValueError):
 def require_onnx(module: str) -> ModuleType:
     """Import ``module`` (onnx, onnxscript, onnxruntime) or raise an ImportError that
     names the ``onnx`` extra."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(
-            f"{module} is needed for ONNX export and prediction but is not installed; "
-            "install it with: pip install 'skcgcnn[onnx]'") from exc
+    return require(module)
 
 
 def inputs_of(batch: dict[str, np.ndarray], n_atoms: np.ndarray) -> dict[str, np.ndarray]:
