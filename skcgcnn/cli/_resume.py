@@ -13,10 +13,10 @@ import csv
 import io
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
+from .._atomic import atomic_write
 from ._common import CLIError, one_line
 
 logger = logging.getLogger(__name__)
@@ -40,13 +40,8 @@ def _option_name(dest: str) -> str:
 
 def _atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(path, "w") as fh:
+        fh.write(text)
 
 
 def resume_args(args: argparse.Namespace) -> argparse.Namespace:

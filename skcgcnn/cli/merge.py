@@ -23,12 +23,12 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import os
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from .._atomic import atomic_write
 from ._common import DATA_DIR, CLIError, one_line
 
 logger = logging.getLogger(__name__)
@@ -170,13 +170,8 @@ def _shown(ids: list[str]) -> str:
 
 
 def _write_atomically(path: Path, rows: list[list[str]]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="") as handle:
-            csv.writer(handle, lineterminator="\n").writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, "w", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(rows)
 
 
 def run_merge(args: argparse.Namespace) -> int:

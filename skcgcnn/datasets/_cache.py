@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .._atomic import atomic_write
 from .._defaults import default_cache_dir
 from ._codec import _decode, _Entry, _parse_all
 from ._errors import _report
@@ -196,14 +197,11 @@ class _StructureCache:
             "text_offsets": text_offsets,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.stem}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as handle:
+            with atomic_write(self.path, "wb") as handle:
                 np.savez(handle, **arrays)
-            os.replace(tmp, self.path)
         except OSError as exc:
             logger.warning("could not write the structure cache %s: %s", self.path, exc)
-            tmp.unlink(missing_ok=True)
             return
         self._dirty = False
         logger.info("cached %d parsed structures in %s", n, self.path)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .._atomic import atomic_write
 from ._cache import CacheOption, _cache_folder, _parsed_frame, _StructureCache
 from ._codec import _Entry, _structure_entry
 from ._errors import _check_missing_target, _check_on_error, _report
@@ -229,10 +230,9 @@ def load_materials_project(
                 )
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-                    with gzip.open(tmp, "wt", encoding="utf-8") as handle:
+                    with atomic_write(path, "wt", opener=gzip.open,
+                                      encoding="utf-8") as handle:
                         json.dump({"query": query, "documents": docs}, handle)
-                    os.replace(tmp, path)
             documents.extend(docs)
             bar.update(1)
     finally:

@@ -25,13 +25,10 @@ training loop does not draw from them (the estimators seed torch from
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 import types
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +36,7 @@ from skorch.callbacks import Checkpoint, EarlyStopping, LoadInitState, LRSchedul
 from skorch.callbacks.scoring import EpochScoring, PassthroughScoring
 from skorch.history import History
 
+from .._atomic import atomic_path, atomic_write
 from ._distributed import is_writer
 
 logger = logging.getLogger(__name__)
@@ -66,19 +64,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     path : str or path-like
         The file to write; its folder must exist.
     """
-    path = Path(path)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                   suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb", fsync=True, private=True) as fh:
+        torch.save(obj, fh)
 
 
 def read_training_state(path: str | os.PathLike) -> dict:
@@ -392,17 +379,8 @@ class AtomicCheckpoint(Checkpoint):
             raise TypeError(f"AtomicCheckpoint writes files named by strings, not {f!r}")
         if not is_writer():  # several processes (torchrun): process 0 writes
             return
-        path = Path(f)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                       suffix=".tmp")
-        os.close(handle)
-        try:
+        with atomic_path(f, private=True) as tmp:
             net.save_params(**{f_name: tmp, "use_safetensors": self.use_safetensors})
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
 
 
 class _ResumeHooks:

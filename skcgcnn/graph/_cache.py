@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._atomic import atomic_write
 from .._defaults import DMIN, STEP
 from ..structures import StructureError, describe
 from ._collection import GraphCollection
@@ -218,15 +219,10 @@ class GraphCache:
                   "fingerprint": np.array(self.fingerprint)}
         # written whole under another name, then renamed: a reader (or a crash) never
         # sees half a file under the real name
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as fh:
+            with atomic_write(path, "wb", fsync=True) as fh:
                 np.savez(fh, checksum=np.array(_payload_checksum(arrays)), **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             logger.warning("graph cache file %s not written (%s); the graphs stay in memory "
                            "for this process only", path, exc)
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._atomic import atomic_write
 from ._neighbors import MAX_ATOMIC_NUMBER
 
 if TYPE_CHECKING:
@@ -141,16 +142,8 @@ def save_graphs(path: str | os.PathLike, graphs: GraphCollection, targets: Any =
         arrays["atom_available"] = table.available
     if graphs.input_positions is not None:
         arrays["input_positions"] = np.asarray(graphs.input_positions, dtype=np.int64)
-    path = os.fspath(path)
-    tmp = os.path.join(os.path.dirname(path) or ".",
-                       f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def _is_pickle(path: str) -> bool:
