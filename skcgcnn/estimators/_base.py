@@ -9,10 +9,10 @@ back into the hooks below, in this order:
 1. ``initialize`` -> ``initialize_module`` (the network, with ``init``'s weights:
    ``_finetune``), ``initialize_optimizer``, ``torch_compile``;
 2. ``fit_loop`` (CPU settings; distributed: ``_distributed``; resume: the epochs left,
-   ``_callbacks``) -> ``get_split_datasets`` (the ``early_stopping`` split) ->
+   ``_resume``) -> ``get_split_datasets`` (the ``early_stopping`` split) ->
    ``get_dataset`` (a :class:`~skcgcnn.estimators.GraphDataset`);
 3. ``notify("on_train_begin")`` (callbacks checked; ``LoadInitState`` first:
-   ``_callbacks``), then per epoch ``get_iterator`` (``_distributed``,
+   ``_resume``), then per epoch ``get_iterator`` (``_distributed``,
    ``_device_batches``), ``train_step`` -> ``infer`` (``_device_batches``,
    ``_weights``) -> ``get_loss`` (``_weighted_loss``: ``_distributed``, ``_weights``).
 
@@ -33,7 +33,6 @@ from .._cpu import adjust_threads, cpu_settings
 from .._defaults import MOMENTUM, resolve_device
 from ..model import CGCNN
 from . import _distributed, _finetune
-from ._callbacks import _ResumeHooks
 from ._checks import _InputChecks, _seed_of
 from ._data import GraphDataset
 from ._device_batches import _DeviceBatchHooks
@@ -42,6 +41,7 @@ from ._embeddings import _Embeddings
 from ._fitted import _FittedParams
 from ._recipe import (EpochTable, check_callbacks, recipe_callbacks, validation_split,
                       warn_if_short)
+from ._resume import _ResumeHooks
 from ._weights import _SampleWeights
 
 logger = logging.getLogger(__name__)
