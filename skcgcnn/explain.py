@@ -21,16 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
+from .estimators._pipeline import split_pipeline
 from .graph import GraphCollection
-
-
-def _split(model: Any) -> tuple[Any, Any]:
-    if isinstance(model, Pipeline):
-        return model[:-1], model[-1]
-    return None, model
 
 
 def atom_contributions(model: Any, X: Any) -> pd.DataFrame:
@@ -53,7 +47,7 @@ def atom_contributions(model: Any, X: Any) -> pd.DataFrame:
     from pymatgen.core.periodic_table import Element
 
     from .estimators import CGCNNRegressor
-    head, est = _split(model)
+    head, est = split_pipeline(model)
     if not isinstance(est, CGCNNRegressor):
         raise TypeError("atom_contributions needs a fitted CGCNNRegressor (or a Pipeline "
                         "ending in one)")
@@ -96,7 +90,7 @@ def element_contributions(frame: pd.DataFrame) -> pd.DataFrame:
 
 def crystal_embeddings(model: Any, X: Any) -> np.ndarray:
     """The pooled crystal feature vectors (the input of ``conv_to_fc``), shape (n, F)."""
-    head, est = _split(model)
+    head, est = split_pipeline(model)
     graphs = head.transform(X) if head is not None else X
     if not isinstance(graphs, GraphCollection):
         raise TypeError("X must be structures (with a Pipeline) or a GraphCollection")

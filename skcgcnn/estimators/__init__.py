@@ -50,7 +50,7 @@ _LAZY = {
     "CheckpointError": "_persistence", "is_torch_file": "_persistence",
     "load_cgcnn_checkpoint": "_persistence", "load_model": "_persistence",
     "save_model": "_persistence",
-    "make_cgcnn_pipeline": "_pipeline",
+    "make_cgcnn_pipeline": "_pipeline", "split_pipeline": "_pipeline",
     "DEFAULT_CLASSIFIER_RECIPE": "_recipe", "DEFAULT_RECIPE": "_recipe", "LOSSES": "_recipe",
     "LR_SCHEDULES": "_recipe", "ORIGINAL_CLASSIFIER_RECIPE": "_recipe",
     "ORIGINAL_RECIPE": "_recipe", "EpochTable": "_recipe", "GaussianNLLHead": "_recipe",
@@ -61,6 +61,7 @@ _LAZY = {
 
 __all__ = ["CGCNNRegressor", "CGCNNClassifier", "CGCNNEnsembleRegressor", "CGCNNEmbedder",
            "ApplicabilityDomain", "OutsideDomainWarning", "GraphDataset", "collate_graphs", "graphs_to_tensors", "make_cgcnn_pipeline",
+           "split_pipeline",
            "load_cgcnn_checkpoint", "save_model", "load_model", "format_model_card",
            "CheckpointError", "is_torch_file", "TrainingCheckpoint", "LoadTrainingState",
            "AtomicCheckpoint", "TrainingStateError", "read_training_state",

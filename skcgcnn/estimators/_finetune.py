@@ -50,9 +50,8 @@ def resolve_init(init: Any) -> Any:
     """The fitted estimator ``init`` names: itself, the last step of a fitted Pipeline,
     a pretrained model shipped with skcgcnn by name (:func:`skcgcnn.list_pretrained`),
     or the model saved at a path by :func:`skcgcnn.save_model`."""
-    from sklearn.pipeline import Pipeline
-
     from ..pretrained import is_pretrained_name, load_pretrained
+    from ._pipeline import split_pipeline
 
     model = init
     if is_pretrained_name(init):
@@ -68,8 +67,7 @@ def resolve_init(init: Any) -> Any:
                 f"model (shipped: {list_pretrained()}); give a path saved with "
                 "skcgcnn.save_model, a fitted estimator or one of those names")
         model = load_model(init)
-    if isinstance(model, Pipeline):
-        model = model.steps[-1][1]
+    model = split_pipeline(model)[1]
     from ._base import _CGCNNMixin
 
     if not isinstance(model, _CGCNNMixin):

@@ -26,6 +26,7 @@ from ._classifier import CGCNNClassifier
 from ._distributed import is_writer
 from ._domain import domain_payload, restore_domain
 from ._ensemble import CGCNNEnsembleRegressor
+from ._pipeline import split_pipeline
 from ._regressor import CGCNNRegressor
 
 logger = logging.getLogger(__name__)
@@ -269,10 +270,7 @@ def save_model(model: Any, path: str | os.PathLike, card: dict | None = None) ->
         ``{"target_names": ["E_form"], "target_units": ["eV/atom"],
         "test_metrics": {"mae": 0.05}, "description": "..."}``.
     """
-    if isinstance(model, Pipeline):
-        transformer, est = model.steps[0][1], model.steps[-1][1]
-    else:
-        transformer, est = None, model
+    transformer, est = split_pipeline(model)
     if not isinstance(est, (CGCNNRegressor, CGCNNClassifier, CGCNNEnsembleRegressor)):
         raise TypeError("save_model takes a CGCNNRegressor/CGCNNClassifier/"
                         "CGCNNEnsembleRegressor or a Pipeline ending in one")

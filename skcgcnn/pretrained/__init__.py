@@ -135,8 +135,9 @@ def load_pretrained(name: str, device: str = "cpu") -> Any:
 
 def pretrained_card(name: str) -> dict[str, Any]:
     """The model card of the pretrained model ``name`` (what its file holds)."""
-    pipe = load_pretrained(name)
-    return dict(pipe.steps[-1][1].model_card_)
+    from ..estimators import split_pipeline
+
+    return dict(split_pipeline(load_pretrained(name))[1].model_card_)
 
 
 def pretrained_split(name: str) -> Any:
