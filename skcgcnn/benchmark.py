@@ -34,10 +34,11 @@ import pandas as pd
 from sklearn.base import clone
 
 from . import reporting
+from ._targets import check_finite_targets
 from ._named_models import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_MODELS,  # noqa: F401
                             MODEL_NAMES, make_models)
 from .model_selection import resolve_cv, take_rows
-from .structures import describe, ids_of
+from .structures import ids_of
 
 logger = logging.getLogger(__name__)
 
@@ -126,13 +127,7 @@ def _check_target(y: Any, ids: np.ndarray, n: int) -> np.ndarray:
         )
     if len(y_arr) != n:
         raise ValueError(f"X has {n} structures but y has {len(y_arr)} values")
-    bad = np.flatnonzero(~np.isfinite(y_arr))
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(
-            f"y has {bad.size} non-finite values, the first for {describe(i, ids[i])}; "
-            "drop those rows first"
-        )
+    check_finite_targets(y_arr, ids)
     return y_arr
 
 

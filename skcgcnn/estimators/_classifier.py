@@ -9,6 +9,7 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import type_of_target
 from skorch import NeuralNet, NeuralNetClassifier
 
+from .._targets import check_finite_targets
 from ..model import CGCNN
 from ._base import DEFAULT_MOMENTUM, _CGCNNMixin
 from ._docstrings import _COMMON_DOC
@@ -88,8 +89,7 @@ class CGCNNClassifier(_CGCNNMixin, NeuralNetClassifier):
         y = self._check_y(X, y)
         if y.ndim != 1:
             raise ValueError(f"CGCNNClassifier takes 1-D labels, got shape {y.shape}")
-        if y.dtype.kind == "f" and not np.isfinite(y).all():
-            raise ValueError("y has NaN or infinite labels; drop those rows first")
+        check_finite_targets(y, X.ids)
         kind = type_of_target(y, input_name="y")
         if kind == "continuous":
             row = int(np.flatnonzero(y != np.round(y))[0])

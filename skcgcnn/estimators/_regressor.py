@@ -6,6 +6,7 @@ import torch
 from sklearn.preprocessing import StandardScaler
 from skorch import NeuralNetRegressor
 
+from .._targets import check_finite_targets
 from ..model import CGCNN
 from ._base import DEFAULT_MOMENTUM, _CGCNNMixin
 from ._docstrings import _COMMON_DOC
@@ -155,13 +156,7 @@ default="absolute_error"
         y = self._check_y(X, y).astype(np.float64)
         if y.ndim not in (1, 2):
             raise ValueError(f"y must be 1-D or 2-D, got shape {y.shape}")
-        bad = ~np.isfinite(y)
-        if bad.any():
-            rows = np.flatnonzero(bad.reshape(len(y), -1).any(axis=1))
-            raise ValueError(
-                f"y has {rows.size} row(s) with NaN or infinite targets (first: "
-                f"{rows[:5].tolist()}, ids {[X.ids[r] for r in rows[:5]]}); drop them "
-                "before fitting")
+        check_finite_targets(y, X.ids)
         X, y, weights = self._take_sample_weight(X, y, sample_weight)
         self.y_ndim_ = y.ndim
         y2 = y.reshape(len(y), -1)

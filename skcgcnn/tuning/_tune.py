@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
+from .._targets import check_finite_targets
 from ..structures import as_structures
 from ._baselines import DEFAULT_CGCNN, _baseline_values
 from ._finetune import check_estimator_params, check_init_graphs, describe
@@ -215,10 +216,7 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
     if y_arr.ndim != 1 or len(y_arr) != len(items):
         raise ValueError(f"y must be 1-D with one value per structure: {len(items)} "
                          f"structures, y of shape {y_arr.shape}")
-    bad = np.flatnonzero(~np.isfinite(y_arr))
-    if bad.size:
-        raise ValueError(f"y is NaN or infinite for structure(s) {bad[:5].tolist()} (ids "
-                         f"{[ids[i] for i in bad[:5]]}); drop them first")
+    check_finite_targets(y_arr, ids)
     if n_workers > 1 and storage is not None and \
             _storage_kind(storage) in ("memory", "object"):
         raise ValueError("n_workers > 1 needs a storage the worker processes can open: give "
