@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from .structures import describe
+
 __all__ = ["check_finite_targets"]
 
 
@@ -27,6 +29,6 @@ def check_finite_targets(y: np.ndarray, ids: Sequence[Any]) -> None:
     if bad.any():
         rows = np.flatnonzero(bad)
         raise ValueError(
-            f"y has {rows.size} row(s) with NaN or infinite targets (first: "
-            f"{rows[:5].tolist()}, ids {[ids[r] for r in rows[:5]]}); drop them "
-            "before fitting")
+            f"y has {rows.size} row(s) with NaN or infinite targets (the first "
+            f"{describe(int(rows[0]), ids[rows[0]])}; rows {rows[:5].tolist()}, ids "
+            f"{[str(ids[r]) for r in rows[:5]]}); drop them before fitting")
