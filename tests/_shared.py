@@ -21,8 +21,31 @@ SAMPLE_CLASSIFICATION = REFERENCE / "sample-classification"
 PRETRAINED = REFERENCE / "pre-trained"
 EXPECTED = REFERENCE / "expected-predictions"
 
-needs_shared = pytest.mark.skipif(not SAMPLE500.is_dir() or not REFERENCE.is_dir(),
-                                  reason="../shared/data is not available")
+
+
+def _missing_reason(paths: tuple[Path, ...]) -> str | None:
+    missing = [p for p in paths if not p.exists()]
+    if not missing:
+        return None
+    return (f"shared data not found: {missing[0]} (set $SKCGCNN_SHARED_DATA to the folder "
+            "that holds it)")
+
+
+def needs(*paths: Path) -> pytest.MarkDecorator:
+    """A skip mark for tests that read ``paths`` of the shared data; the reason names the
+    first one missing.  Every test module finds the data through this module."""
+    reason = _missing_reason(paths)
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+def skip_unless(*paths: Path) -> None:
+    """Inside a test or fixture: skip it unless every one of ``paths`` exists."""
+    reason = _missing_reason(paths)
+    if reason is not None:
+        pytest.skip(reason)
+
+
+needs_shared = needs(SAMPLE500, REFERENCE)
 
 
 def read_id_prop(path: Path) -> list[tuple[str, float]]:

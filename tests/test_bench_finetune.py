@@ -10,14 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ._shared import MP, SAMPLE500
+from ._shared import MP, SAMPLE500, needs
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
     pytest.mark.filterwarnings("ignore::UserWarning"),
-    pytest.mark.skipif(not (MP / "cifs.tar.gz").is_file() or not SAMPLE500.is_dir(),
-                       reason="../shared/data is not available"),
+    needs(MP / "cifs.tar.gz", SAMPLE500),
 ]
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"

@@ -13,14 +13,13 @@ import pytest
 
 from skcgcnn.cli import main
 
-from ._shared import MP, SAMPLE500
+from ._shared import MP, SAMPLE500, needs
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
     pytest.mark.filterwarnings("ignore::UserWarning"),
-    pytest.mark.skipif(not (MP / "id_prop_multi.csv").is_file() or not SAMPLE500.is_dir(),
-                       reason="../shared/data is not available"),
+    needs(MP / "id_prop_multi.csv", SAMPLE500),
     pytest.mark.skipif(shutil.which("make") is None, reason="no make"),
 ]
 

@@ -18,13 +18,12 @@ from skcgcnn.cli.benchmark import add_benchmark_parser, run_benchmark_command
 from skcgcnn.cli import CLIError
 from skcgcnn.datasets import sample_rows
 
-from ._shared import SAMPLE500
+from ._shared import SAMPLE500, needs
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-    pytest.mark.skipif(not (SAMPLE500 / "id_prop.csv").is_file(),
-                       reason="../shared/data is not available"),
+    needs(SAMPLE500 / "id_prop.csv"),
 ]
 
 

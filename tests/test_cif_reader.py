@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from ._shared import SAMPLE500
+from ._shared import SAMPLE500, skip_unless
 
 gemmi = pytest.importorskip("gemmi")
 
@@ -109,7 +109,7 @@ def test_the_sample_500_cifs_equal_pymatgen_and_take_the_fast_path():
 
     paths = sorted(SAMPLE500.glob("*.cif"))
     if not paths:
-        pytest.skip("../shared/data is not available")
+        skip_unless(SAMPLE500 / "id_prop.csv")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning per file
         got = [_cif.read_cif_file(p, "gemmi") for p in paths]
@@ -228,8 +228,7 @@ def test_new_structure_behaves_as_a_structure_from_the_constructor():
 def test_load_cgcnn_folder_reads_the_same_with_either_reader(tmp_path):
     from skcgcnn.datasets import load_cgcnn_folder
 
-    if not (SAMPLE500 / "id_prop.csv").is_file():
-        pytest.skip("../shared/data is not available")
+    skip_unless(SAMPLE500 / "id_prop.csv")
     frames = [load_cgcnn_folder(SAMPLE500, limit=40, cache=False, cif_reader=reader)
               for reader in ("gemmi", "pymatgen")]
     assert _cif.reader_counts()["gemmi"] >= 38

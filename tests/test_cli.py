@@ -21,6 +21,8 @@ import pytest
 from skcgcnn import cli
 from skcgcnn.cli import main, split_sizes
 
+from ._shared import DATA, EXPECTED, PRETRAINED, REFERENCE, SAMPLE500, needs, skip_unless  # noqa: F401
+
 pytestmark = [
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
@@ -28,14 +30,9 @@ pytestmark = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-SAMPLE500 = DATA / "mp-formation-energy-36737" / "sample-500"
-REF = DATA / "cgcnn-reference"
-EXPECTED = REF / "expected-predictions"
+REF = REFERENCE
 
-needs_data = pytest.mark.skipif(
-    not (SAMPLE500 / "id_prop.csv").is_file() or not (REF / "pre-trained").is_dir(),
-    reason="../shared/data is not available")
+needs_data = needs(SAMPLE500 / "id_prop.csv", PRETRAINED)
 
 # a tiny network and three epochs: the point is the plumbing, not the accuracy
 TINY = ["--epochs", "3", "--atom-fea-len", "8", "--n-conv", "1", "--h-fea-len", "16",
@@ -96,8 +93,7 @@ def labelled60(folder60, tmp_path_factory) -> Path:
 def labelled300(tmp_path_factory) -> Path:
     """The first 300 crystals of sample-500 labelled 1 when E_form < -1.5 eV/atom (45 %
     of them), else 0: a task CGCNN learns in a few epochs."""
-    if not (SAMPLE500 / "id_prop.csv").is_file():
-        pytest.skip("../shared/data is not available")
+    skip_unless(SAMPLE500 / "id_prop.csv")
     root = tmp_path_factory.mktemp("labels300")
     rows = []
     for line in (SAMPLE500 / "id_prop.csv").read_text().splitlines()[:300]:

@@ -132,11 +132,10 @@ def test_predict_writes_the_models_std_and_resumes(nll_run, folder60, tmp_path):
 def test_predict_without_a_variance_head_writes_no_std(tmp_path):
     from skcgcnn.streaming import predict_iter, predicts_std
 
-    from ._shared import PRETRAINED, SAMPLE_REGRESSION
+    from ._shared import PRETRAINED, SAMPLE_REGRESSION, skip_unless
 
     checkpoint = PRETRAINED / "formation-energy-per-atom.pth.tar"
-    if not checkpoint.is_file():
-        pytest.skip("../shared/data is not available")
+    skip_unless(checkpoint)
     cifs = sorted(SAMPLE_REGRESSION.glob("*.cif"))[:3]
     output = tmp_path / "pred.csv"
     status, _, err = run(["predict", checkpoint, *cifs, "-o", output, "--device", "cpu",

@@ -31,17 +31,16 @@ from skcgcnn.datasets import (
     load_materials_project,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-MP_DIR = DATA / "mp-formation-energy-36737"
-SAMPLE500 = MP_DIR / "sample-500"
+from ._shared import (DATA, MP, SAMPLE500, SAMPLE_CLASSIFICATION,  # noqa: F401
+                      SAMPLE_REGRESSION, needs)
+
+MP_DIR = MP
 TAR = MP_DIR / "cifs.tar.gz"
-REG = DATA / "cgcnn-reference" / "sample-regression"
-CLS = DATA / "cgcnn-reference" / "sample-classification"
+REG = SAMPLE_REGRESSION
+CLS = SAMPLE_CLASSIFICATION
 
 pytestmark = [
-    pytest.mark.skipif(
-        not MP_DIR.is_dir() or not REG.is_dir(), reason="../shared/data is not available"
-    ),
+    needs(MP_DIR, REG),
     pytest.mark.filterwarnings("ignore::UserWarning"),
 ]
 

@@ -33,11 +33,12 @@ from skcgcnn.tuning import (  # noqa: E402
     tune,
 )
 
+from ._shared import SAMPLE500, needs  # noqa: E402
 from .test_graph_cache import DAMAGE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "mp-formation-energy-36737" / "sample-500"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} is not there")
+DATA = SAMPLE500
+needs_data = needs(DATA)
 
 #: A space of tiny, fast networks (a fraction of a second per trial on 80 crystals).
 TINY = {"atom_features": ["cgcnn", "onehot"], "atom_fea_len": 8, "h_fea_len": 16,
