@@ -23,20 +23,14 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from ._optional import require
 
-INSTALL = "pip install 'skcgcnn[dask]'"
+logger = logging.getLogger(__name__)
 
 
 def require_distributed() -> Any:
-    """The ``distributed`` module, or an ImportError that names the extra to install."""
-    try:
-        import distributed
-    except ImportError as exc:
-        raise ImportError("the dask engine (predict_iter(client=...), skcgcnn predict "
-                          "--dask-scheduler) needs dask.distributed, which is not "
-                          f"installed; install it with: {INSTALL}") from exc
-    return distributed
+    """The ``distributed`` module, or an ImportError that names the ``dask`` extra."""
+    return require("distributed")
 
 
 def check_client(client: Any) -> Any:
