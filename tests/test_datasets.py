@@ -131,6 +131,30 @@ def test_second_load_comes_from_cache_and_is_identical(tmp_path: Path, caplog) -
     assert parse_messages(caplog)[0].startswith("parsed 10 structures")
 
 
+def test_cached_load_leaves_the_collector_on_with_its_structures_in_the_oldest_generation(
+    tmp_path: Path,
+) -> None:
+    import gc
+
+    from skcgcnn.datasets._cache import _no_cyclic_gc
+
+    ids = [r[0] for r in read_rows(SAMPLE500 / "id_prop.csv")][:5]
+    load_cgcnn_folder(SAMPLE500, ids=ids, cache=tmp_path)
+    assert gc.isenabled()
+    df = load_cgcnn_folder(SAMPLE500, ids=ids, cache=tmp_path)  # from the cache
+    assert gc.isenabled()
+    oldest = {id(o) for o in gc.get_objects(generation=2)}
+    structure = df["structure"].iloc[0]
+    assert id(structure) in oldest and id(structure.sites[0]) in oldest
+    gc.disable()  # a collector the caller turned off stays off
+    try:
+        with _no_cyclic_gc():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_edited_cif_is_parsed_again(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
