@@ -77,7 +77,8 @@ def plain_params(est) -> dict:
 
 # -- --recipe ----------------------------------------------------------------------------
 def test_recipe_values_are_the_estimators_recipes():
-    from skcgcnn.cli._training import RECIPE_OPTIONS, recipe_help, recipe_values
+    from skcgcnn.cli._train_options import RECIPE_OPTIONS, recipe_help
+    from skcgcnn.cli._training import recipe_values
     from skcgcnn.estimators import (DEFAULT_RECIPE, ORIGINAL_CLASSIFIER_RECIPE,
                                     ORIGINAL_RECIPE)
 

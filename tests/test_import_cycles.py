@@ -20,11 +20,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "skcgcnn"
 #: Circles known and left for later (issue 27): a circle found must lie inside one of
 #: these.  Shrink or remove an entry when its circle is gone.
 KNOWN = [
-    # inside the command line: resume re-parses a run's options with the package's
-    # build_parser (cli._resume, cli._training -> cli), and the package lists the
-    # commands, which use _resume
-    {"skcgcnn.cli", "skcgcnn.cli._resume", "skcgcnn.cli._training",
-     "skcgcnn.cli.benchmark", "skcgcnn.cli.train", "skcgcnn.cli.tune"},
     # init= (issue 26): _base and _regressor call _finetune, which imports _base and
     # loads models (_persistence, skcgcnn.pretrained -> the package -> every estimator)
     {"skcgcnn.estimators", "skcgcnn.estimators._base", "skcgcnn.estimators._classifier",

@@ -18,6 +18,7 @@ from typing import Any
 
 from .._atomic import atomic_write
 from ._common import CLIError, one_line
+from ._train_options import train_defaults
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def resume_args(args: argparse.Namespace) -> argparse.Namespace:
     """The options of the run in ``--resume DIR`` (its ``train_options.json``), with
     those of :data:`_RESUME_FREE` as given now; any other option given is refused."""
-    from . import build_parser  # the package imports this module: imported when run
-
     run_dir = Path(args.resume).expanduser()
     file = run_dir / _OPTIONS_FILE
     if run_dir.is_file():  # the original main.py's --resume takes its checkpoint file
@@ -64,7 +63,7 @@ def resume_args(args: argparse.Namespace) -> argparse.Namespace:
         raise CLIError(f"--resume {args.resume!r}: the folder holds no {_OPTIONS_FILE}, so "
                        "it is not the --output-dir of a 'skcgcnn train' run that can be "
                        "resumed")
-    defaults = vars(build_parser().parse_args(["train", "--resume", str(args.resume)]))
+    defaults = train_defaults("--resume", str(args.resume))
     given = [key for key, value in vars(args).items()
              if key in defaults and key not in _RESUME_FREE + _NOT_SAVED
              and value != defaults[key]]

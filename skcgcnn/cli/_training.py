@@ -21,63 +21,17 @@ from typing import Any
 from .._defaults import MOMENTUM
 from ._common import CLIError, check_device, verbose
 from ._resume import BEST_FILE, STATE_FILE
+from ._train_options import _MULTISTEP_MILESTONES, _option_values, train_defaults
 
 logger = logging.getLogger(__name__)
 
 # --recipe NAME -> the estimators' parameter set (classification, regression)
 _RECIPES = {"default": ("DEFAULT_CLASSIFIER_RECIPE", "DEFAULT_RECIPE"),
             "original": ("ORIGINAL_CLASSIFIER_RECIPE", "ORIGINAL_RECIPE")}
-# the estimator parameter of each training option a recipe sets; the learning-rate
-# milestones are the "multistep" schedule's own ([100], recipe_callbacks in
-# skcgcnn.estimators._recipe), which no recipe dict holds
-RECIPE_OPTIONS = {"max_epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
-                  "optimizer": "optim", "optimizer__momentum": "momentum",
-                  "optimizer__weight_decay": "weight_decay", "lr_schedule": "lr_schedule",
-                  "early_stopping": "early_stopping", "loss": "loss"}
-_MULTISTEP_MILESTONES = [100]
-_OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 
 
 def _usage(message: str) -> CLIError:
     return CLIError(message, status=2)
-
-
-def _train_defaults() -> dict[str, Any]:
-    """The parser defaults of ``skcgcnn train``'s options."""
-    from . import build_parser  # the package imports this module: imported when run
-
-    return vars(build_parser().parse_args(["train", "--graphs", "-"]))
-
-
-def _option_values(recipe: dict[str, Any]) -> dict[str, Any]:
-    """A recipe's parameters as ``skcgcnn train`` option values.
-
-    Raises
-    ------
-    KeyError
-        When the recipe holds a parameter that no ``skcgcnn train`` option sets (the
-        CLI would silently drop it).
-    """
-    values: dict[str, Any] = {}
-    for param, value in recipe.items():
-        option = RECIPE_OPTIONS[param]
-        if param == "optimizer":
-            name = value if isinstance(value, str) else value.__name__
-            value = _OPTIMIZER_NAMES.get(name.lower(), name)
-        elif param == "lr_schedule":
-            value = "none" if value is None else value
-        values[option] = value
-    if values.get("lr_schedule") == "multistep":
-        values["lr_milestones"] = list(_MULTISTEP_MILESTONES)
-    return values
-
-
-def recipe_help() -> dict[str, Any]:
-    """The default recipe's option values, for the help texts (without importing torch:
-    :data:`skcgcnn._defaults.DEFAULT_RECIPE`)."""
-    from .._defaults import DEFAULT_RECIPE
-
-    return _option_values(DEFAULT_RECIPE)
 
 
 def recipe_values(name: str, task: str) -> dict[str, Any]:
@@ -93,7 +47,7 @@ def apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
     The training options default to None; each one left so takes the recipe's value,
     and one given with a value other than the recipe's overrides it (``--recipe original
     --epochs 5``: the original recipe for 5 epochs), which is logged.  The options a
-    recipe sets are :data:`RECIPE_OPTIONS` and ``--lr-milestones``; ``--momentum`` is
+    recipe sets are :data:`~skcgcnn.cli._train_options.RECIPE_OPTIONS` and ``--lr-milestones``; ``--momentum`` is
     SGD's and is not taken from a recipe when another optimizer is given.
     """
     name = getattr(args, "recipe", None) or "default"
@@ -120,7 +74,7 @@ def apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
 def check_recipe_args(args: argparse.Namespace) -> None:
     """Usage errors (exit status 2) for the recipe options; warnings for options that
     the chosen schedule ignores."""
-    defaults = _train_defaults()
+    defaults = train_defaults()
     if not 0 <= args.warmup_fraction < 1:
         raise _usage(f"--warmup-fraction {args.warmup_fraction}: must be in [0, 1)")
     if args.n_iter_no_change < 1:

@@ -13,160 +13,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._defaults import (GRAPH_PARAMS, MOMENTUM, PRECISIONS, REGRESSION_LOSSES, TEST_RATIO,
-                         VAL_RATIO)
-from ._common import (DATA_DIR, CLIError, check_device, data_options, device_option,
-                      graph_options, graph_params, label_options, random_state_option)
+from .._defaults import GRAPH_PARAMS
+from ._common import CLIError, check_device, graph_params
 from ._data import (atom_features_spec, build_graphs, choose_target, existing_root,
                     read_graph_file, write_skipped)
 from ._results import TrainRun, evaluate_test, summary, write_outputs
 from ._resume import (check_resumed_split, epochs_done, read_split, resume_args,
                       split_table, start_run_dir, write_split)
+from ._train_options import add_train_options
 from ._training import (apply_recipe, check_losses, check_recipe_args, make_estimator,
-                        recipe_help, stopped_early, valid_accuracy, valid_auc, valid_mae)
+                        stopped_early, valid_accuracy, valid_auc, valid_mae)
 
 logger = logging.getLogger(__name__)
-
-# The split's defaults come from _defaults (as model_selection's do), not from
-# model_selection, which would load scikit-learn into every 'skcgcnn --help'.
-_SHOWN_DEFAULT = {"train": "the rest", "val": f"{VAL_RATIO:g}", "test": f"{TEST_RATIO:g}"}
 
 __all__ = ["add_train_parser", "run_train", "split_sizes"]
 
 
 def add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "train", parents=[common],
-        help="train a CGCNN on a CGCNN data folder (the original main.py)",
-        description=(
-            "Train a CGCNN regressor or classifier on a CGCNN data folder (id_prop.csv and "
-            "<id>.cif files, or a cifs.tar.gz) or on graphs cached by 'skcgcnn featurize'. "
-            "The data are split into train/validation/test sets; the weights of the epoch "
-            "with the best validation MAE (classification: ROC-AUC) are kept. Writes "
-            "model.pt, test_results.csv (id,target,prediction without header, as main.py), "
-            "metrics.json, split.csv, history.json, learning_curve.png and parity.png "
-            "(classification: roc_curve.png) into --output-dir. While it trains, the "
-            "training state (training_state.pt) and the best weights so far "
-            "(best_params.pt) are kept there after every epoch: a killed run continues "
-            "with --resume DIR."),
-        epilog="example: skcgcnn train data/sample-regression --train-ratio 0.6 "
-               "--val-ratio 0.2 --test-ratio 0.2 --epochs 30 --output-dir run1",
-    )
-    p.add_argument("root_dir", nargs="?", metavar=DATA_DIR,
-                   help="CGCNN data folder (or a .tar.gz of CIFs beside id_prop.csv); not "
-                        "needed with --graphs")
-    p.add_argument("--graphs", metavar="FILE",
-                   help=f"train on graphs written by 'skcgcnn featurize' instead of {DATA_DIR}")
-    p.add_argument("--trusted", action="store_true",
-                   help="with --graphs: also read an old graph file, which is a pickle and "
-                        "can run code when loaded, so only for files you made yourself")
-    p.add_argument("--task", choices=("regression", "classification"), default="regression",
-                   help="(default: regression)")
-    p.add_argument("--output-dir", default=".", metavar="DIR",
-                   help="where the model, results and plots go (default: the current "
-                        "directory, as main.py)")
-    # the namespace keeps the name "seed": run.json records and --resume read it
-    random_state_option(p, "the split, the weight initialisation and the shuffling",
-                        dest="seed")
-    device_option(p)
-    p.add_argument("--precision", choices=PRECISIONS, default="float32",
-                   help="bfloat16: the forward passes under torch.autocast (matrix products "
-                        "in bf16, weights in float32; see docs/gpu.md) (default: float32)")
-    p.add_argument("--resume", metavar="DIR",
-                   help="continue the run whose --output-dir is DIR (killed or stopped) "
-                        "from its last checkpoint, with its options and data, up to its "
-                        "final epoch; only -q, --debug, --device, --n-jobs and --no-cache "
-                        "may be given with it")
-
-    opt = p.add_argument_group("training")
-    # The training options default to None: --recipe (default: "default", the
-    # estimators' default recipe) fills those not given (apply_recipe).
-    recipe = recipe_help()
-    opt.add_argument("--epochs", type=int, default=None, metavar="N",
-                     help=f"training epochs (default: {recipe['epochs']})")
-    opt.add_argument("-b", "--batch-size", type=int, default=None, metavar="N",
-                     help=f"crystals per mini-batch (default: {recipe['batch_size']})")
-    opt.add_argument("--lr", "--learning-rate", type=float, default=None, dest="lr",
-                     help=f"learning rate, the peak of onecycle and cosine (default: "
-                          f"{recipe['lr']:g})")
-    opt.add_argument("--lr-milestones", type=int, nargs="+", default=[100], metavar="EPOCH",
-                     help="epochs at which the learning rate is multiplied by 0.1 "
-                          "(default: 100)")
-    opt.add_argument("--optim", choices=("SGD", "Adam", "AdamW"), default=None,
-                     type=lambda s: {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}.get(
-                         s.lower(), s),
-                     help=f"optimizer (default: {recipe['optim']})")
-    opt.add_argument("--momentum", type=float, default=None,
-                     help=f"SGD momentum (default: {MOMENTUM})")
-    opt.add_argument("--weight-decay", "--wd", type=float, default=None, dest="weight_decay",
-                     help=f"weight decay (default: {recipe['weight_decay']:g})")
-    opt.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
-                     help="write the training state (for --resume) into --output-dir after "
-                          "every N epochs (default: 1)")
-    # the recipe (issue 14): the estimators' parameters of the same names
-    opt.add_argument("--recipe", choices=("default", "original"), default="default",
-                     help="the training recipe that the training options not given take "
-                          "their values from: 'default' is the estimators' default "
-                          "(skcgcnn.estimators.DEFAULT_RECIPE), 'original' is main.py's "
-                          "(skcgcnn.estimators.ORIGINAL_RECIPE: SGD, lr 0.01, momentum 0.9, "
-                          "batch 256, 30 epochs, LR x0.1 at epoch 100, MSE) (default: "
-                          "default)")
-    opt.add_argument("--lr-schedule", choices=("multistep", "onecycle", "cosine", "none"),
-                     default=None,
-                     help="learning-rate schedule: multistep (x0.1 at --lr-milestones, per "
-                          "epoch, as main.py), onecycle or cosine (warm-up then decay, per "
-                          "batch, over all epochs; --lr is the peak), none (constant) "
-                          f"(default: {recipe['lr_schedule']})")
-    opt.add_argument("--warmup-fraction", type=float, default=0.1, metavar="F",
-                     help="share of the training steps spent warming up, with onecycle or "
-                          "cosine (default: 0.1)")
-    opt.add_argument("--loss", choices=REGRESSION_LOSSES, default=None,
-                     help="regression loss on the standardised targets; gaussian_nll "
-                          "gives the network a variance output too, and the test "
-                          "predictions' std is written beside them (default: "
-                          f"{recipe['loss']}; main.py's is squared_error)")
-    opt.add_argument("--nll-beta", type=float, default=None, metavar="B",
-                     help="with --loss gaussian_nll: the beta-NLL weight in [0, 1] "
-                          "(criterion__beta; 0.5 is the usual choice) (default: 0, the "
-                          "plain Gaussian NLL)")
-    opt.add_argument("--early-stopping", action="store_true",
-                     help="stop when the validation MAE (classification: ROC-AUC) has "
-                          "not improved for --n-iter-no-change epochs; the weights kept "
-                          "are those of its best epoch")
-    opt.add_argument("--n-iter-no-change", type=int, default=10, metavar="N",
-                     help="patience of --early-stopping, in epochs (default: 10)")
-
-    net = p.add_argument_group("network")
-    net.add_argument("--atom-fea-len", type=int, default=64, metavar="N",
-                     help="hidden atom features in the convolutional layers (default: 64)")
-    net.add_argument("--h-fea-len", type=int, default=128, metavar="N",
-                     help="hidden features after pooling (default: 128)")
-    net.add_argument("--n-conv", type=int, default=3, metavar="N",
-                     help="convolutional layers (default: 3)")
-    net.add_argument("--n-h", type=int, default=1, metavar="N",
-                     help="hidden layers after pooling (default: 1)")
-    net.add_argument("--conv", choices=("gated", "simple"), default="gated",
-                     help="convolution: the paper's gated one or the simple one "
-                          "(default: gated)")
-
-    split = p.add_argument_group(
-        "split", "Each of train/val/test is given as a ratio or a size (not both). Without "
-                 "--train-ratio/--train-size the training set is everything else.")
-    for name, shown in _SHOWN_DEFAULT.items():
-        group = split.add_mutually_exclusive_group()
-        group.add_argument(f"--{name}-ratio", type=float, default=None, metavar="R",
-                           help=f"fraction of the data for the {name} set (default: {shown})")
-        group.add_argument(f"--{name}-size", type=int, default=None, metavar="N",
-                           help=f"number of crystals in the {name} set")
-    split.add_argument("--split", metavar="FILE",
-                       help="use the split in FILE (id,split rows with a header, split "
-                            "train, val or test: the split.csv of an earlier run) instead of "
-                            "drawing one; not with the ratio and size options")
-
-    graph_options(p, defaults_none=True)
-    data_options(p)
-    label_options(p)
-    p.set_defaults(func=run_train)
+    add_train_options(sub, common).set_defaults(func=run_train)
 
 
 def _check_train_args(args: argparse.Namespace) -> None:
