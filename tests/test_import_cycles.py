@@ -19,14 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "skcgcnn"
 
 #: Circles known and left for later (issue 27): a circle found must lie inside one of
 #: these.  Shrink or remove an entry when its circle is gone.
-KNOWN = [
-    # init= (issue 26): _base and _regressor call _finetune, which imports _base and
-    # loads models (_persistence, skcgcnn.pretrained -> the package -> every estimator)
-    {"skcgcnn.estimators", "skcgcnn.estimators._base", "skcgcnn.estimators._classifier",
-     "skcgcnn.estimators._embedder", "skcgcnn.estimators._ensemble",
-     "skcgcnn.estimators._finetune", "skcgcnn.estimators._persistence",
-     "skcgcnn.estimators._pipeline", "skcgcnn.estimators._regressor", "skcgcnn.pretrained"},
-]
+KNOWN: list[set[str]] = []
 
 
 def module_names(root: Path = PACKAGE) -> dict[str, Path]:

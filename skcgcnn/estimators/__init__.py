@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import importlib
 
+from . import _loader
+
 # Public name -> the private module that defines it.  They are imported on first use, so
 # that ``from skcgcnn import CGCNNRegressor`` loads the regressor's modules only, not the
 # ensemble, the embedder, the persistence code or scikit-learn's neighbour search.
@@ -50,7 +52,7 @@ _LAZY = {
     "CheckpointError": "_persistence", "is_torch_file": "_persistence",
     "load_cgcnn_checkpoint": "_persistence", "load_model": "_persistence",
     "save_model": "_persistence",
-    "make_cgcnn_pipeline": "_pipeline", "split_pipeline": "_pipeline",
+    "make_cgcnn_pipeline": "_pipeline", "split_pipeline": "_split",
     "DEFAULT_CLASSIFIER_RECIPE": "_recipe", "DEFAULT_RECIPE": "_recipe", "LOSSES": "_recipe",
     "LR_SCHEDULES": "_recipe", "ORIGINAL_CLASSIFIER_RECIPE": "_recipe",
     "ORIGINAL_RECIPE": "_recipe", "EpochTable": "_recipe", "GaussianNLLHead": "_recipe",
@@ -69,6 +71,16 @@ __all__ = ["CGCNNRegressor", "CGCNNClassifier", "CGCNNEnsembleRegressor", "CGCNN
            "DEFAULT_CLASSIFIER_RECIPE", "ORIGINAL_RECIPE",
            "ORIGINAL_CLASSIFIER_RECIPE", "LR_SCHEDULES", "LOSSES", "PerBatchLRScheduler",
            "WarmupCosine", "GaussianNLLHead", "EpochTable", "ShortFitWarning"]
+
+
+def _load_init(init):
+    """A saved path or pretrained name given as ``init=`` (see ``_loader``)."""
+    from ..pretrained import load_model_or_pretrained
+
+    return load_model_or_pretrained(init)
+
+
+_loader.set_init_loader(_load_init)
 
 
 def __getattr__(name: str):

@@ -7,18 +7,9 @@ from sklearn.pipeline import Pipeline
 
 from ._classifier import CGCNNClassifier
 from ._regressor import CGCNNRegressor
+from ._split import split_pipeline
 
 __all__ = ["make_cgcnn_pipeline", "split_pipeline"]
-
-
-def split_pipeline(model: Any) -> tuple[Any | None, Any]:
-    """``(graph_steps, network)`` of a model: for a Pipeline, what comes before its last
-    step (the step itself when there is one, e.g. the StructureGraphTransformer, else
-    a Pipeline of them) and its last step; for anything else ``(None, model)``."""
-    if not isinstance(model, Pipeline):
-        return None, model
-    head = model.steps[0][1] if len(model.steps) == 2 else model[:-1]
-    return head, model.steps[-1][1]
 
 
 def make_cgcnn_pipeline(task: str = "regression", graph_params: dict | None = None,

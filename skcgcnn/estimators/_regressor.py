@@ -13,7 +13,7 @@ from ._docstrings import _COMMON_DOC
 from ._checks import _graph_params_of
 from ._data import collate_graphs
 from ._domain import _DomainHooks
-from ._finetune import clone_sharing_init, prepare as _prepare_finetune
+from ._init_model import clone_sharing_init, prepare as _prepare_finetune
 from ._recipe import LOSSES, mean_and_variance
 
 __all__ = ["CGCNNRegressor"]

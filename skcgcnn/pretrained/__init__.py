@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["PretrainedError", "finetune_pipeline", "list_pretrained", "load_pretrained", "pretrained_card",
-           "pretrained_path", "pretrained_split", "is_pretrained_name"]
+           "pretrained_path", "pretrained_split", "is_pretrained_name",
+           "load_model_or_pretrained"]
 
 HERE = Path(__file__).resolve().parent
 #: The index of the shipped models: name -> file, SHA-256, split file and a summary.
@@ -128,14 +129,36 @@ def load_pretrained(name: str, device: str = "cpu") -> Any:
         ``Pipeline([("graph", StructureGraphTransformer), ("cgcnn", CGCNNRegressor)])``,
         fitted; its estimator's ``model_card_`` is the card saved with it.
     """
-    from ..estimators import load_model
+    from ..estimators._persistence import load_model
 
     return load_model(pretrained_path(name), device=device)
 
 
+def load_model_or_pretrained(init: str | os.PathLike) -> Any:
+    """The pretrained model named ``init`` (:func:`list_pretrained`), else the model saved
+    at the path ``init`` by :func:`skcgcnn.save_model`: what ``CGCNNRegressor(init=...)``
+    and :func:`finetune_pipeline` load.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``init`` is neither a pretrained model's name nor an existing file.
+    """
+    from ..estimators._persistence import load_model
+
+    if is_pretrained_name(init):
+        return load_pretrained(init)
+    if not os.path.exists(init):
+        raise FileNotFoundError(
+            f"init={os.fspath(init)!r} is neither a file nor the name of a pretrained "
+            f"model (shipped: {list_pretrained()}); give a path saved with "
+            "skcgcnn.save_model, a fitted estimator or one of those names")
+    return load_model(init)
+
+
 def pretrained_card(name: str) -> dict[str, Any]:
     """The model card of the pretrained model ``name`` (what its file holds)."""
-    from ..estimators import split_pipeline
+    from ..estimators._split import split_pipeline
 
     return dict(split_pipeline(load_pretrained(name))[1].model_card_)
 
@@ -186,13 +209,9 @@ def finetune_pipeline(init: Any, **params: Any) -> Any:
     from sklearn.base import clone
     from sklearn.pipeline import Pipeline
 
-    from ..estimators import CGCNNRegressor, load_model
+    from ..estimators._regressor import CGCNNRegressor
 
-    model = init
-    if is_pretrained_name(init):
-        model = load_pretrained(init)
-    elif isinstance(init, (str, os.PathLike)):
-        model = load_model(init)
+    model = load_model_or_pretrained(init) if isinstance(init, (str, os.PathLike)) else init
     if not isinstance(model, Pipeline):
         raise TypeError("finetune_pipeline needs the pretrained model's graph step: give a "
                         "pretrained model's name, a saved Pipeline's path or a fitted "

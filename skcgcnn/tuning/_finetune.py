@@ -95,7 +95,7 @@ def fine_tuning_space(init: Any, **fields: Any) -> SearchSpace:
     >>> space = fine_tuning_space("model.pt", lr=(1e-4, 1e-2))  # doctest: +SKIP
     >>> tune(X, y, space=space, estimator_params={"init": "model.pt"})  # doctest: +SKIP
     """
-    from ..estimators._finetune import body_kwargs, resolve_init
+    from ..estimators._init_model import body_kwargs, resolve_init
 
     pretrained = resolve_init(init)
     graph = dict(getattr(pretrained, "graph_params_", None) or {})
@@ -127,7 +127,7 @@ def check_init_graphs(init: Any, space: SearchSpace, choices: list, cache: Any,
                       tables: dict) -> None:
     """Before the study: the graphs of the space's fixed settings are ones ``init`` can
     be fine-tuned on (else the estimator's error, which names the settings to use)."""
-    from ..estimators._finetune import check_graphs, resolve_init
+    from ..estimators._init_model import check_graphs, resolve_init
 
     pretrained = resolve_init(init)
     graphs, _ = cache.get(float(space._choices("radius")[0]),
