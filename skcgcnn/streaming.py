@@ -78,18 +78,25 @@ class PredictedChunk:
 
 
 def _split_model(model: Any, transformer: Any) -> tuple[Any, Any]:
-    """(transformer, estimator) of a fitted Pipeline, or of an estimator and its
-    transformer."""
-    steps = getattr(model, "steps", None)
-    if steps is not None:
+    """(transformer, estimator) of a fitted Pipeline (by :func:`split_pipeline`'s rule),
+    or of an estimator and its transformer."""
+    from .estimators._split import split_pipeline
+    from .transformers import StructureGraphTransformer
+
+    head, est = split_pipeline(model)
+    if head is not None:
         if transformer is not None:
             raise ValueError("model is a Pipeline, which holds its transformer: do not pass "
                              "transformer= as well")
-        return steps[0][1], steps[-1][1]
+        if not isinstance(head, StructureGraphTransformer):
+            names = [type(step).__name__ for _, step in model.steps]
+            raise ValueError(f"model is a Pipeline of {names}; predicting in chunks takes "
+                             "a StructureGraphTransformer followed by the CGCNN estimator")
+        return head, est
     if transformer is None:
         raise ValueError("model is an estimator without its graph transformer: pass "
                          "transformer= (the fitted StructureGraphTransformer) or a Pipeline")
-    return transformer, model
+    return transformer, est
 
 
 def _check_chunk_size(chunk_size: Any) -> int:

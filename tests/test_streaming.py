@@ -108,6 +108,15 @@ def test_bad_arguments(model, cifs):
     est = model.steps[-1][1]
     with pytest.raises(ValueError, match="transformer="):
         next(predict_iter(est, cifs))
+    with pytest.raises(ValueError, match="do not pass transformer= as well"):
+        next(predict_iter(model, cifs, transformer=model.steps[0][1]))
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    three = Pipeline([("id", FunctionTransformer()), *model.steps])
+    with pytest.raises(ValueError, match=r"Pipeline of \['FunctionTransformer', "
+                                         r"'StructureGraphTransformer', 'CGCNNRegressor'\]"):
+        next(predict_iter(three, cifs))
 
 
 # -- the command ----------------------------------------------------------------------

@@ -146,9 +146,7 @@ def _check_model_file(path: str) -> Path:
 
 def _load_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(transformer, estimator, task) from MODEL."""
-    from sklearn.pipeline import Pipeline
-
-    from ..estimators import CGCNNClassifier, CheckpointError, load_model
+    from ..estimators import CGCNNClassifier, CheckpointError, load_model, split_pipeline
     from ..transformers import StructureGraphTransformer
 
     file = _check_model_file(args.model)
@@ -172,10 +170,8 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
         raise CLIError(f"MODEL {args.model!r} is not a model file ({one_line(exc)})") from exc
     finally:
         quiet_loader.setLevel(old_level)
-    if isinstance(model, Pipeline):
-        transformer, est = model.steps[0][1], model.steps[-1][1]
-    else:
-        est = model
+    transformer, est = split_pipeline(model)
+    if transformer is None:
         kw = {"max_num_nbr": MAX_NUM_NBR, **est.module_kwargs_,
               **getattr(est, "graph_params_", {})}
         logger.warning("MODEL holds an estimator without its transformer; building graphs "

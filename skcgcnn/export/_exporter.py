@@ -40,18 +40,15 @@ def _unsupported(what: str) -> TypeError:
 
 def _split(model: Any, transformer: Any) -> tuple[Any, Any]:
     """(transformer, estimator) of a Pipeline or a bare estimator, checked."""
-    from sklearn.pipeline import Pipeline
-
-    from ..estimators import CGCNNClassifier, CGCNNRegressor
+    from ..estimators import CGCNNClassifier, CGCNNRegressor, split_pipeline
     from ..transformers import StructureGraphTransformer
 
-    if isinstance(model, Pipeline):
-        steps = [step for _, step in model.steps]
-        if len(steps) != 2 or not isinstance(steps[0], StructureGraphTransformer):
-            names = [type(s).__name__ for s in steps]
-            raise _unsupported(f"a Pipeline of {names}")
-        transformer = steps[0] if transformer is None else transformer
-        model = steps[1]
+    head, est = split_pipeline(model)
+    if head is not None:
+        if not isinstance(head, StructureGraphTransformer):
+            raise _unsupported(f"a Pipeline of {[type(s).__name__ for _, s in model.steps]}")
+        transformer = head if transformer is None else transformer
+        model = est
     if isinstance(model, CGCNNClassifier):
         raise _unsupported("a CGCNNClassifier (classifiers are not supported yet)")
     if type(model).__name__ == "CGCNNEnsembleRegressor":
