@@ -477,11 +477,28 @@ def test_train_refuses_the_nan_loss_of_a_double_log(labelled60, tmp_path, monkey
 
 
 # -- train: checkpoints in the output folder and --resume ---------------------------------
-# long enough (40 epochs of 3 batches) for a kill from outside to land in the middle
+# 40 epochs of 3 batches, killed from outside after epoch 3
 RESUMABLE = ["--epochs", "40", "--atom-fea-len", "8", "--n-conv", "1", "--h-fea-len", "16",
              "--batch-size", "16", "--train-ratio", "0.6", "--val-ratio", "0.2",
              "--test-ratio", "0.2", "--seed", "0", "--device", "cpu", "--optim", "Adam",
              "--lr", "0.005", "--lr-schedule", "multistep", "--lr-milestones", "25", "-q"]
+
+#: ``skcgcnn ...`` that stops itself (SIGSTOP) once the training state of epoch 3 is
+#: written, for the test to kill it there: however fast it trains.
+STOPS_AFTER_EPOCH_3 = textwrap.dedent("""\
+    import os, signal, sys
+    import skcgcnn
+    skcgcnn.set_cpu_performance_defaults()  # as the command does, before torch
+    from skcgcnn.estimators._callbacks import TrainingCheckpoint
+    save_model = TrainingCheckpoint.save_model
+    def stop_after_epoch_3(self, net):
+        save_model(self, net)
+        if self.saved_epoch_ == 3:
+            os.kill(os.getpid(), signal.SIGSTOP)
+    TrainingCheckpoint.save_model = stop_after_epoch_3
+    from skcgcnn.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """)
 
 
 def _same_weights(a: dict, b: dict) -> None:
@@ -493,10 +510,11 @@ def _same_weights(a: dict, b: dict) -> None:
 
 
 @needs_data
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not hasattr(os, "WUNTRACED"), reason="needs SIGSTOP and waitpid")
 def test_train_killed_with_sigkill_resumes_to_the_result_of_an_uninterrupted_run(
         folder60, tmp_path):
     import signal
-    import time
 
     import torch
 
@@ -504,22 +522,23 @@ def test_train_killed_with_sigkill_resumes_to_the_result_of_an_uninterrupted_run
 
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "skcgcnn", "train", str(folder60), "--output-dir",
+        [sys.executable, "-c", STOPS_AFTER_EPOCH_3, "train", str(folder60), "--output-dir",
          str(killed)] + RESUMABLE, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state = killed / "training_state.pt"
     try:
-        while proc.poll() is None:  # kill it once the checkpoint of epoch 3 is there
-            if state.exists() and read_training_state(state)["epoch"] >= 3:
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.02)
-        stderr = proc.communicate(timeout=120)[1].decode()
+        _, status = os.waitpid(proc.pid, os.WUNTRACED)  # until it stops (or ends)
+        if os.WIFSTOPPED(status):
+            proc.send_signal(signal.SIGKILL)
+            stderr = proc.communicate(timeout=120)[1].decode()
+        else:  # it ended before epoch 3, and is reaped already
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            stderr = proc.stderr.read().decode()
     finally:
         proc.kill()
     assert proc.returncode == -signal.SIGKILL, stderr
     killed_at = read_training_state(state)["epoch"]
-    assert 3 <= killed_at < 40
+    assert killed_at == 3
     assert not (killed / "metrics.json").exists() and not (killed / "model.pt").exists()
     assert {"train_options.json", "split.csv", "best_params.pt"} <= \
         {p.name for p in killed.iterdir()}

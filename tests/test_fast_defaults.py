@@ -6,7 +6,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -40,11 +39,13 @@ def test_threads_for_leaves_the_cores_others_take(others, ceiling, cores, expect
 @pytest.mark.skipif(not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2,
                     reason="reads /proc; needs two cores")
 def test_a_busy_process_beside_the_call_gets_its_core():
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    # it says when it is in its loop (the test waits for that line, not for a set time)
+    busy = subprocess.Popen([sys.executable, "-c", "print('busy', flush=True)\n"
+                             "while True: pass"], stdout=subprocess.PIPE)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        time.sleep(0.5)
+        assert busy.stdout.readline() == b"busy\n"
         assert _cpu._running_elsewhere() >= 1
         with _cpu.cpu_settings("cpu") as settings:
             assert torch.get_num_threads() == 1 == settings.threads

@@ -7,7 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,7 @@ from skcgcnn.tuning import (  # noqa: E402
     recover_stale_trials,
     tune,
 )
+from skcgcnn.tuning._study import _Run  # noqa: E402
 
 from ._shared import SAMPLE500, needs  # noqa: E402
 from .test_graph_cache import DAMAGE  # noqa: E402
@@ -71,11 +74,16 @@ def _tiny() -> SearchSpace:
     return SearchSpace.from_dict(TINY)
 
 
-def _cli(args: list[str], tmp_path: Path) -> subprocess.Popen:
-    """``skcgcnn tune ...`` in another process."""
+def _cli(args: list[str], tmp_path: Path, run_class: str | None = None,
+         env: dict | None = None) -> subprocess.Popen:
+    """``skcgcnn tune ...`` in another process; ``run_class``: the name of a ``_Run``
+    subclass of this module that its ``tune`` uses instead (a worker that behaves)."""
     env = dict(os.environ, SKCGCNN_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(REPO),
-               OMP_NUM_THREADS="1")
+               OMP_NUM_THREADS="1", **(env or {}))
     code = "import sys; from skcgcnn.cli import main; sys.exit(main(sys.argv[1:]))"
+    if run_class is not None:
+        code = (f"from skcgcnn.tuning import _tune; from {__name__} import {run_class}; "
+                f"_tune._Run = {run_class}; {code}")
     return subprocess.Popen([sys.executable, "-c", code, "tune", str(DATA), *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -87,19 +95,65 @@ def _cli_args(storage: str, n_trials: int, epochs: int, extra: tuple = ()) -> li
             "--random-state", "0", "-q", *extra]
 
 
+def _poll_until(condition, what: str, timeout: float = 90, check=None) -> None:
+    """Return once ``condition()`` is true (looked at every 0.1 s); ``check()`` (looked at
+    before each look) raises to give up early.  AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if check is not None:
+            check()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 def _wait_for(study_name: str, storage: str, ready, proc: subprocess.Popen, timeout: float = 90):
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if proc.poll() is not None:
-            raise AssertionError(f"worker ended early:\n{proc.stdout.read()}")
+    """The study once ``ready(its trials)``, while the worker ``proc`` runs."""
+    found = []
+
+    def study_ready() -> bool:
         try:
             study = optuna.load_study(study_name=study_name, storage=make_storage(storage))
         except KeyError:
-            study = None
-        if study is not None and ready(study.get_trials(deepcopy=False)):
-            return study
-        time.sleep(0.1)
-    raise AssertionError("the worker did not get there in time")
+            return False
+        found[:] = [study]
+        return ready(study.get_trials(deepcopy=False))
+
+    def alive() -> None:
+        if proc.poll() is not None:
+            raise AssertionError(f"worker ended early:\n{proc.stdout.read()}")
+
+    _poll_until(study_ready, "sign of the worker in the study", timeout, alive)
+    return found[0]
+
+
+class _TakesTurns(_Run):
+    """``tune``'s worker, which begins its second trial only once another worker has begun
+    one: every worker of the study runs trials, however fast the first one to start is
+    (unpickled by name in tune's worker processes, and in ``_cli(run_class=...)``)."""
+
+    def _evaluate(self, trial):
+        self._begun = getattr(self, "_begun", 0) + 1
+        if self._begun == 2:
+            me = trial.user_attrs["worker"]
+            _poll_until(lambda: any(t.user_attrs.get("worker", me) != me
+                                    for t in trial.study.get_trials(deepcopy=False)),
+                        "trial of another worker", timeout=150)
+        return super()._evaluate(trial)
+
+
+class _HangsInItsSecondTrial(_Run):
+    """``tune``'s worker, to be killed in the middle of a trial: its second trial draws its
+    parameters, creates the file named by ``$SKCGCNN_TEST_HUNG`` and waits for ever (its
+    heartbeat goes on beating)."""
+
+    def _evaluate(self, trial):
+        self._begun = getattr(self, "_begun", 0) + 1
+        if self._begun < 2:
+            return super()._evaluate(trial)
+        self.space.suggest(trial, self.choices)
+        Path(os.environ["SKCGCNN_TEST_HUNG"]).touch()
+        threading.Event().wait()  # until killed
 
 
 # -- search space ------------------------------------------------------------------
@@ -292,8 +346,9 @@ def test_cv_reports_every_fold_and_refits_from_cached_graphs(data):
 
 @needs_data
 @pytest.mark.timeout(300)
-def test_two_workers_on_a_journal_file_finish_n_trials(data, tmp_path):
+def test_two_workers_on_a_journal_file_finish_n_trials(data, tmp_path, monkeypatch):
     X, y = data
+    monkeypatch.setattr("skcgcnn.tuning._tune._Run", _TakesTurns)  # both workers run trials
     storage = str(tmp_path / "study.log")
     result = tune(X, y, space=_tiny(), n_trials=6, max_epochs=6, storage=storage,
                   n_workers=2, refit=False, verbose=0, heartbeat_interval=2)
@@ -313,7 +368,8 @@ def test_two_workers_on_a_journal_file_finish_n_trials(data, tmp_path):
 def test_two_processes_share_an_sqlite_study(data, tmp_path):
     X, y = data
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    other = _cli(_cli_args(storage, 8, 8), tmp_path)
+    # it waits for a trial of this process before its second: both run trials
+    other = _cli(_cli_args(storage, 8, 8), tmp_path, run_class="_TakesTurns")
     try:
         _wait_for("shared", storage, lambda ts: len(ts) > 0, other)
         tune(X, y, space=_tiny(), n_trials=8, max_epochs=8, storage=storage,
@@ -343,22 +399,21 @@ def test_killed_worker_resumes_without_losing_trials(data, tmp_path):
     # file's lock would hold the next writer up to 30 s, optuna's lock grace period)
     X, y = data
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    worker = _cli(_cli_args(storage, 4, 10, ("--heartbeat-interval", "1")), tmp_path)
+    hung = tmp_path / "hung"
+    # its second trial stops after drawing its parameters, and is killed there
+    worker = _cli(_cli_args(storage, 4, 10, ("--heartbeat-interval", "1")), tmp_path,
+                  run_class="_HangsInItsSecondTrial", env={"SKCGCNN_TEST_HUNG": str(hung)})
     try:
-        def one_done_one_running(trials):
-            # killed before or after the running trial's first heartbeat: Optuna fails a
-            # trial with a stale heartbeat row, fail_beatless_trials one without a row
-            states = [t.state for t in trials]
-            return TrialState.COMPLETE in states and TrialState.RUNNING in states
-
-        _wait_for("shared", storage, one_done_one_running, worker)
+        # killed before or after the running trial's first heartbeat: Optuna fails a
+        # trial with a stale heartbeat row, fail_beatless_trials one without a row
+        _wait_for("shared", storage, lambda trials: hung.exists(), worker)
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()
     study = optuna.load_study(study_name="shared", storage=make_storage(storage))
     before = {t.number: (t.state, t.value) for t in study.trials}
+    assert [state for state, _ in before.values()] == [TrialState.COMPLETE, TrialState.RUNNING]
     killed = [n for n, (state, _) in before.items() if state == TrialState.RUNNING]
-    assert len(killed) == 1
     result = tune(X, y, space=_tiny(), n_trials=4, max_epochs=10, storage=storage,
                   study_name="shared", refit=False, verbose=0, heartbeat_interval=1,
                   grace_period=3)
@@ -372,8 +427,8 @@ def test_killed_worker_resumes_without_losing_trials(data, tmp_path):
     # an RDB storage: Optuna's own heartbeat and RetryHeartbeatStaleTrialCallback did it
     assert retries[0].system_attrs["failed_trial"] == killed[0]
     assert not any("heartbeat" in t.user_attrs for t in after.values())
-    # the parameters the killed trial had drawn are kept (it may have died before drawing all)
-    assert after[killed[0]].params.items() <= retries[0].params.items()
+    # the parameters the killed trial had drawn are kept
+    assert after[killed[0]].params and after[killed[0]].params == retries[0].params
     assert retries[0].state in FINISHED
     assert sum(t.state in FINISHED for t in after.values()) == 4
 
@@ -402,12 +457,25 @@ def test_recover_stale_trials_fails_and_requeues_once():
 
 
 def rdb_study(tmp_path):
-    """A SQLite study whose trials beat every second and are stale after one (one
-    retry), and the search space of its trials."""
+    """A SQLite study whose trials beat every second and are stale after 30 s of silence
+    (one retry), and the search space of its trials."""
     storage = make_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1,
-                           grace_period=1, max_retries=1)
+                           grace_period=30, max_retries=1)
     return storage, optuna.create_study(storage=storage), \
         {"x": optuna.distributions.FloatDistribution(0, 2)}
+
+
+def _backdate(storage, table: str, column: str, trial_id: int, seconds: float) -> None:
+    """Move a time stamp of a trial in an RDB storage ``seconds`` into the past: as if its
+    worker had gone silent that long ago, without waiting for it."""
+    import sqlalchemy as sa
+
+    rows = sa.table(table, sa.column("trial_id"), sa.column(column, sa.DateTime))
+    with storage.engine.begin() as connection:
+        when = connection.execute(sa.select(rows.c[column]).where(
+            rows.c.trial_id == trial_id)).scalar_one()
+        connection.execute(rows.update().where(rows.c.trial_id == trial_id).values(
+            {column: when - timedelta(seconds=seconds)}))
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -416,7 +484,9 @@ def test_rdb_storage_requeues_stale_trials_with_optunas_heartbeat(tmp_path):
     storage, study, x = rdb_study(tmp_path)
     trial = study.ask(x)
     storage.record_heartbeat(trial._trial_id)  # then its worker dies
-    time.sleep(2.5)  # SQLite's clock counts whole seconds
+    optuna.storages.fail_stale_trials(study)  # a fresh beat: left alone
+    assert study.trials[trial.number].state == TrialState.RUNNING
+    _backdate(storage, "trial_heartbeats", "heartbeat", trial._trial_id, 60)
     optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     assert trials[trial.number].state == TrialState.FAIL
@@ -427,8 +497,9 @@ def test_rdb_storage_requeues_stale_trials_with_optunas_heartbeat(tmp_path):
     retry = study.ask(x)
     assert retry.number == waiting.number
     storage.record_heartbeat(retry._trial_id)
-    time.sleep(2.5)
+    _backdate(storage, "trial_heartbeats", "heartbeat", retry._trial_id, 60)
     optuna.storages.fail_stale_trials(study)
+    assert study.trials[retry.number].state == TrialState.FAIL
     assert not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
 
 
@@ -438,12 +509,13 @@ def test_rdb_trial_killed_before_its_first_beat_is_failed_and_requeued(tmp_path)
     storage, study, x = rdb_study(tmp_path)
     beatless = study.ask(x)  # its worker dies before the first beat: no heartbeat row
     alive = study.ask(x)
-    time.sleep(1.5)
+    for old in (beatless, alive):  # both started a minute ago
+        _backdate(storage, "trials", "datetime_start", old._trial_id, 60)
     storage.record_heartbeat(alive._trial_id)
     fresh = study.ask(x)  # started under grace_period ago: not judged yet
     optuna.storages.fail_stale_trials(study)  # Optuna's own check passes over it
     assert study.trials[beatless.number].state == TrialState.RUNNING
-    assert fail_beatless_trials(study, grace_period=1) == [beatless.number]
+    assert fail_beatless_trials(study, grace_period=30) == [beatless.number]
     trials = study.get_trials(deepcopy=False)
     assert trials[beatless.number].state == TrialState.FAIL
     assert trials[alive.number].state == TrialState.RUNNING
@@ -451,7 +523,7 @@ def test_rdb_trial_killed_before_its_first_beat_is_failed_and_requeued(tmp_path)
     (waiting,) = [t for t in trials if t.state == TrialState.WAITING]
     assert waiting.params == {"x": beatless.params["x"]}
     assert waiting.user_attrs == {"retry_of": beatless.number, "retry_count": 1}
-    assert fail_beatless_trials(study, grace_period=1) == []  # failed once only
+    assert fail_beatless_trials(study, grace_period=30) == []  # failed once only
 
 
 def _postgres_url() -> str | None:
@@ -474,11 +546,12 @@ def _postgres_url() -> str | None:
 
 @needs_data
 @pytest.mark.timeout(300)
-def test_postgresql_study_with_two_workers(data):
+def test_postgresql_study_with_two_workers(data, monkeypatch):
     url = _postgres_url()
     if url is None:
         pytest.skip("no PostgreSQL server (set SKCGCNN_TEST_POSTGRES_URL or run .ci/postgres.sh)")
     X, y = data
+    monkeypatch.setattr("skcgcnn.tuning._tune._Run", _TakesTurns)  # both workers run trials
     name = f"skcgcnn-test-{os.getpid()}-{time.time_ns()}"
     try:
         result = tune(X, y, space=_tiny(), n_trials=4, max_epochs=4, storage=url,
