@@ -196,6 +196,27 @@ def test_early_stopping_watches_the_validation_score_of_the_best_epoch(task, sco
     assert "early_stopping" not in dict(build([]).callbacks)
 
 
+def test_train_records_the_validation_mae_that_tune_records():
+    """One validation MAE (issue 27): the regression score of ``skcgcnn train`` is the
+    scorer of the library's ValidationMAE (which tune's trials record), in a callback
+    with its settings."""
+    from skcgcnn.cli._training import apply_recipe, make_estimator
+    from skcgcnn.cli.train import _validation
+    from skcgcnn.estimators._scoring import ValidationMAE, validation_mae
+
+    args = apply_recipe(build_parser().parse_args(["train", "root"]))
+    _, score = _validation(args, np.arange(10), np.linspace(0, 1, 10), np.arange(8),
+                           np.arange(8, 10))
+    assert score == ("valid_mae", validation_mae, True)
+    est, _ = make_estimator(args, None, score, Path("unused"))
+    settings = ("scoring", "lower_is_better", "on_train", "name", "use_caching")
+    assert [getattr(dict(est.callbacks)["valid_score"], k) for k in settings] == \
+        [getattr(ValidationMAE(), k) for k in settings]
+    from skcgcnn.tuning import ValidationMAE as tuning_mae
+
+    assert tuning_mae is ValidationMAE
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["--n-iter-no-change", "3"], "--n-iter-no-change 3 is the patience of early stopping: "
                                   "add --early-stopping"),

@@ -107,18 +107,10 @@ def stopped_early(est: Any) -> bool:
 
 
 # The validation scores are skorch EpochScoring callables rather than scikit-learn scorer
-# names on purpose: "neg_mean_absolute_error" would log negative numbers under another
-# name in history.json, and the "roc_auc" scorer raises where a run with one validation
-# class or diverged probabilities should log NaN and go on (check_losses then decides).
-def valid_mae(net: Any, X: Any, y: Any) -> float:
-    """Validation MAE in the target's units (skorch EpochScoring; cached forward pass)."""
-    import numpy as np
-
-    graphs = getattr(X, "X", X)
-    pred = np.asarray(net.predict(graphs), dtype=float).reshape(len(graphs), -1)
-    return float(np.mean(np.abs(pred - np.asarray(y, dtype=float).reshape(pred.shape))))
-
-
+# names on purpose: the "roc_auc" scorer raises where a run with one validation class or
+# diverged probabilities should log NaN and go on (check_losses then decides).  The
+# regressor's, the validation MAE, is the library's (skcgcnn.estimators._scoring, which
+# tune's trials record too); these two are the classifier's.
 def valid_auc(net: Any, X: Any, y: Any) -> float:
     """Validation ROC-AUC of class 1 (encoded labels); NaN when y holds one class."""
     import numpy as np

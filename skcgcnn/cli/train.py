@@ -22,7 +22,7 @@ from ._resume import (check_resumed_split, epochs_done, read_split, resume_args,
                       split_table, start_run_dir, write_split)
 from ._train_options import add_train_options
 from ._training import (apply_recipe, check_losses, check_recipe_args, make_estimator,
-                        stopped_early, valid_accuracy, valid_auc, valid_mae)
+                        stopped_early, valid_accuracy, valid_auc)
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +187,10 @@ def _validation(args: argparse.Namespace, graphs: Any, y: Any, train: Any, val: 
         score = (("valid_auc", valid_auc, False) if len(encoder.classes_) == 2
                  else ("valid_acc", valid_accuracy, False))
     else:
+        from ..estimators._scoring import validation_mae
+
         valid_ds = GraphDataset(graphs[val], y[val].astype(np.float32))
-        score = ("valid_mae", valid_mae, True)
+        score = ("valid_mae", validation_mae, True)
     return valid_ds, score
 
 

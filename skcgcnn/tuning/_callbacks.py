@@ -1,44 +1,23 @@
-"""skorch callbacks of a trial: the validation MAE each epoch, and pruning on it."""
+"""skorch callbacks of a trial: the validation MAE each epoch, and pruning on it.
+
+:class:`ValidationMAE` is the estimators' (``skcgcnn.estimators._scoring``), the one
+validation MAE that ``skcgcnn train`` records too; it is re-exported here, where trials
+use it.
+"""
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from sklearn.metrics import mean_absolute_error
-from skorch.callbacks import Callback, EpochScoring
+from skorch.callbacks import Callback
 
 from .._optional import require
+from ..estimators._scoring import ValidationMAE
 
 try:
     from optuna_integration.skorch import SkorchPruningCallback as _SkorchPruningCallback
 except ImportError:  # no tune extra: the package still imports (as optuna-integration
     _SkorchPruningCallback = Callback  # itself does without skorch); PruningCallback asks
-
-
-class ValidationMAE(EpochScoring):
-    """Record the validation mean absolute error, in the target's units, every epoch.
-
-    skorch's :class:`~skorch.callbacks.EpochScoring` with scikit-learn's
-    ``mean_absolute_error`` and ``use_caching=True``: it adds ``valid_mae`` (and
-    ``valid_mae_best``) to the net's history from the predictions skorch already made
-    for ``valid_loss`` (no second pass over the validation data).  The regressor
-    standardises the targets internally; the scorer calls
-    :meth:`CGCNNRegressor.predict <skcgcnn.estimators.CGCNNRegressor.predict>`, which
-    undoes that, so the MAE is in the target's units, not in standard deviations.  Needs
-    a :class:`~skcgcnn.estimators.CGCNNRegressor` with a ``train_split`` and a concrete
-    ``device`` (skorch moves the cached predictions to ``net.device`` as it is, so
-    resolve ``"auto"`` first); for several targets it is the mean over all of them.
-
-    Parameters
-    ----------
-    name : str, default="valid_mae"
-        History key.
-    """
-
-    # only the name is a parameter: the scorer is what this callback is
-    def __init__(self, name: str = "valid_mae"):
-        super().__init__(mean_absolute_error, lower_is_better=True, on_train=False,
-                         name=name, use_caching=True)
 
 
 class PruningCallback(_SkorchPruningCallback):
