@@ -1,4 +1,5 @@
-"""Files written whole or not at all: a temporary file beside the target, then ``os.replace``.
+"""Files written whole or not at all: a temporary file beside the target, then ``os.replace``;
+and :func:`file_lock`, one process at a time in a block.
 
 A reader, or a process killed while writing, never sees half a file under the real
 name; on any failure the temporary file is removed and the previous file (if any) is
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_write"]
+__all__ = ["atomic_path", "atomic_write", "file_lock"]
 
 
 @contextlib.contextmanager
@@ -63,3 +64,15 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = Fal
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the lock file ``path`` (made if missing) while the block runs: processes that
+    ask for the same path wait their turn.  The `filelock <https://py-filelock.readthedocs.io>`_
+    package's ``FileLock`` (a requirement of torch's, so always installed): ``flock`` on
+    POSIX, ``msvcrt.locking`` on Windows."""
+    from filelock import FileLock
+
+    with FileLock(os.fspath(path)):
+        yield

@@ -123,3 +123,34 @@ def test_bad_structures_raise_or_are_left_out_alike_built_and_read(tmp_path, cap
         np.testing.assert_array_equal(rows, [0, 2])
         assert list(graphs.ids) == ["a", "c"] and graphs.input_positions is None
     np.testing.assert_array_equal(built.nbr_dist, read.nbr_dist)
+
+
+def _hold(lock: str, log: str, tag: int) -> None:
+    import time
+
+    from skcgcnn._atomic import file_lock
+
+    with file_lock(lock):
+        with open(log, "a") as fh:
+            fh.write(f"{tag} in\n")
+        time.sleep(1.0)  # inside the lock: another process entering now would interleave
+        with open(log, "a") as fh:
+            fh.write(f"{tag} out\n")
+
+
+def test_file_lock_lets_one_process_in_at_a_time(tmp_path):
+    import multiprocessing
+
+    lock, log = str(tmp_path / "x.lock"), str(tmp_path / "log")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_hold, args=(lock, log, i)) for i in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0]
+    lines = Path(log).read_text().split()
+    assert len(lines) == 12
+    pairs = [lines[i:i + 4] for i in range(0, 12, 4)]  # "T in T out": never interleaved
+    assert all(p[0] == p[2] and p[1] == "in" and p[3] == "out" for p in pairs), lines
+    assert sorted(p[0] for p in pairs) == ["0", "1", "2"]

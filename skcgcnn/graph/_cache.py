@@ -5,19 +5,18 @@ search's worker processes share them).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._atomic import atomic_write
+from .._atomic import atomic_write, file_lock
 from .._defaults import DMIN, STEP
 from ..structures import StructureError, describe
 from ._collection import GraphCollection
@@ -72,21 +71,6 @@ def _payload_checksum(arrays: Mapping[str, np.ndarray]) -> str:
         digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not on Windows
-        yield
-        return
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class GraphCache:
@@ -173,7 +157,7 @@ class GraphCache:
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             path = self.cache_dir / f"graphs-{self._key(radius, max_num_nbr)}.npz"
-            with _file_lock(path.with_suffix(".lock")):
+            with file_lock(path.with_suffix(".lock")):
                 result = self._read(path, radius, max_num_nbr)
                 if result is None:
                     result = self._build(radius, max_num_nbr)

@@ -12,7 +12,7 @@ from typing import Any
 
 from .._defaults import default_cache_dir
 from .._optional import require
-from ..graph._cache import _file_lock
+from .._atomic import file_lock
 from ._recovery import heartbeat_arguments
 
 logger = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def _storage_lock(url: Any) -> Iterator[None]:
         logger.debug("no lock file %s (%s)", lock, exc)
         yield
         return
-    with _file_lock(lock):
+    with file_lock(lock):
         yield
 
 
