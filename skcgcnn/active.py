@@ -150,8 +150,9 @@ def _labels(pool: Any, positions: np.ndarray) -> np.ndarray:
 
 
 def _final_step(model: Any) -> Any:
-    steps = getattr(model, "steps", None)
-    return steps[-1][1] if steps else model
+    from .estimators._split import split_pipeline
+
+    return split_pipeline(model)[1]
 
 
 def _check_gives_std(model: Any) -> None:
@@ -211,7 +212,9 @@ def _predict_chunked(model: Any, pool: Any, size: int, chunk_size: int
                          "chunk_size=None to predict a bare estimator's pool at once")
     mean = np.full(size, np.nan)
     std = np.full(size, np.nan)
-    on_error = getattr(model.steps[0][1], "on_error", "raise")
+    from .estimators._split import split_pipeline
+
+    on_error = getattr(split_pipeline(model)[0], "on_error", "raise")
     for chunk in predict_iter(model, pool, chunk_size=chunk_size, on_error=on_error,
                               return_std=True):
         if chunk.values.ndim != 1:
