@@ -119,16 +119,24 @@ def report(args) -> None:
                                                                 "n_jobs", "device")}
 
     finished = [Path(r) for r in args.runs if Path(r, "test_results.csv").exists()]
-    members = [run / "test_results.csv" for run in finished if job(run) == job(finished[0])]
-    if len(members) > 1 and finished:
+    groups: list[list[Path]] = []  # the finished runs of one job, in the order given
+    for run in finished:
+        group = next((g for g in groups if job(g[0]) == job(run)), None)
+        if group is None:
+            groups.append([run])
+        else:
+            group.append(run)
+    for members in (g for g in groups if len(g) > 1):
         import pandas as pd
 
-        tables = [pd.read_csv(m, header=None, names=["id", "y", "pred"]).set_index("id")
-                  for m in members]
+        tables = [pd.read_csv(run / "test_results.csv", header=None,
+                              names=["id", "y", "pred"]).set_index("id") for run in members]
         y = tables[0]["y"]
         mean = sum(t["pred"] for t in tables) / len(tables)
         mae = float(np.mean(np.abs(mean - y)))
-        print(json.dumps({"ensemble_members": len(tables), "ensemble_test_mae": mae,
+        print(json.dumps({"ensemble_members": len(tables),
+                          "runs": [run.name for run in members],
+                          "ensemble_test_mae": mae,
                           "member_test_mae": [float(np.mean(np.abs(t["pred"] - y)))
                                               for t in tables]}))
 
