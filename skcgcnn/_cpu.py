@@ -32,9 +32,15 @@ What ``fit`` and ``predict`` do instead
   Where :func:`skcgcnn.set_cpu_performance_defaults` already applied this to the
   process, it stays.
 
-Neither changes a result, only speed.  ``SKCGCNN_CPU_SETTINGS=0`` leaves both alone
-(``SKCGCNN_NO_MALLOPT=1`` only malloc).  Elsewhere than Linux the thread count stays
-as it is.
+malloc's settings change no result.  The thread count changes the order in which
+torch sums float32 values, so two fits with the same ``random_state``, one beside a
+busy process and one on a quiet machine, can differ in the last bits (about 1e-7
+relative; measured on the suite's 8-crystal fit with 1 and with 2 threads).  For
+bit-identical reruns keep the count fixed: with ``torch.use_deterministic_algorithms(True)``
+(torch's own switch for reproducible results) or ``SKCGCNN_CPU_SETTINGS=0`` the calls
+leave it as it is.  ``SKCGCNN_CPU_SETTINGS=0`` leaves
+malloc alone as well (``SKCGCNN_NO_MALLOPT=1`` only malloc).  Elsewhere than Linux the
+thread count stays as it is.
 """
 from __future__ import annotations
 
@@ -156,7 +162,8 @@ class cpu_settings:
         self.cores = _usable_cores()
         self.threads = self.threads_before
         self._mark = None
-        if self.threads_before > 1 and sys.platform.startswith("linux"):
+        if (self.threads_before > 1 and sys.platform.startswith("linux")
+                and not torch.are_deterministic_algorithms_enabled()):
             others = _running_elsewhere()
             if others is not None:
                 self._set_threads(threads_for(others, self.threads_before, self.cores),

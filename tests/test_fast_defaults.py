@@ -84,6 +84,26 @@ def test_the_epoch_look_counts_other_processes_not_this_one(monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_deterministic_algorithms_keep_the_thread_count(monkeypatch):
+    # the thread count changes float32 sums (the pipeline-consistency test failed in CI
+    # when one of its two fits ran with 1 thread and the other with 2): torch's switch
+    # for reproducible results keeps it
+    monkeypatch.setattr(_cpu, "_running_elsewhere", lambda: 5)
+    before, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(2)
+    try:
+        with _cpu.cpu_settings("cpu") as settings:
+            assert torch.get_num_threads() == 1 == settings.threads
+        torch.use_deterministic_algorithms(True)
+        with _cpu.cpu_settings("cpu") as settings:
+            assert torch.get_num_threads() == 2 == settings.threads
+            _cpu.adjust_threads()
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(before)
+
+
 def test_no_cpu_settings_on_other_devices_or_when_switched_off(monkeypatch):
     monkeypatch.setattr(_cpu, "_running_elsewhere", lambda: 5)
     before = torch.get_num_threads()
