@@ -31,6 +31,7 @@ _LAZY = {
     "CGCNNEmbedder": "skcgcnn.estimators",
     "ApplicabilityDomain": "skcgcnn.estimators",
     "OutsideDomainWarning": "skcgcnn.estimators",
+    "UncertaintyFeatures": "skcgcnn.estimators",
     "load_cgcnn_checkpoint": "skcgcnn.estimators",
     "save_model": "skcgcnn.estimators",
     "load_model": "skcgcnn.estimators",

@@ -23,7 +23,8 @@ The estimators are thin skorch subclasses.  What they add to skorch:
   regressors with ``predict(X, return_std=True)`` (``_ensemble``), a fitted network as
   a transformer to crystal embeddings (``_embedder``), and an applicability domain in
   that embedding space, which the regressors fit with ``domain="knn"`` and warn about
-  at ``predict`` (``_domain``);
+  at ``predict`` (``_domain``), and the ensemble's spread and the domain distance as
+  features of the error, for MAPIE's normalised conformity score (``_uncertainty``);
 * resumable training callbacks (``_callbacks``);
 * loading of the original CGCNN checkpoints and a safe save format of their own
   (``_persistence``).
@@ -59,10 +60,11 @@ _LAZY = {
     "PerBatchLRScheduler": "_recipe", "ShortFitWarning": "_recipe",
     "WarmupCosine": "_recipe",
     "CGCNNRegressor": "_regressor",
+    "UncertaintyFeatures": "_uncertainty",
 }
 
 __all__ = ["CGCNNRegressor", "CGCNNClassifier", "CGCNNEnsembleRegressor", "CGCNNEmbedder",
-           "ApplicabilityDomain", "OutsideDomainWarning", "GraphDataset", "collate_graphs", "graphs_to_tensors", "make_cgcnn_pipeline",
+           "ApplicabilityDomain", "OutsideDomainWarning", "UncertaintyFeatures", "GraphDataset", "collate_graphs", "graphs_to_tensors", "make_cgcnn_pipeline",
            "split_pipeline",
            "load_cgcnn_checkpoint", "save_model", "load_model", "format_model_card",
            "CheckpointError", "is_torch_file", "TrainingCheckpoint", "LoadTrainingState",
