@@ -180,3 +180,61 @@ def test_cli_split_reports_tuned_and_default_test_mae(tmp_path, monkeypatch, cap
     split.write_text("id,part\n")
     assert main(args) == 1  # as skcgcnn train --split: before any crystal is read
     assert "the first row must be the header id,split" in capsys.readouterr().err
+
+
+@needs_data
+def test_trials_on_a_share_of_the_train_rows_the_best_rerun_in_full(data, spy, tmp_path):
+    from sklearn.metrics import mean_absolute_error
+
+    X, y = data
+    X, y = X[:40], y[:40]
+    ids = {part: set(X.index[rows]) for part, rows in PARTS.items()}
+    result = tune(X, y, space=SearchSpace.from_dict(TINY), n_trials=3, max_epochs=1,
+                  storage=":memory:", split=PARTS, baselines=[], trial_rows=0.5,
+                  rerun_top=2, refit_epochs=2, output_dir=tmp_path, verbose=0)
+    fits = [c for c in spy if c[0] == "fit"]
+    trial_fits = [c for c in fits if c[2] is not None]
+    # three trials on the same 12 of the 24 train rows, scored on all the val rows
+    assert len(trial_fits) == 3
+    assert all(len(train) == 12 and train < ids["train"] for _, train, _ in trial_fits)
+    assert len({frozenset(train) for _, train, _ in trial_fits}) == 1
+    assert all(valid == ids["val"] for *_, valid in trial_fits)
+    # then the default model and the two best trials again, each on all the train rows;
+    # no separate refit: the chosen re-run is the model scored on test
+    assert [train == ids["train"] for _, train, _ in fits[3:]] == [True] * 3
+    assert len(fits) == 6
+    complete = sorted((t for t in result.study.trials if t.value is not None),
+                      key=lambda t: t.value)
+    reruns = result.reruns
+    assert sorted(r["trial"] for r in reruns) == sorted(t.number for t in complete[:2])
+    assert reruns[0]["value"] <= reruns[1]["value"]
+    assert result.test["tuned_trial"] == reruns[0]["trial"]
+    # the re-run's score is the returned model's validation MAE, 2 epochs on 24 rows
+    val = mean_absolute_error(y[24:32], result.best_pipeline.predict(list(X[24:32])))
+    assert val == pytest.approx(reruns[0]["value"], rel=1e-5)
+    assert result.best_pipeline.named_steps["cgcnn"].max_epochs == 2
+    assert len(result.best_pipeline.named_steps["cgcnn"].history) == 2
+    assert result.study.user_attrs["skcgcnn"]["trial_rows"] == 0.5
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["reruns"] == reruns and summary["trial_rows"] == 0.5
+
+
+def test_trial_rows_and_rerun_top_are_checked():
+    from skcgcnn.tuning._fidelity import subset_splits
+
+    train, valid = np.arange(10), np.arange(10, 14)
+    (cut, same), = subset_splits([(train, valid)], 4, 0)
+    assert len(cut) == 4 and set(cut) < set(train)
+    np.testing.assert_array_equal(same, valid)
+    assert len(subset_splits([(train, valid)], 0.25, 0)[0][0]) == 2  # round(2.5) = 2
+    assert len(subset_splits([(train, valid)], 1, 0)[0][0]) == 10  # 1: all of them
+    assert len(subset_splits([(train, valid)], 50, 0)[0][0]) == 10  # capped
+    structures, y = [None] * 10, np.zeros(10)
+    for kwargs, message in [({"trial_rows": 0.0}, r"fraction must lie in \(0, 1\]"),
+                            ({"trial_rows": 1.5}, r"fraction must lie in \(0, 1\]"),
+                            ({"trial_rows": 0}, "at least 2 rows"),
+                            ({"trial_rows": "half"}, "use a fraction"),
+                            ({"rerun_top": -1}, "rerun_top=-1"),
+                            ({"rerun_top": 2, "cv": 3}, "with cv give rerun_top=0")]:
+        with pytest.raises(ValueError, match=message):
+            tune(structures, y, storage=":memory:", **kwargs)

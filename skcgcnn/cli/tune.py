@@ -57,6 +57,14 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, metavar="S",
                    help="start no new trial after S seconds")
     p.add_argument("--epochs", type=int, default=30, help="epochs per trial (default: 30)")
+    p.add_argument("--trial-rows", type=_fraction_or_count, metavar="F|N",
+                   help="multi-fidelity: each trial trains on this share (0-1) or number of "
+                        "the training rows (default: all); the validation rows stay whole")
+    p.add_argument("--rerun-top", type=int, default=0, metavar="K",
+                   help="train the K best trials again on all the training rows and keep "
+                        "the best of those (default: 0, none)")
+    p.add_argument("--refit-epochs", type=int, metavar="E",
+                   help="epochs of the re-runs and the refit (default: --epochs)")
     p.add_argument("--cv", type=int, metavar="K",
                    help="K-fold cross-validation instead of one validation split")
     p.add_argument("--validation-fraction", type=float,
@@ -119,6 +127,17 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
     label_options(p)
     p.set_defaults(func=run_tune_command)
     return p
+
+
+def _fraction_or_count(text: str) -> float | int:
+    """``--trial-rows``: a fraction such as 0.25, or a whole number of rows."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if "." not in text and "e" not in text.lower() and value.is_integer():
+        return int(value)
+    return value
 
 
 def _csv_list(text: str | None, kind: type) -> list | None:
@@ -233,7 +252,9 @@ def run_tune_command(args: argparse.Namespace) -> int:
                       device=device, heartbeat_interval=args.heartbeat_interval,
                       grace_period=args.grace_period, n_jobs=args.n_jobs,
                       target_name=args.target_label or target,
-                      estimator_params=estimator_params, verbose=verbose)
+                      estimator_params=estimator_params, trial_rows=args.trial_rows,
+                      rerun_top=args.rerun_top, refit_epochs=args.refit_epochs,
+                      verbose=verbose)
     except (ValueError, RuntimeError, ImportError) as exc:
         return fail(str(exc))
     print(best_trials_markdown(result.study, space))
@@ -244,6 +265,9 @@ def run_tune_command(args: argparse.Namespace) -> int:
           f"{result.wall_s:.0f} s")
     for name, value in result.baselines.items():
         print(f"  {name}: {value:.4f}")
+    for row in result.reruns or ():
+        print(f"  rerun of trial {row['trial']} on all the train rows: valid MAE "
+              f"{row['value']:.4f} (its trial: {row['trial_value']:.4f})")
     if result.test is not None:
         test = result.test
         print(f"test MAE on {test['n_test']} rows the study never saw: tuned CGCNN (trial "

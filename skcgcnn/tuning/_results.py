@@ -195,6 +195,9 @@ class TuneResult:
         With ``tune(split=...)`` and a refit: ``n_test``, ``tuned_trial``,
         ``tuned_test_mae`` (the refitted best configuration) and ``default_test_mae``
         (``CGCNNRegressor()`` on the same train rows), on the same test rows.
+    reruns : list of dict or None
+        With ``rerun_top``: each re-run trial's ``trial``, ``trial_value`` (at the
+        trials' fidelity), ``value`` (valid MAE in full) and ``fit_s``, best first.
     """
 
     study: Any
@@ -208,6 +211,7 @@ class TuneResult:
     files: list = field(default_factory=list)
     graph_builds: int = 0
     test: dict | None = None
+    reruns: list | None = None
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.study, self.best_pipeline))

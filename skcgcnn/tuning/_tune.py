@@ -20,6 +20,7 @@ from .._optional import require
 from .._targets import check_finite_targets
 from ..structures import as_structures
 from ._baselines import DEFAULT_CGCNN, _baseline_values
+from ._fidelity import check_trial_rows, rerun_best, subset_splits
 from ._finetune import check_estimator_params, check_init_graphs, describe
 from ._holdout import fit_default, fixed_split, score_on_test, write_split
 from ._progress import (TrialLines, plural, seconds, state_counts, study_start,
@@ -73,6 +74,7 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
          device: str = "cpu", heartbeat_interval: float = 20.0, grace_period: float = 90.0,
          max_retries: int = 2, n_jobs: int | None = None, on_error: str = "raise",
          target_name: str = "target", estimator_params: Mapping[str, Any] | None = None,
+         trial_rows: float | int | None = None, rerun_top: int = 0,
          verbose: int = 1) -> TuneResult:
     """Search CGCNN hyper-parameters with Optuna; refit the best on all the data.
 
@@ -177,6 +179,18 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
         space sets, nor ``max_epochs``, ``random_state``, ``device``, ``verbose``,
         ``train_split`` or ``callbacks``, which tune sets.  With ``n_workers > 1`` they
         must pickle (a path is the lightest ``init``).
+    trial_rows : float or int, optional
+        Multi-fidelity: each trial trains on this share (a fraction in (0, 1]) or this
+        number of its split's training rows, drawn once by ``random_state``; the
+        validation rows stay whole, so trials are compared on the same crystals.
+        Default: all of them.  Combine with a small ``max_epochs`` and ``rerun_top``.
+    rerun_top : int, default=0
+        After the study, train the ``rerun_top`` best complete trials again on all the
+        training rows for ``refit_epochs`` (default: each trial's epochs) and score them
+        on the same validation rows; the best re-run is the configuration refitted and
+        returned (with ``split``, that re-run itself, already fitted on the train rows,
+        is the model scored on the test rows).  ``result.reruns`` lists them.  Not with
+        ``cv``.
     verbose : int, default=1
         Progress on standard error, as the estimators' epoch table: 1 prints a line when
         the study starts, one per trial that ends (``trial 3 [4/20]: valid MAE 0.1234
@@ -211,6 +225,13 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
         raise ValueError(f"max_epochs={max_epochs!r}: use a positive integer")
     if not isinstance(n_workers, (int, np.integer)) or n_workers < 1:
         raise ValueError(f"n_workers={n_workers!r}: use a positive integer")
+    check_trial_rows(trial_rows)
+    if isinstance(rerun_top, bool) or not isinstance(rerun_top, (int, np.integer)) \
+            or rerun_top < 0:
+        raise ValueError(f"rerun_top={rerun_top!r}: use 0 (no re-runs) or a positive integer")
+    if rerun_top and cv is not None:
+        raise ValueError("rerun_top re-runs trials on one validation split; with cv give "
+                         "rerun_top=0 (or use split= or validation_fraction=)")
     items, ids = as_structures(structures)
     y_arr = np.asarray(y, dtype=float)
     if y_arr.ndim != 1 or len(y_arr) != len(items):
@@ -232,6 +253,8 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
             write_split(os.path.join(output_dir, "split.csv"), ids, parts)
     else:
         splits, split_desc = _splits(len(items), cv, validation_fraction, random_state)
+    full_split = splits[0]
+    splits = subset_splits(splits, trial_rows, random_state)
     tmp_cache = None
     if graph_cache is None and n_workers > 1:
         tmp_cache = tempfile.mkdtemp(prefix="skcgcnn-graphs-")
@@ -253,6 +276,8 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
                    "space": space.to_dict()}
     if fixed:  # only then: the attributes (and names) of earlier studies stay as they were
         study_attrs["estimator_params"] = describe(fixed)
+    if trial_rows is not None:  # likewise
+        study_attrs["trial_rows"] = trial_rows
     epochs = space.trial_epochs(int(max_epochs))
     if study_name is None:
         # the same data and settings give the same name: running again resumes
@@ -304,9 +329,16 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
             + (f"; the first error was: {errors[0]}" if errors else
                " (all were pruned, or time ran out: allow more trials or time)"))
     best = min(complete, key=lambda t: t.value)
-    best_cfg = space.config(best.params)
     write_line(f"study {study_name!r}: {state_counts(study)}; best valid MAE "
                f"{best.value:.4f} (trial {best.number})", verbose)
+    reruns, rerun_fit = None, None
+    if rerun_top and refit:
+        best, reruns, rerun_fit = rerun_best(
+            complete, rerun_top, space=space, fixed=fixed, cache=cache, y=y_arr,
+            split=full_split, epochs=refit_epochs, max_epochs=int(max_epochs),
+            seed_of=lambda t: _trial_seed(random_state, t), device=device, tables=tables,
+            verbose=verbose, refit=_refit)
+    best_cfg = space.config(best.params)
 
     default_model, known = None, {}
     if parts is not None and refit:
@@ -317,6 +349,10 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
                                    random_state, cache, n_jobs, device, verbose, known)
     files: list = []
     extra = {"validation": split_desc, "max_epochs": int(max_epochs), "n_samples": len(items)}
+    if trial_rows is not None:
+        extra["trial_rows"] = trial_rows
+    if reruns is not None:
+        extra["reruns"] = reruns
     if output_dir is not None and parts is None:
         files = write_results(study, output_dir, space=space, baselines=base_values,
                               target_name=target_name,
@@ -327,9 +363,12 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
         seed = random_state if parts is None else _trial_seed(random_state, best)
         params = {**fixed, **best_cfg.estimator_params}
         params["max_epochs"] = int(refit_epochs or params.get("max_epochs", max_epochs))
-        pipeline, graphs = _refit(best_cfg, params, cache, y_arr, seed, device, tables,
-                                  best.number, verbose,
-                                  None if parts is None else parts["train"])
+        if rerun_fit is not None and parts is not None:
+            pipeline, graphs = rerun_fit  # already fitted on the train rows
+        else:
+            pipeline, graphs = _refit(best_cfg, params, cache, y_arr, seed, device, tables,
+                                      best.number, verbose,
+                                      None if parts is None else parts["train"])
         if parts is not None:
             test = score_on_test(pipeline.named_steps["cgcnn"], graphs, default_model, items,
                                  y_arr, parts["test"], cache, n_jobs, best.number, verbose)
@@ -345,7 +384,7 @@ def tune(structures: Any, y: Any, *, space: SearchSpace | None = None,
                       best_value=float(best.value), best_config=best_cfg,
                       baselines=base_values, trials=trials_table(study, space),
                       wall_s=time.perf_counter() - start, files=files,
-                      graph_builds=cache.builds, test=test)
+                      graph_builds=cache.builds, test=test, reruns=reruns)
 
 
 def _trial_seed(random_state: int | None, trial: Any) -> int | None:
@@ -387,7 +426,8 @@ def _check_new_trials(study: Any, first_new: int, tmp_cache: str | None) -> None
 
 def _refit(cfg: TrialConfig, params: dict, cache: GraphCache, y: np.ndarray,
            random_state: int | None, device: str, tables: dict, number: int,
-           verbose: int, rows: np.ndarray | None = None) -> tuple[Any, tuple]:
+           verbose: int, rows: np.ndarray | None = None, label: str = "refit"
+           ) -> tuple[Any, tuple]:
     """The best configuration (estimator ``params``) fitted on every row (or the
     positions ``rows``), as a Pipeline, from the cached graphs; and those graphs,
     ``(graphs, kept)``.
@@ -407,9 +447,9 @@ def _refit(cfg: TrialConfig, params: dict, cache: GraphCache, y: np.ndarray,
     if rows is not None:
         fit_rows = np.flatnonzero(np.isin(kept, rows))
         X, target, where = graphs[fit_rows], target[fit_rows], "train "
-    write_line(f"refit: trial {number}'s configuration on {len(X)} {where}structures, "
+    write_line(f"{label}: trial {number}'s configuration on {len(X)} {where}structures, "
                f"{plural(int(epochs), 'epoch')} ...", verbose)
     pipe.named_steps["graph"].fit()  # learns nothing from the data
     pipe.named_steps["cgcnn"].fit(X, target)
-    write_line(f"refit: done in {seconds(time.perf_counter() - start)}", verbose)
+    write_line(f"{label}: done in {seconds(time.perf_counter() - start)}", verbose)
     return pipe, (graphs, kept)
