@@ -73,7 +73,8 @@ class UncertaintyFeatures(TransformerMixin, BaseEstimator):
     >>> from sklearn.linear_model import LinearRegression
     >>> from sklearn.pipeline import make_pipeline
     >>> pipe = make_pipeline(StructureGraphTransformer(),
-    ...                      CGCNNEnsembleRegressor(domain="knn")).fit(structures, y)
+    ...                      CGCNNEnsembleRegressor(domain="knn"))
+    >>> pipe.fit(structures, y)                                  # doctest: +SKIP
     >>> error_model = make_pipeline(UncertaintyFeatures(pipe), LinearRegression())
     >>> score = ResidualNormalisedScore(residual_estimator=error_model, split_size=0.5,
     ...                                 random_state=0)
