@@ -12,7 +12,7 @@ split the pretrained models ship, ``skcgcnn/pretrained/*.split.csv.gz``).  A see
    (:data:`RECIPE_SPACE`: atom features, depth, widths, learning rate, weight decay,
    batch size, loss), the default configuration enqueued as trial 0, ``--trials``
    trials, each on ``--trial-rows`` of the train rows for ``--trial-epochs`` epochs
-   (``pruner="none"``), then the ``--rerun-top`` best trained again on all the train
+   (``--pruner``, default none), then the ``--rerun-top`` best trained again on all the train
    rows for ``--refit-epochs`` epochs; the best re-run's test MAE.  Its CPU seconds
    (the whole ``tune`` call, including the short default fit it makes for its own
    comparison) against the default's.
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trial-epochs", type=int, default=12)
     p.add_argument("--rerun-top", type=int, default=2)
     p.add_argument("--refit-epochs", type=int, default=60)
+    p.add_argument("--pruner", default="none",
+                   help="tune's pruner (default: none; the trials are cheap already)")
     p.add_argument("--default-seeds", default="0,1")
     p.add_argument("--seed", type=int, default=0, help="rows and study seed")
     p.add_argument("--out", required=True)
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     start = cpu_seconds()
     result = tune(df["structure"], y, space=SearchSpace.from_dict(RECIPE_SPACE),
                   n_trials=args.trials, max_epochs=args.trial_epochs, split=parts,
-                  storage=str(out / "study.db"), pruner="none", random_state=args.seed,
+                  storage=str(out / "study.db"), pruner=args.pruner, random_state=args.seed,
                   output_dir=out, baselines=[], enqueue=[DEFAULT_POINT],
                   trial_rows=args.trial_rows, rerun_top=args.rerun_top,
                   refit_epochs=args.refit_epochs, n_jobs=2)
