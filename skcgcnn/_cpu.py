@@ -36,11 +36,11 @@ malloc's settings change no result.  The thread count changes the order in which
 torch sums float32 values, so two fits with the same ``random_state``, one beside a
 busy process and one on a quiet machine, can differ in the last bits (about 1e-7
 relative; measured on the suite's 8-crystal fit with 1 and with 2 threads).  For
-bit-identical reruns keep the count fixed: with ``torch.use_deterministic_algorithms(True)``
-(torch's own switch for reproducible results) or ``SKCGCNN_CPU_SETTINGS=0`` the calls
-leave it as it is.  ``SKCGCNN_CPU_SETTINGS=0`` leaves
-malloc alone as well (``SKCGCNN_NO_MALLOPT=1`` only malloc).  Elsewhere than Linux the
-thread count stays as it is.
+bit-identical reruns keep the count fixed: with
+``torch.use_deterministic_algorithms(True)`` (torch's own switch for reproducible
+results) or ``SKCGCNN_CPU_SETTINGS=0`` the calls leave it as it is.
+``SKCGCNN_CPU_SETTINGS=0`` leaves malloc alone as well (``SKCGCNN_NO_MALLOPT=1`` only
+malloc).  Elsewhere than Linux the thread count stays as it is.
 """
 from __future__ import annotations
 

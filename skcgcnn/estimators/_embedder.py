@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 from sklearn.pipeline import Pipeline
 
 from ._classifier import CGCNNClassifier
@@ -93,9 +94,7 @@ class CGCNNEmbedder(TransformerMixin, BaseEstimator):
     def transform(self, X: Any) -> np.ndarray:
         """Embeddings of shape ``(n, n_features_out_)``; NaN rows for the structures a
         StructureGraphTransformer(on_error="skip") left out."""
-        if not hasattr(self, "n_features_out_"):
-            raise NotFittedError("This CGCNNEmbedder instance is not fitted yet; call fit "
-                                 "first")
+        check_is_fitted(self, "n_features_out_")
         head, est = self._network()
         graphs = X if head is None else head.transform(X)
         members = est.estimators_ if isinstance(est, CGCNNEnsembleRegressor) else [est]
@@ -104,7 +103,6 @@ class CGCNNEmbedder(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """``cgcnn_embedding0``, ``cgcnn_embedding1``, ..."""
-        if not hasattr(self, "n_features_out_"):
-            raise NotFittedError("This CGCNNEmbedder instance is not fitted yet")
+        check_is_fitted(self, "n_features_out_")
         return np.array([f"cgcnn_embedding{i}" for i in range(self.n_features_out_)],
                         dtype=object)

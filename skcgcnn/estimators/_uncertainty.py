@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 from ._domain import OutsideDomainWarning
 from ._ensemble import CGCNNEnsembleRegressor
@@ -111,7 +112,7 @@ class UncertaintyFeatures(TransformerMixin, BaseEstimator):
             raise NotFittedError(f"UncertaintyFeatures needs a fitted model; this "
                                  f"{type(est).__name__} is not fitted: fit it first (the "
                                  "transformer does not train it)")
-        features = (self.features,) if isinstance(self.features, str) else tuple(self.features)
+        features = self._features()
         unknown = [f for f in features if f not in FEATURES]
         if unknown or not features:
             raise ValueError(f"features={self.features!r}: use one or more of {FEATURES}")
@@ -145,9 +146,7 @@ class UncertaintyFeatures(TransformerMixin, BaseEstimator):
     def transform(self, X: Any) -> np.ndarray:
         """Features of shape ``(n, n_features_out_)``; NaN rows for the structures a
         StructureGraphTransformer(on_error="skip") left out."""
-        if not hasattr(self, "n_features_out_"):
-            raise NotFittedError("This UncertaintyFeatures instance is not fitted yet; call "
-                                 "fit first")
+        check_is_fitted(self, "n_features_out_")
         head, est, features = self._checked()
         graphs = X if head is None else head.transform(X)
         columns: dict[str, np.ndarray] = {}
@@ -177,6 +176,9 @@ class UncertaintyFeatures(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """The features, with ``log_`` before each when ``log``."""
-        features = (self.features,) if isinstance(self.features, str) else tuple(self.features)
         prefix = "log_" if self.log else ""
-        return np.array([prefix + f for f in features], dtype=object)
+        return np.array([prefix + f for f in self._features()], dtype=object)
+
+    def _features(self) -> tuple[str, ...]:
+        """``features`` as a tuple (a single name is taken as one feature)."""
+        return (self.features,) if isinstance(self.features, str) else tuple(self.features)
